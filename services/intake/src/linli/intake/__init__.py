@@ -1,1 +1,1 @@
-"""Linli package."""
+"""Linli intake: the demand side (needs, residents, ingress from other systems)."""

@@ -1,0 +1,514 @@
+"""The event catalogue: the data of every domain event, version 1.
+
+Events carry ids, kinds, times and compound names, never names, phone numbers or
+addresses: personal data reaches a partner only through an authorised API call after
+it has accepted an assignment. Each class is registered in
+`linli.contracts.registry`, which names its aggregate, event name and version.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from enum import StrEnum
+from typing import Annotated, Any, Self
+from uuid import UUID
+
+from pydantic import (
+    AwareDatetime,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+
+from linli.contracts.needs import (
+    DETAILS_BY_KIND,
+    MealDetails,
+    NeedSource,
+    RepairDetails,
+    VisitDetails,
+)
+from linli.contracts.types import (
+    EventData,
+    FailureReason,
+    NeedKind,
+    PriorityGroup,
+    Reason,
+    Role,
+    TimeWindow,
+    Urgency,
+)
+
+__all__ = [
+    "ESCALATION_REASONS",
+    "AssignmentExpired",
+    "AssignmentOffered",
+    "DeliveryFailed",
+    "HandedTo",
+    "MealDelivered",
+    "NeedCancelled",
+    "NeedDetails",
+    "NeedEscalated",
+    "NeedFulfilled",
+    "NeedRejected",
+    "NeedSubmitted",
+    "NotificationChannel",
+    "NotificationFailed",
+    "PartnerAccepted",
+    "PartnerDeclined",
+    "PartyKind",
+    "PartyRef",
+    "PointsAwarded",
+    "RepairCompleted",
+    "SlotPublished",
+    "SlotReleaseReason",
+    "SlotReleased",
+    "SlotReserved",
+    "VisitCompleted",
+    "VolunteerConfirmed",
+    "VolunteerDeclined",
+]
+
+Compound = Annotated[
+    str | None,
+    Field(
+        default=None,
+        max_length=100,
+        description="Compound (小区) or grid the need or capacity belongs to.",
+    ),
+]
+
+
+class PartyKind(StrEnum):
+    """Who provides a service: a partner organisation or a volunteer."""
+
+    PARTNER = "partner"
+    VOLUNTEER = "volunteer"
+
+
+class PartyRef(EventData):
+    """Reference to a partner organisation or a volunteer, by id only."""
+
+    kind: PartyKind = Field(description="Partner organisation or volunteer.")
+    id: UUID = Field(description="Partner or volunteer id (owned by partners).")
+
+
+class HandedTo(StrEnum):
+    """Who received a delivered meal."""
+
+    RESIDENT = "resident"
+    NEIGHBOUR = "neighbour"
+
+
+class SlotReleaseReason(StrEnum):
+    """Why reserved capacity went back to the pool."""
+
+    DECLINED = "declined"
+    EXPIRED = "expired"
+    NEED_CANCELLED = "need_cancelled"
+    DELIVERY_FAILED = "delivery_failed"
+    OTHER = "other"
+
+
+class NotificationChannel(StrEnum):
+    """Outbound channel a notification failed on."""
+
+    WEBHOOK = "webhook"
+    STREAM = "stream"
+    SMS = "sms"
+    EMAIL = "email"
+
+
+ESCALATION_REASONS: tuple[str, ...] = (
+    "no_capacity",
+    "no_taker",
+    "sla_breached",
+    "delivery_failed",
+    "wellbeing_concern",
+    "follow_up_needed",
+    "other",
+)
+"""Known `need.escalated` reason codes; consumers must tolerate unknown ones."""
+
+
+# The details models share no discriminator field of their own: the event's
+# top-level `kind` says which one applies. A wrap validator publishes the already
+# validated kind here so the union's callable discriminator can read it; a ContextVar
+# keeps that safe across threads and asyncio tasks.
+_DETAILS_KIND: ContextVar[str | None] = ContextVar("linli_details_kind", default=None)
+
+
+def _details_tag(value: Any) -> str | None:
+    if isinstance(value, MealDetails):
+        return NeedKind.MEAL_DELIVERY.value
+    if isinstance(value, VisitDetails):
+        return NeedKind.ELDER_CARE_VISIT.value
+    if isinstance(value, RepairDetails):
+        return NeedKind.REPAIR.value
+    return _DETAILS_KIND.get()
+
+
+NeedDetails = Annotated[
+    Annotated[MealDetails, Tag(NeedKind.MEAL_DELIVERY.value)]
+    | Annotated[VisitDetails, Tag(NeedKind.ELDER_CARE_VISIT.value)]
+    | Annotated[RepairDetails, Tag(NeedKind.REPAIR.value)],
+    Discriminator(
+        _details_tag,
+        custom_error_type="details_kind",
+        custom_error_message="details cannot be read without a valid kind",
+    ),
+]
+"""Kind-specific details; which model applies is decided by the sibling `kind`."""
+
+
+def _details_for_kind(
+    value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+) -> Any:
+    kind = info.data.get("kind")
+    token = _DETAILS_KIND.set(None if kind is None else str(kind))
+    try:
+        return handler(value)
+    finally:
+        _DETAILS_KIND.reset(token)
+
+
+def _check_details_match(kind: NeedKind, details: object) -> None:
+    if not isinstance(details, DETAILS_BY_KIND[kind.value]):
+        raise ValueError("details do not match kind")
+
+
+# --- intake -------------------------------------------------------------------
+
+
+class NeedSubmitted(EventData):
+    """Intake accepted a need from a resident, an operator or another system.
+
+    Scheduling starts matching it to capacity. Carries no personal data: partners
+    learn the resident's contact details only after accepting.
+    """
+
+    need_id: UUID = Field(description="Id of the need (owned by intake).")
+    resident_id: UUID = Field(description="Resident the need is for.")
+    kind: NeedKind = Field(description="Kind of need; selects the details shape.")
+    urgency: Urgency = Field(description="How urgent the need is.")
+    window: TimeWindow = Field(description="When the service should happen.")
+    details: NeedDetails = Field(description="Kind-specific details.")
+    priority_group: PriorityGroup = Field(
+        description="Resident's priority group, for matching order and SLA."
+    )
+    compound: Compound
+    submitted_at: AwareDatetime = Field(description="When intake accepted the need.")
+    source: NeedSource | None = Field(
+        default=None, description="Channel or system the need came from."
+    )
+
+    _validate_details = field_validator("details", mode="wrap")(_details_for_kind)
+
+    @model_validator(mode="after")
+    def _details_match_kind(self) -> Self:
+        _check_details_match(self.kind, self.details)
+        return self
+
+
+class NeedRejected(EventData):
+    """Intake rejected an ingress command; the raw message is in the dead-letter store.
+
+    Operators replay it from there once fixed; the submitting system learns why.
+    """
+
+    reasons: list[Reason] = Field(
+        min_length=1, max_length=100, description="Why the command was rejected."
+    )
+    dead_letter_id: UUID = Field(description="Id of the stored raw message.")
+    ingress_subject: str = Field(max_length=256, description="NATS subject the command arrived on.")
+    source_system: str | None = Field(
+        default=None,
+        max_length=256,
+        description="CloudEvents source of the rejected command, when readable.",
+    )
+    source_event_id: str | None = Field(
+        default=None,
+        max_length=256,
+        description="CloudEvents id of the rejected command, when readable.",
+    )
+    rejected_at: AwareDatetime = Field(description="When intake rejected it.")
+
+
+class NeedCancelled(EventData):
+    """A need was withdrawn before it was fulfilled; reserved capacity is released."""
+
+    need_id: UUID = Field(description="Cancelled need.")
+    reason: str | None = Field(default=None, max_length=500, description="Why it was cancelled.")
+    cancelled_by_role: Role = Field(description="Role of whoever cancelled it.")
+    cancelled_at: AwareDatetime = Field(description="When it was cancelled.")
+
+
+# --- partners -----------------------------------------------------------------
+
+
+class SlotPublished(EventData):
+    """A partner or volunteer published capacity that scheduling may reserve."""
+
+    slot_id: UUID = Field(description="Id of the slot (owned by partners).")
+    kind: NeedKind = Field(description="Kind of need this capacity serves.")
+    provider: PartyRef = Field(description="Who provides the capacity.")
+    window: TimeWindow = Field(description="When the capacity is available.")
+    capacity: int = Field(ge=1, le=1000, description="How many needs the slot can serve.")
+    compounds: list[Annotated[str, Field(max_length=100)]] = Field(
+        default_factory=list,
+        max_length=200,
+        description="Compounds or grids served; empty means the whole community.",
+    )
+    published_at: AwareDatetime = Field(description="When the slot was published.")
+
+
+class VolunteerConfirmed(EventData):
+    """A volunteer accepted an offered assignment."""
+
+    assignment_id: UUID = Field(description="Accepted assignment.")
+    need_id: UUID = Field(description="Need the assignment serves.")
+    slot_id: UUID = Field(description="Slot the assignment uses.")
+    volunteer_id: UUID = Field(description="Volunteer who accepted.")
+    confirmed_at: AwareDatetime = Field(description="When the volunteer confirmed.")
+
+
+class VolunteerDeclined(EventData):
+    """A volunteer declined an offered assignment; scheduling offers it elsewhere."""
+
+    assignment_id: UUID = Field(description="Declined assignment.")
+    need_id: UUID = Field(description="Need the assignment serves.")
+    volunteer_id: UUID = Field(description="Volunteer who declined.")
+    reason: str | None = Field(default=None, max_length=500, description="Reason given, if any.")
+    declined_at: AwareDatetime = Field(description="When the volunteer declined.")
+
+
+class PartnerAccepted(EventData):
+    """A partner organisation accepted an offered assignment."""
+
+    assignment_id: UUID = Field(description="Accepted assignment.")
+    need_id: UUID = Field(description="Need the assignment serves.")
+    slot_id: UUID = Field(description="Slot the assignment uses.")
+    partner_id: UUID = Field(description="Partner organisation that accepted.")
+    eta: AwareDatetime | None = Field(
+        default=None, description="Expected arrival time, when the partner gave one."
+    )
+    accepted_at: AwareDatetime = Field(description="When the partner accepted.")
+
+
+class PartnerDeclined(EventData):
+    """A partner organisation declined an offered assignment."""
+
+    assignment_id: UUID = Field(description="Declined assignment.")
+    need_id: UUID = Field(description="Need the assignment serves.")
+    partner_id: UUID = Field(description="Partner organisation that declined.")
+    reason: str | None = Field(default=None, max_length=500, description="Reason given, if any.")
+    declined_at: AwareDatetime = Field(description="When the partner declined.")
+
+
+class MealDelivered(EventData):
+    """A meal reached the resident (or a neighbour on their behalf)."""
+
+    need_id: UUID = Field(description="Need served.")
+    assignment_id: UUID = Field(description="Assignment carried out.")
+    delivered_by: PartyRef = Field(description="Who delivered the meal.")
+    delivered_at: AwareDatetime = Field(description="When the meal was handed over.")
+    handed_to: HandedTo = Field(description="Who received the meal.")
+    hot_on_arrival: bool | None = Field(
+        default=None, description="Whether the meal was still hot, when recorded."
+    )
+
+
+class VisitCompleted(EventData):
+    """An elder-care visit took place."""
+
+    need_id: UUID = Field(description="Need served.")
+    assignment_id: UUID = Field(description="Assignment carried out.")
+    visited_by: PartyRef = Field(description="Who made the visit.")
+    started_at: AwareDatetime = Field(description="When the visit started.")
+    ended_at: AwareDatetime = Field(description="When the visit ended.")
+    wellbeing_concern: bool = Field(
+        description="Whether the visitor is worried about the resident's wellbeing; "
+        "a concern is escalated to the community operator."
+    )
+    observations: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="Visitor's observations (no names or contact details).",
+    )
+
+    @model_validator(mode="after")
+    def _check_times(self) -> Self:
+        if self.ended_at < self.started_at:
+            raise ValueError("ended_at must not be before started_at")
+        return self
+
+
+class RepairCompleted(EventData):
+    """A repair technician finished a call, fixed or not."""
+
+    need_id: UUID = Field(description="Need served.")
+    assignment_id: UUID = Field(description="Assignment carried out.")
+    repaired_by: PartyRef = Field(description="Who carried out the repair.")
+    arrived_at: AwareDatetime = Field(
+        description="When the technician arrived; measured against the SLA."
+    )
+    completed_at: AwareDatetime = Field(description="When the technician finished.")
+    fixed: bool = Field(description="Whether the problem is fixed.")
+    follow_up_needed: bool = Field(description="Whether another visit is needed.")
+    summary: str | None = Field(default=None, max_length=2000, description="What was done.")
+
+    @model_validator(mode="after")
+    def _check_times(self) -> Self:
+        if self.completed_at < self.arrived_at:
+            raise ValueError("completed_at must not be before arrived_at")
+        return self
+
+
+class DeliveryFailed(EventData):
+    """A meal, visit or repair could not be carried out."""
+
+    need_id: UUID = Field(description="Need that was not served.")
+    assignment_id: UUID = Field(description="Assignment that failed.")
+    attempted_by: PartyRef = Field(description="Who attempted it.")
+    reason: FailureReason = Field(description="Why it failed.")
+    detail: str | None = Field(
+        default=None, max_length=500, description="More detail (no personal data)."
+    )
+    failed_at: AwareDatetime = Field(description="When the attempt failed.")
+
+
+class PointsAwarded(EventData):
+    """A volunteer earned service points for a fulfilled need."""
+
+    volunteer_id: UUID = Field(description="Volunteer credited.")
+    points: int = Field(gt=0, le=10_000, description="Points awarded.")
+    need_id: UUID = Field(description="Need the points are for.")
+    balance_after: int = Field(ge=0, description="Volunteer's balance after this award.")
+    awarded_at: AwareDatetime = Field(description="When the points were credited.")
+
+
+# --- scheduling ---------------------------------------------------------------
+
+
+class SlotReserved(EventData):
+    """Scheduling reserved one unit of a slot's capacity for a need."""
+
+    reservation_id: UUID = Field(description="Id of the reservation.")
+    slot_id: UUID = Field(description="Slot reserved.")
+    need_id: UUID = Field(description="Need it is reserved for.")
+    remaining_capacity: int = Field(
+        ge=0, le=1000, description="Capacity left in the slot after this reservation."
+    )
+    reserved_at: AwareDatetime = Field(description="When it was reserved.")
+
+
+class SlotReleased(EventData):
+    """A reservation was given up and its capacity returned to the slot."""
+
+    reservation_id: UUID = Field(description="Released reservation.")
+    slot_id: UUID = Field(description="Slot the capacity returns to.")
+    need_id: UUID = Field(description="Need the reservation was for.")
+    reason: SlotReleaseReason = Field(description="Why it was released.")
+    released_at: AwareDatetime = Field(description="When it was released.")
+
+
+class AssignmentOffered(EventData):
+    """Scheduling offered a need to a partner or volunteer until `expires_at`.
+
+    Carries what the candidate needs to decide (kind, window, details, compound) but
+    no personal data.
+    """
+
+    assignment_id: UUID = Field(description="Id of the assignment offer.")
+    need_id: UUID = Field(description="Need offered.")
+    slot_id: UUID = Field(description="Slot reserved for it.")
+    offered_to: PartyRef = Field(description="Candidate the offer goes to.")
+    kind: NeedKind = Field(description="Kind of need; selects the details shape.")
+    urgency: Urgency = Field(description="How urgent the need is.")
+    window: TimeWindow = Field(description="When the service should happen.")
+    details: NeedDetails = Field(description="Kind-specific details.")
+    compound: Compound
+    attempt: int = Field(default=1, ge=1, le=100, description="1 for the first offer of this need.")
+    offered_at: AwareDatetime = Field(description="When the offer was made.")
+    expires_at: AwareDatetime = Field(description="When the offer lapses if not accepted.")
+
+    _validate_details = field_validator("details", mode="wrap")(_details_for_kind)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        _check_details_match(self.kind, self.details)
+        if self.expires_at <= self.offered_at:
+            raise ValueError("expires_at must be after offered_at")
+        return self
+
+
+class AssignmentExpired(EventData):
+    """An offer lapsed without an answer; scheduling offers the need elsewhere."""
+
+    assignment_id: UUID = Field(description="Expired assignment offer.")
+    need_id: UUID = Field(description="Need that was offered.")
+    slot_id: UUID = Field(description="Slot that was reserved for it.")
+    offered_to: PartyRef = Field(description="Candidate who did not answer.")
+    expired_at: AwareDatetime = Field(description="When the offer lapsed.")
+
+
+class NeedEscalated(EventData):
+    """No one could serve a need in time, or a report needs a human: operators act."""
+
+    need_id: UUID = Field(description="Escalated need.")
+    reason: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="Reason code; known codes: " + ", ".join(ESCALATION_REASONS) + ".",
+    )
+    detail: str | None = Field(default=None, max_length=500, description="Human-readable detail.")
+    urgency: Urgency | None = Field(
+        default=None, description="Urgency of the need, for operator triage."
+    )
+    sla_deadline: AwareDatetime | None = Field(
+        default=None, description="The SLA deadline that was missed or is at risk."
+    )
+    escalated_at: AwareDatetime = Field(description="When it was escalated.")
+
+
+class NeedFulfilled(EventData):
+    """A need was served; its lifecycle is complete."""
+
+    need_id: UUID = Field(description="Fulfilled need.")
+    assignment_id: UUID = Field(description="Assignment that served it.")
+    kind: NeedKind = Field(description="Kind of need.")
+    fulfilled_by: PartyRef = Field(description="Who served it.")
+    fulfilled_at: AwareDatetime = Field(
+        description="When it was served (delivery, visit end or repair completion)."
+    )
+
+
+# --- notifications ------------------------------------------------------------
+
+
+class NotificationFailed(EventData):
+    """Notifications gave up delivering an event to a subscriber after retries."""
+
+    subscription_id: UUID = Field(description="Subscription that was not served.")
+    endpoint_id: UUID | None = Field(
+        default=None, description="Webhook endpoint, for webhook deliveries."
+    )
+    channel: NotificationChannel = Field(description="Channel that failed.")
+    event_id: str = Field(min_length=1, max_length=256, description="CloudEvents id not delivered.")
+    event_type: str | None = Field(
+        default=None, max_length=128, description="CloudEvents type not delivered."
+    )
+    reason: str = Field(
+        min_length=1,
+        max_length=500,
+        description="Last error, e.g. 'HTTP 503' or 'timeout'.",
+    )
+    last_status_code: int | None = Field(
+        default=None, ge=100, le=599, description="Last HTTP status, for webhooks."
+    )
+    attempts: int = Field(ge=1, le=1000, description="Delivery attempts made.")
+    failed_at: AwareDatetime = Field(description="When delivery was abandoned.")

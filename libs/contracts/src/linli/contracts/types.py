@@ -1,0 +1,244 @@
+"""Shared value types, enums and base models for Linli contracts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Self
+
+import phonenumbers
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+__all__ = [
+    "COMMUNITY_SLUG_PATTERN",
+    "MAX_WINDOW",
+    "CommunitySlug",
+    "ContractModel",
+    "EventData",
+    "FailureReason",
+    "NeedKind",
+    "NeedStatus",
+    "PhoneNumber",
+    "PriorityGroup",
+    "Reason",
+    "RepairCategory",
+    "RepairHazard",
+    "Role",
+    "TimeWindow",
+    "Urgency",
+    "VisitPurpose",
+    "normalise_phone",
+]
+
+COMMUNITY_SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+
+CommunitySlug = Annotated[
+    str,
+    StringConstraints(pattern=COMMUNITY_SLUG_PATTERN),
+    Field(
+        description=(
+            "Community id: a lowercase slug of 1-64 characters [a-z0-9-], not starting "
+            "or ending with '-', so it is safe as a NATS subject token."
+        ),
+        examples=["taian-zhiyuan"],
+    ),
+]
+
+PHONE_DEFAULT_REGION = "CN"
+
+
+def normalise_phone(value: str) -> str:
+    """Parse a phone number (default region CN) and return it in E.164 form.
+
+    Raises ValueError("not a valid phone number") without echoing the input, since a
+    phone number is personal data.
+    """
+    try:
+        parsed = phonenumbers.parse(value, PHONE_DEFAULT_REGION)
+    except phonenumbers.NumberParseException:
+        raise ValueError("not a valid phone number") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValueError("not a valid phone number")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+PhoneNumber = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=3, max_length=32),
+    AfterValidator(normalise_phone),
+    Field(
+        description=(
+            "Phone number; national numbers are read as mainland China (+86). "
+            "Stored and emitted in E.164 form, e.g. +8613800138000."
+        ),
+        examples=["+8613800138000"],
+    ),
+]
+
+
+class NeedKind(StrEnum):
+    """The kind of service a resident needs."""
+
+    MEAL_DELIVERY = "meal_delivery"
+    ELDER_CARE_VISIT = "elder_care_visit"
+    REPAIR = "repair"
+
+
+class Urgency(StrEnum):
+    """How fast a need must be met; it selects the SLA clock."""
+
+    ROUTINE = "routine"
+    URGENT = "urgent"
+    EMERGENCY = "emergency"
+
+
+class PriorityGroup(StrEnum):
+    """Eligibility group that moves a resident's needs up the queue."""
+
+    ELDERLY_LIVING_ALONE = "elderly_living_alone"
+    LOW_INCOME = "low_income"
+    DISABLED = "disabled"
+    BEREAVED_FAMILY = "bereaved_family"
+    MILITARY_FAMILY = "military_family"
+    NONE = "none"
+
+
+class NeedStatus(StrEnum):
+    """Lifecycle state of a need as intake tracks it."""
+
+    SUBMITTED = "submitted"
+    SCHEDULED = "scheduled"
+    OFFERED = "offered"
+    ASSIGNED = "assigned"
+    FULFILLED = "fulfilled"
+    FAILED = "failed"
+    ESCALATED = "escalated"
+    CANCELLED = "cancelled"
+
+
+class VisitPurpose(StrEnum):
+    """Why an elder-care visit is made."""
+
+    COMPANIONSHIP = "companionship"
+    HEALTH_CHECK = "health_check"
+    PERSONAL_CARE = "personal_care"
+
+
+class RepairCategory(StrEnum):
+    """Trade needed for a household repair."""
+
+    PLUMBING = "plumbing"
+    HEATING = "heating"
+    ELECTRICAL = "electrical"
+    APPLIANCE = "appliance"
+    OTHER = "other"
+
+
+class RepairHazard(StrEnum):
+    """Hazard reported with a repair; anything but none shortens the SLA."""
+
+    NONE = "none"
+    WATER_LEAK = "water_leak"
+    GAS = "gas"
+    ELECTRICAL = "electrical"
+    STRUCTURAL = "structural"
+    OTHER = "other"
+
+
+class FailureReason(StrEnum):
+    """Why a delivery, visit or repair could not be carried out."""
+
+    NOT_HOME = "not_home"
+    REFUSED = "refused"
+    WRONG_ADDRESS = "wrong_address"
+    UNSAFE = "unsafe"
+    OTHER = "other"
+
+
+class Role(StrEnum):
+    """Role of the actor behind an action."""
+
+    OPERATOR = "operator"
+    SYSTEM = "system"
+    ADMIN = "admin"
+    PARTNER = "partner"
+    VOLUNTEER = "volunteer"
+
+
+class ContractModel(BaseModel):
+    """Base for commands and requests: unknown fields are bad input and rejected.
+
+    Input values are kept out of validation errors because requests carry personal
+    data (names, phones, addresses) and errors end up in logs and replies.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        hide_input_in_errors=True,
+        frozen=True,
+        str_strip_whitespace=True,
+    )
+
+
+class EventData(BaseModel):
+    """Base for event payloads: a tolerant reader that ignores unknown fields.
+
+    A producer may add optional fields within a version; consumers must keep working.
+    """
+
+    model_config = ConfigDict(extra="ignore", hide_input_in_errors=True, frozen=True)
+
+
+MAX_WINDOW = timedelta(days=31)
+
+
+class TimeWindow(BaseModel):
+    """A time window in which a need should be served or capacity is offered."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, frozen=True)
+
+    earliest: AwareDatetime = Field(description="Start of the window (RFC 3339 with offset).")
+    latest: AwareDatetime = Field(
+        description="End of the window (RFC 3339 with offset); after earliest, "
+        "at most 31 days later."
+    )
+
+    @model_validator(mode="after")
+    def _check_order(self) -> Self:
+        if self.latest <= self.earliest:
+            raise ValueError("latest must be after earliest")
+        # An unbounded window would let one need hold capacity indefinitely.
+        if self.latest - self.earliest > MAX_WINDOW:
+            raise ValueError("window must be at most 31 days long")
+        return self
+
+    @property
+    def duration(self) -> timedelta:
+        """Length of the window."""
+        return self.latest - self.earliest
+
+
+class Reason(BaseModel):
+    """One field-level reason why input was rejected; never carries the input value."""
+
+    model_config = ConfigDict(extra="ignore", hide_input_in_errors=True, frozen=True)
+
+    field: str = Field(
+        max_length=200,
+        description="Dotted path of the offending field, e.g. data.window.latest; "
+        "empty for the message as a whole.",
+    )
+    message: str = Field(max_length=500, description="Human-readable explanation.")
+    code: str = Field(
+        max_length=64,
+        description="Machine-readable code, e.g. missing, too_large, malformed, or a "
+        "pydantic error type.",
+    )

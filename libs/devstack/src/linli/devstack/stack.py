@@ -1,0 +1,277 @@
+"""`make run`: the whole local stack with no Docker.
+
+Starts PostgreSQL and nats-server from their PyPI wheels, one database role and
+schema and one NATS user per service, each service as its own process, loads demo
+data, prints where to look and writes the same to `.linli/stack.json`. Ctrl-C stops
+everything; starting again keeps the data (and the demo credentials).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import demo
+from .natsconf import admin_user, community_system_user, render_config, service_user
+from .servers import NatsServer, PostgresServer, ensure_database, ensure_role, run_sync
+
+DATABASE = "linli"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service process of the stack."""
+
+    name: str
+    module: str
+    aggregates: list[str]
+    port_offset: int
+
+
+SERVICES = [ServiceSpec("intake", "linli.intake", ["need"], 1)]
+
+
+@dataclass
+class StackState:
+    """Ports and secrets that must survive a restart (kept in .linli/state.json)."""
+
+    nats_port: int = 14222
+    pg_port: int = 15432
+    http_base: int = 8100
+    passwords: dict[str, str] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def password(self, name: str) -> str:
+        if name not in self.passwords:
+            self.passwords[name] = secrets.token_urlsafe(24)
+        return self.passwords[name]
+
+
+def _load_state(path: Path) -> StackState:
+    if path.exists():
+        return StackState(**json.loads(path.read_text()))
+    state = StackState(
+        nats_port=int(os.environ.get("LINLI_DEV_NATS_PORT", "14222")),
+        pg_port=int(os.environ.get("LINLI_DEV_PG_PORT", "15432")),
+        http_base=int(os.environ.get("LINLI_DEV_HTTP_BASE", "8100")),
+    )
+    return state
+
+
+def _save_state(path: Path, state: StackState) -> None:
+    path.write_text(json.dumps(state.__dict__, indent=2))
+    path.chmod(0o600)
+
+
+class Stack:
+    """The running local stack."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.state_file = root / "state.json"
+        self.state = _load_state(self.state_file)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.pg: PostgresServer | None = None
+        self.nats: NatsServer | None = None
+
+    def service_url(self, spec: ServiceSpec) -> str:
+        return f"http://127.0.0.1:{self.state.http_base + spec.port_offset}"
+
+    def start_servers(self) -> None:
+        self.pg = PostgresServer(self.root / "pg", port=self.state.pg_port)
+        self.pg.start()
+        admin_dsn = self.pg.dsn()
+        run_sync(ensure_database(admin_dsn, DATABASE))
+        for spec in SERVICES:
+            run_sync(
+                ensure_role(
+                    admin_dsn,
+                    spec.name,
+                    self.state.password(f"pg-{spec.name}"),
+                    DATABASE,
+                    spec.name,
+                )
+            )
+        users = [
+            service_user(spec.name, self.state.password(f"nats-{spec.name}"), spec.aggregates)
+            for spec in SERVICES
+        ]
+        users.append(admin_user(self.state.password("nats-admin")))
+        for community in demo.COMMUNITIES:
+            users.append(
+                community_system_user(community.slug, self.state.password(f"nats-{community.slug}"))
+            )
+        self.nats = NatsServer(
+            self.root / "nats", port=self.state.nats_port, config=render_config(users=users)
+        )
+        self.nats.start()
+        _save_state(self.state_file, self.state)
+
+    def service_env(self, spec: ServiceSpec) -> dict[str, str]:
+        assert self.pg is not None
+        assert self.nats is not None
+        env = dict(os.environ)
+        env.update(
+            {
+                "LINLI_SERVICE_NAME": spec.name,
+                "LINLI_ENVIRONMENT": "development",
+                "LINLI_DB_SCHEMA": spec.name,
+                "LINLI_DATABASE_URL": (
+                    f"postgresql://{spec.name}:{self.state.password(f'pg-{spec.name}')}"
+                    f"@127.0.0.1:{self.pg.port}/{DATABASE}"
+                ),
+                "LINLI_NATS_URL": self.nats.url,
+                "LINLI_NATS_USER": spec.name,
+                "LINLI_NATS_PASSWORD": self.state.password(f"nats-{spec.name}"),
+                "LINLI_HTTP_HOST": "127.0.0.1",
+                "LINLI_HTTP_PORT": str(self.state.http_base + spec.port_offset),
+            }
+        )
+        return env
+
+    def run_cli(self, spec: ServiceSpec, *args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", spec.module, *args],
+            env=self.service_env(spec),
+            check=False,
+            capture_output=True,
+            timeout=60,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(
+                f"{spec.module} {' '.join(args[:2])} failed:\n{out.stderr.decode()[-2000:]}"
+            )
+        return out.stdout.decode()
+
+    def start_services(self) -> None:
+        logs = self.root / "logs"
+        logs.mkdir(exist_ok=True)
+        for spec in SERVICES:
+            self.run_cli(spec, "migrate")
+            log = (logs / f"{spec.name}.log").open("ab")
+            self.procs[spec.name] = subprocess.Popen(
+                [sys.executable, "-m", spec.module, "serve"],
+                env=self.service_env(spec),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        for spec in SERVICES:
+            _wait_ready(self.service_url(spec), self.procs[spec.name], logs / f"{spec.name}.log")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if self.nats is not None:
+            self.nats.stop()
+        if self.pg is not None:
+            self.pg.stop()
+
+    def describe(self) -> dict[str, Any]:
+        assert self.pg is not None
+        assert self.nats is not None
+        intake = SERVICES[0]
+        return {
+            "services": {
+                spec.name: {
+                    "url": self.service_url(spec),
+                    "docs": f"{self.service_url(spec)}/docs",
+                    "log": str(self.root / "logs" / f"{spec.name}.log"),
+                    "pid": self.procs[spec.name].pid,
+                }
+                for spec in SERVICES
+            },
+            "nats": {
+                "url": self.nats.url,
+                "admin": {"user": "admin", "password": self.state.password("nats-admin")},
+                "systems": {
+                    c.slug: {
+                        "user": f"community-{c.slug}",
+                        "password": self.state.password(f"nats-{c.slug}"),
+                    }
+                    for c in demo.COMMUNITIES
+                },
+            },
+            "postgres": {"url": self.pg.dsn(database=DATABASE)},
+            "communities": [c.slug for c in demo.COMMUNITIES],
+            "credentials": dict(self.state.tokens),
+            "intake_api": f"{self.service_url(intake)}/v1/communities/{demo.COMMUNITIES[0].slug}",
+        }
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} exited with {proc.returncode}; see {log}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} not ready after {timeout}s; see {log}")
+
+
+def _print_summary(info: dict[str, Any]) -> None:
+    token = info["credentials"].get("operator", "")
+    community = info["communities"][0]
+    print("\nLinli is running (Ctrl-C stops it; data is kept in .linli/).\n")
+    for name, svc in info["services"].items():
+        print(f"  {name:<14} {svc['url']}   API docs: {svc['docs']}")
+    print(f"  {'nats':<14} {info['nats']['url']}   (user admin, see stack.json)")
+    print(f"  {'postgres':<14} {info['postgres']['url']}")
+    print(f"\n  demo operator token for {community}:\n    {token}\n")
+    print("  try:")
+    print(f"    curl -s -H 'Authorization: Bearer {token}' \\\n      {info['intake_api']}/needs")
+    print("\n  everything above, as JSON: .linli/stack.json\n")
+
+
+def run(root: Path, *, demo_data: bool = True, hold: bool = True) -> int:
+    stack = Stack(root)
+    stopping = False
+
+    def on_signal(_sig: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack.start_servers()
+        stack.start_services()
+        if demo_data:
+            demo.load(stack)
+            _save_state(stack.state_file, stack.state)
+        info = stack.describe()
+        (root / "stack.json").write_text(json.dumps(info, indent=2, ensure_ascii=False))
+        _print_summary(info)
+        while hold:
+            for name, proc in stack.procs.items():
+                if proc.poll() is not None:
+                    print(f"{name} exited with {proc.returncode}; stopping the stack")
+                    return 1
+            time.sleep(1)
+        return 0
+    except KeyboardInterrupt:
+        print("\nstopping...")
+        return 0
+    finally:
+        stack.stop()
+        with contextlib.suppress(FileNotFoundError):
+            (root / "stack.json").unlink()

@@ -1,0 +1,142 @@
+"""The HTTP shell every service shares: errors, size limits, health, tracing.
+
+Validation errors answer 422 with field-level reasons and never echo the input (it
+may hold a resident's name or phone). Bodies over the limit answer 413 before they
+are read into memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from linli.contracts.binding import reasons_from_validation_error
+
+from .db import TRANSIENT_ERRORS
+from .runtime import ServiceRuntime
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over `limit` bytes with 413, streaming or not."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.limit
+                except ValueError:
+                    too_big = True
+                if too_big:
+                    await _too_large(self.limit, send)
+                    return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await _too_large(self.limit, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(limit: int, send: Send) -> None:
+    response = JSONResponse(
+        {"error": "payload_too_large", "detail": f"request body over {limit} bytes"},
+        status_code=413,
+    )
+    await response({"type": "http"}, _empty_receive, send)
+
+
+async def _empty_receive() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    detail: list[dict[str, Any]] = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        detail.append(
+            {
+                "field": ".".join(loc),
+                "message": str(err.get("msg", "")),
+                "code": err.get("type", ""),
+            }
+        )
+    return JSONResponse({"error": "validation_failed", "detail": detail}, status_code=422)
+
+
+def validation_response(exc: Any, prefix: str = "body") -> JSONResponse:
+    """422 for a pydantic ValidationError raised inside a handler."""
+    reasons = reasons_from_validation_error(exc, prefix=prefix)
+    return JSONResponse(
+        {"error": "validation_failed", "detail": [r.model_dump() for r in reasons]},
+        status_code=422,
+    )
+
+
+async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        {"error": "unavailable", "detail": "a dependency is unavailable; retry later"},
+        status_code=503,
+        headers={"Retry-After": "2"},
+    )
+
+
+def create_http_app(
+    runtime: ServiceRuntime, *, title: str, description: str, version: str = "1"
+) -> FastAPI:
+    """A FastAPI app with the runtime in its lifespan and /healthz, /readyz."""
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=version,
+        lifespan=runtime.lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.runtime = runtime
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    # A database or broker outage is a 503 the client can retry, not a stack trace.
+    for exc_type in TRANSIENT_ERRORS:
+        app.add_exception_handler(exc_type, _unavailable)
+    app.add_middleware(BodyLimitMiddleware, limit=runtime.settings.max_body_bytes)
+
+    @app.get("/healthz", tags=["health"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Database, NATS and migrations are ready")
+    async def readyz() -> JSONResponse:
+        checks = await runtime.readiness()
+        return JSONResponse(checks, status_code=200 if checks["ready"] else 503)
+
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=runtime.tracer_provider, excluded_urls="healthz,readyz"
+    )
+    AsyncPGInstrumentor().instrument(tracer_provider=runtime.tracer_provider)
+    return app

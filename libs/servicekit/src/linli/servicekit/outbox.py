@@ -1,0 +1,228 @@
+"""The transactional outbox and its relay.
+
+`enqueue` writes an event in the caller's transaction, so a state change and the
+events it causes commit together or not at all. `OutboxRelay` publishes unsent rows
+to JetStream with `Nats-Msg-Id` = event id and marks them sent.
+
+Why this shape:
+* Rows are claimed with `FOR UPDATE SKIP LOCKED`, so two relays (two replicas) share
+  the work instead of publishing the same row twice; if a relay dies after publishing
+  and before marking, the next one publishes again and JetStream's duplicate window
+  drops the copy.
+* A batch is published with many publishes in flight (one round trip for the batch,
+  not one per row).
+* The relay wakes on LISTEN/NOTIFY right after a commit and polls as a fallback, so a
+  lost notification (or a relay that connected late) only delays, never strands, a row.
+* The `traceparent` of the transaction that wrote the row is stored with it and the
+  publish span is its child, so one trace follows a need through the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+import asyncpg
+from nats.js import JetStreamContext
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from linli.contracts.binding import to_structured
+from linli.contracts.envelope import CloudEvent
+from linli.contracts.registry import lookup
+from linli.contracts.subjects import subject_for
+
+from . import failpoints
+from .db import Conn, quote_ident
+from .telemetry import context_from_traceparent, current_traceparent, tracer
+
+log = logging.getLogger(__name__)
+
+
+def notify_channel(schema: str) -> str:
+    """The LISTEN/NOTIFY channel of one service's outbox."""
+    return f"{schema}_outbox"
+
+
+async def enqueue(conn: Conn, event: CloudEvent[Any], *, subject: str | None = None) -> None:
+    """Add an event to the outbox in the caller's open transaction.
+
+    The subject defaults to the one the contract registry gives for the event type.
+    The current trace context is stored so the relay can continue the trace.
+    """
+    if not conn.is_in_transaction():
+        raise RuntimeError("outbox.enqueue must run inside the state change's transaction")
+    traceparent = event.traceparent or current_traceparent()
+    if traceparent and not event.traceparent:
+        event = event.model_copy(update={"traceparent": traceparent})
+    if subject is None:
+        subject = subject_for(lookup(event.type), event.community)
+    body, headers = to_structured(event)
+    await conn.execute(
+        "INSERT INTO outbox (event_id, subject, headers, payload, traceparent) "
+        "VALUES ($1, $2, $3::jsonb, $4, $5)",
+        event.id,
+        subject,
+        json.dumps(headers),
+        body,
+        traceparent,
+    )
+    # NOTIFY is delivered at commit; the relay wakes at once instead of at its next poll.
+    await conn.execute("SELECT pg_notify(current_schema() || '_outbox', '')")
+
+
+class OutboxRelay:
+    """Publishes outbox rows of one schema to JetStream."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        js: JetStreamContext,
+        schema: str,
+        *,
+        dsn: str,
+        batch_size: int = 200,
+        poll_interval: float = 1.0,
+        publish_timeout: float = 5.0,
+        retention_s: float = 3 * 24 * 3600.0,
+    ) -> None:
+        self._pool = pool
+        self._js = js
+        self._schema = quote_ident(schema).strip('"')
+        self._dsn = dsn
+        self._batch = batch_size
+        self._poll = poll_interval
+        self._timeout = publish_timeout
+        self._retention_s = retention_s
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: asyncpg.Connection | None = None
+        self.published = 0
+
+    async def start(self) -> None:
+        """Start listening and relaying in the background."""
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._schema}")
+
+    async def stop(self) -> None:
+        """Stop relaying; unsent rows stay for the next relay."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._close_listener()
+
+    async def _close_listener(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close(timeout=2)
+            self._listener = None
+
+    async def _listen(self) -> None:
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        try:
+            conn = await asyncpg.connect(self._dsn)
+            await conn.add_listener(notify_channel(self._schema), self._on_notify)
+            self._listener = conn
+        except (OSError, asyncpg.PostgresError) as exc:
+            # Polling still works; LISTEN is only a shortcut.
+            log.warning("outbox listener unavailable", extra={"error": type(exc).__name__})
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        backoff = self._poll
+        cleaned_at = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await self._listen()
+                while await self.relay_once() == self._batch:
+                    pass
+                if loop.time() - cleaned_at > 60:
+                    await self.purge_sent()
+                    cleaned_at = loop.time()
+                backoff = self._poll
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("outbox relay pass failed", extra={"error": type(exc).__name__})
+                await self._close_listener()
+                backoff = min(backoff * 2, 30.0)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+
+    async def relay_once(self) -> int:
+        """Publish one batch of unsent rows; return how many were published."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT id, event_id, subject, headers, payload, traceparent FROM outbox "
+                "WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                self._batch,
+            )
+            if not rows:
+                return 0
+            results = await asyncio.gather(
+                *(self._publish(r) for r in rows), return_exceptions=True
+            )
+            sent = [r["id"] for r, res in zip(rows, results, strict=True) if res is None]
+            failed = [r["id"] for r, res in zip(rows, results, strict=True) if res is not None]
+            failpoints.hit("outbox.after_publish_before_mark")
+            if sent:
+                await conn.execute(
+                    "UPDATE outbox SET sent_at = now(), attempts = attempts + 1 "
+                    "WHERE id = ANY($1::bigint[])",
+                    sent,
+                )
+            if failed:
+                await conn.execute(
+                    "UPDATE outbox SET attempts = attempts + 1 WHERE id = ANY($1::bigint[])",
+                    failed,
+                )
+        self.published += len(sent)
+        if failed:
+            first = next(r for r in results if r is not None)
+            raise RuntimeError(f"{len(failed)} outbox publishes failed") from first
+        return len(sent)
+
+    async def _publish(self, row: asyncpg.Record) -> None:
+        headers: dict[str, str] = json.loads(row["headers"]) if row["headers"] else {}
+        headers["Nats-Msg-Id"] = row["event_id"]
+        parent = context_from_traceparent(row["traceparent"])
+        with tracer().start_as_current_span(
+            f"send {row['subject']}",
+            context=parent,
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": row["subject"],
+                "messaging.message.id": row["event_id"],
+            },
+        ):
+            traceparent = current_traceparent()
+            if traceparent:
+                headers["traceparent"] = traceparent
+            ack = await self._js.publish(
+                row["subject"], bytes(row["payload"]), headers=headers, timeout=self._timeout
+            )
+            trace.get_current_span().set_attribute("messaging.nats.duplicate", bool(ack.duplicate))
+
+    async def purge_sent(self) -> int:
+        """Delete sent rows older than the retention period."""
+        result = await self._pool.execute(
+            "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)",
+            self._retention_s,
+        )
+        return int(result.split()[-1])
+
+    async def backlog(self) -> int:
+        """How many rows wait to be published (a metric and a test probe)."""
+        value = await self._pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        return int(value or 0)

@@ -1,0 +1,163 @@
+"""The runtime every service shares: pool, migrations, broker, streams, relay.
+
+A service's composition root builds one `ServiceRuntime`, registers its subscribers
+on `runtime.broker` and its routers on the HTTP app, and lets the app's lifespan start
+and stop everything. Nothing connects before `start()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from fastapi import FastAPI
+from faststream.nats import NatsBroker
+from nats.js import JetStreamContext
+from opentelemetry.sdk.trace import SpanProcessor
+
+from . import failpoints
+from .db import Migration, create_pool, migrate, pending_migrations
+from .logs import configure_logging
+from .messaging import Deliveries, build_broker, provision_streams
+from .outbox import OutboxRelay
+from .settings import ServiceSettings
+from .telemetry import setup_tracing
+
+log = logging.getLogger(__name__)
+
+StartHook = Callable[["ServiceRuntime"], Awaitable[None]]
+
+
+class ServiceRuntime:
+    """Owns the connections of one service process."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        migrations: list[Migration],
+        *,
+        span_processor: SpanProcessor | None = None,
+    ) -> None:
+        self.settings = settings
+        self.migrations = migrations
+        self.tracer_provider = setup_tracing(
+            f"linli-{settings.service_name}", extra_processor=span_processor
+        )
+        self.broker: NatsBroker = build_broker(settings, self.tracer_provider)
+        self._pool: asyncpg.Pool | None = None
+        self.relay: OutboxRelay | None = None
+        self.deliveries = Deliveries(lambda: self.pool, settings)
+        self.on_start: list[StartHook] = []
+        self.started = False
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("runtime not started")
+        return self._pool
+
+    @property
+    def js(self) -> JetStreamContext:
+        return self.broker.config.connection_state.stream
+
+    @property
+    def dsn(self) -> str:
+        return self.settings.database_url.get_secret_value()
+
+    async def start(self) -> None:
+        """Connect, migrate, provision, subscribe and relay."""
+        failpoints.configure(self.settings.failpoint)
+        self._pool = await _retry(
+            "database",
+            lambda: create_pool(
+                self.dsn,
+                self.settings.db_schema,
+                min_size=self.settings.db_pool_min,
+                max_size=self.settings.db_pool_max,
+            ),
+        )
+        async with self.pool.acquire() as conn:
+            applied = await migrate(conn, self.settings.db_schema, self.migrations)
+        if applied:
+            log.info("migrations applied", extra={"versions": applied})
+        await _retry("nats", self.broker.connect)
+        if self.settings.provision_streams:
+            await provision_streams(self.js, self.settings)
+        for hook in self.on_start:
+            await hook(self)
+        await self.broker.start()
+        if self.settings.run_relay:
+            self.relay = OutboxRelay(
+                self.pool,
+                self.js,
+                self.settings.db_schema,
+                dsn=self.dsn,
+                batch_size=self.settings.outbox_batch,
+                poll_interval=self.settings.outbox_poll_interval_s,
+                publish_timeout=self.settings.outbox_publish_timeout_s,
+                retention_s=self.settings.outbox_retention_s,
+            )
+            await self.relay.start()
+        self.started = True
+        log.info("service started", extra={"instance": self.settings.instance})
+
+    async def stop(self) -> None:
+        """Stop consuming first, then relaying, then close the pool."""
+        self.started = False
+        with contextlib.suppress(Exception):
+            await self.broker.stop()
+        if self.relay is not None:
+            await self.relay.stop()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def readiness(self) -> dict[str, Any]:
+        """What /readyz reports: database, NATS, migrations."""
+        checks: dict[str, Any] = {"database": False, "nats": False, "migrations": False}
+        if self._pool is not None:
+            try:
+                async with self._pool.acquire(timeout=2) as conn:
+                    pending = await pending_migrations(
+                        conn, self.settings.db_schema, self.migrations
+                    )
+                checks["database"] = True
+                checks["migrations"] = not pending
+            except (OSError, asyncpg.PostgresError, TimeoutError, asyncpg.InterfaceError):
+                pass
+        with contextlib.suppress(Exception):
+            checks["nats"] = bool(self.broker.connection.is_connected)
+        checks["ready"] = self.started and all(
+            checks[k] for k in ("database", "nats", "migrations")
+        )
+        return checks
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(
+            self.settings.service_name, self.settings.log_level, json=self.settings.log_json
+        )
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+
+async def _retry(what: str, connect: Callable[[], Awaitable[Any]], attempts: int = 30) -> Any:
+    """Dependencies may start after us (make run, Kubernetes): wait a bounded while."""
+    delay = 0.2
+    for attempt in range(1, attempts + 1):
+        try:
+            return await connect()
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            if attempt == attempts:
+                raise
+            log.warning(f"{what} not reachable yet", extra={"error": type(exc).__name__})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")

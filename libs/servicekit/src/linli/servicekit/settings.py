@@ -1,0 +1,124 @@
+"""Typed settings read from `LINLI_*` variables (and the standard `OTEL_*` ones).
+
+Nothing reads the environment at import time: `ServiceSettings()` is called by the
+composition root of each service.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class Environment(StrEnum):
+    """Where a process runs; production refuses development conveniences."""
+
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every Linli service shares."""
+
+    model_config = SettingsConfigDict(env_prefix="LINLI_", extra="ignore")
+
+    service_name: str = Field(default="linli", description="Service name (logs, traces, durables).")
+    environment: Environment = Field(default=Environment.DEVELOPMENT)
+    instance_id: str = Field(default="", description="Replica id; defaults to host and pid.")
+
+    nats_url: str = Field(default="nats://127.0.0.1:4222")
+    nats_user: str | None = Field(default=None)
+    nats_password: SecretStr | None = Field(default=None)
+    nats_creds_file: str | None = Field(default=None, description="NATS .creds file (production).")
+
+    database_url: SecretStr = Field(
+        default=SecretStr("postgresql://postgres@127.0.0.1:5432/linli"),
+        description="PostgreSQL DSN; contains the password, so it is a secret.",
+    )
+    db_schema: str = Field(default="", description="Schema owned by this service.")
+    db_pool_min: int = Field(default=2, ge=1, le=100)
+    db_pool_max: int = Field(default=10, ge=1, le=200)
+
+    http_host: str = Field(default="127.0.0.1")
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    max_body_bytes: int = Field(default=65536, ge=1024, le=10 * 1024 * 1024)
+
+    events_stream: str = Field(default="LINLI_EVENTS")
+    ingress_stream: str = Field(default="LINLI_INGRESS")
+    stream_communities: str = Field(
+        default="",
+        description=(
+            "Comma-separated communities the streams cover; empty covers all. Tests use "
+            "their own communities and streams so that they never overlap."
+        ),
+    )
+    stream_replicas: int = Field(default=1, ge=1, le=5)
+    duplicate_window_s: float = Field(default=120.0, gt=0)
+    events_max_age_s: float = Field(default=3 * 24 * 3600.0, gt=0)
+    ingress_max_age_s: float = Field(default=24 * 3600.0, gt=0)
+    provision_streams: bool = Field(
+        default=True,
+        description="Create or update streams at start (off when an operator owns them).",
+    )
+
+    consumer_ack_wait_s: float = Field(default=30.0, gt=0)
+    consumer_max_deliver: int = Field(default=8, ge=2, le=100)
+    consumer_max_ack_pending: int = Field(default=1000, ge=1)
+    consumer_batch: int = Field(default=64, ge=1, le=1000)
+    retry_base_delay_s: float = Field(default=0.5, gt=0)
+    retry_max_delay_s: float = Field(default=60.0, gt=0)
+
+    outbox_batch: int = Field(default=200, ge=1, le=5000)
+    outbox_poll_interval_s: float = Field(default=1.0, gt=0)
+    outbox_publish_timeout_s: float = Field(default=5.0, gt=0)
+    outbox_retention_s: float = Field(
+        default=3 * 24 * 3600.0,
+        gt=0,
+        description="Sent rows are kept this long so a gap in the stream can be re-published.",
+    )
+    run_relay: bool = Field(default=True)
+
+    log_level: str = Field(default="INFO")
+    log_json: bool = Field(default=True)
+    failpoint: str | None = Field(default=None, description="Test-only crash point (faults).")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if not self.db_schema:
+            self.db_schema = self.service_name.replace("-", "_")
+        if not _IDENT.match(self.db_schema):
+            raise ValueError("db_schema must be a lowercase SQL identifier")
+        for community in self.communities_scope:
+            if not re.match(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$", community):
+                raise ValueError("stream_communities must hold community slugs")
+        if self.environment is Environment.PRODUCTION:
+            if self.failpoint:
+                raise ValueError("failpoints are refused in production")
+            has_nats_auth = self.nats_creds_file or (self.nats_user and self.nats_password)
+            if not has_nats_auth:
+                raise ValueError("production requires NATS credentials (user/password or creds)")
+            if self.stream_replicas < 3:
+                raise ValueError("production requires stream_replicas >= 3")
+        return self
+
+    @property
+    def communities_scope(self) -> list[str]:
+        """Communities the streams cover; empty means all."""
+        return [c.strip() for c in self.stream_communities.split(",") if c.strip()]
+
+    @property
+    def instance(self) -> str:
+        """A replica id for logs and traces."""
+        if self.instance_id:
+            return self.instance_id
+        import os
+        import socket
+
+        return f"{socket.gethostname()}-{os.getpid()}"

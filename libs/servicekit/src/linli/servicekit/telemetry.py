@@ -1,0 +1,76 @@
+"""OpenTelemetry bootstrap driven by the standard `OTEL_*` variables.
+
+`OTEL_TRACES_EXPORTER` picks the exporter (`otlp`, `console`, `none`; default
+`none` so a laptop without a collector stays quiet), `OTEL_EXPORTER_OTLP_*` configure
+OTLP, `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` name the resource. Tests pass
+their own span processor to collect spans in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+_provider: TracerProvider | None = None
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def setup_tracing(
+    service_name: str, *, extra_processor: SpanProcessor | None = None
+) -> TracerProvider:
+    """Install one tracer provider per process (idempotent) and return it."""
+    global _provider
+    if _provider is not None:
+        if extra_processor is not None:
+            _provider.add_span_processor(extra_processor)
+        return _provider
+    name = os.environ.get("OTEL_SERVICE_NAME", service_name)
+    resource = Resource.create({"service.name": name}).merge(OTELResourceDetector().detect())
+    provider = TracerProvider(resource=resource)
+    exporter_names = os.environ.get("OTEL_TRACES_EXPORTER", "none")
+    for exporter_name in (e.strip() for e in exporter_names.split(",")):
+        if exporter_name == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        elif exporter_name == "console":
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    if extra_processor is not None:
+        provider.add_span_processor(extra_processor)
+    trace.set_tracer_provider(provider)
+    _provider = provider
+    return provider
+
+
+def tracer(name: str = "linli") -> trace.Tracer:
+    """The tracer for Linli's own spans."""
+    return trace.get_tracer(name)
+
+
+def current_traceparent() -> str | None:
+    """The W3C traceparent of the current span, if one is recording."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def context_from_traceparent(traceparent: str | None) -> Context | None:
+    """Restore a context stored with an outbox row or a timer."""
+    if not traceparent:
+        return None
+    return _PROPAGATOR.extract({"traceparent": traceparent})
+
+
+def context_from_headers(headers: Mapping[str, str] | None) -> Context:
+    """Extract the trace context from message headers (W3C or `ce-traceparent`)."""
+    carrier = dict(headers or {})
+    if "traceparent" not in carrier and "ce-traceparent" in carrier:
+        carrier["traceparent"] = carrier["ce-traceparent"]
+    return propagate.extract(carrier)

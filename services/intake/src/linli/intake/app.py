@@ -1,0 +1,109 @@
+"""Composition root: `build_app(settings)` wires everything; nothing runs at import."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from faststream import AckPolicy
+from faststream.nats import NatsMessage, PullSub
+from opentelemetry.sdk.trace import SpanProcessor
+
+from linli.contracts.subjects import INGRESS_PREFIX
+from linli.servicekit.db import service_migrations
+from linli.servicekit.http import create_http_app
+from linli.servicekit.messaging import consumer_config, jstream, stream_subjects
+from linli.servicekit.runtime import ServiceRuntime
+from linli.servicekit.settings import ServiceSettings
+
+from . import api, ingress
+from .service import Clock
+
+MIGRATIONS_PACKAGE = "linli.intake"
+
+
+def default_settings() -> ServiceSettings:
+    """Settings from the environment, with intake's name and schema."""
+    return ServiceSettings(service_name="intake", db_schema="intake")
+
+
+def build_app(
+    settings: ServiceSettings,
+    *,
+    clock: Clock | None = None,
+    span_processor: SpanProcessor | None = None,
+) -> FastAPI:
+    """The intake process: HTTP API, ingress subscribers, outbox relay."""
+    runtime = ServiceRuntime(
+        settings,
+        service_migrations(MIGRATIONS_PACKAGE, "intake"),
+        span_processor=span_processor,
+    )
+    clock = clock or Clock()
+    _subscribe_ingress(runtime, clock)
+    app = create_http_app(
+        runtime,
+        title="Linli intake",
+        description="Needs and residents of a community; ingress from other systems.",
+    )
+    app.state.clock = clock
+    app.include_router(api.router)
+    api.install_error_handlers(app)
+    return app
+
+
+def _subscribe_ingress(runtime: ServiceRuntime, clock: Clock) -> None:
+    """All of intake's subscriptions, in one place."""
+    settings = runtime.settings
+    subjects = stream_subjects(INGRESS_PREFIX, settings)
+    for index, subject in enumerate(subjects):
+        durable = ingress.CONSUMER if len(subjects) == 1 else f"{ingress.CONSUMER}-{index}"
+        _subscribe_subject(runtime, clock, subject, durable)
+
+
+def _subscribe_subject(runtime: ServiceRuntime, clock: Clock, subject: str, durable: str) -> None:
+    settings = runtime.settings
+    broker = runtime.broker
+
+    @broker.subscriber(
+        subject,
+        queue="intake",
+        max_workers=16,
+        title=f"intake-requests:{subject}",
+        description="need.submit requests with a reply subject: answered after commit",
+    )
+    async def on_request(msg: NatsMessage) -> bytes | None:
+        raw = msg.raw_message
+        if not raw.reply:
+            # Fire-and-forget commands are left to the durable stream consumer.
+            return None
+        outcome = await ingress.handle_submit(
+            runtime.pool,
+            subject=raw.subject,
+            payload=raw.data,
+            headers=dict(raw.headers or {}),
+            clock=clock,
+        )
+        return outcome.reply()
+
+    @broker.subscriber(
+        subject,
+        stream=jstream(settings.ingress_stream),
+        durable=durable,
+        config=consumer_config(settings, durable, filter_subject=subject),
+        pull_sub=PullSub(batch_size=settings.consumer_batch, timeout=1.0),
+        ack_policy=AckPolicy.MANUAL,
+        title=f"intake-ingress:{subject}",
+        description="every need.submit command, durably; a no-op when already handled",
+    )
+    async def on_stored(msg: NatsMessage) -> None:
+        raw = msg.raw_message
+
+        async def work() -> None:
+            await ingress.handle_submit(
+                runtime.pool,
+                subject=raw.subject,
+                payload=raw.data,
+                headers=dict(raw.headers or {}),
+                clock=clock,
+            )
+
+        await runtime.deliveries.process(durable, msg, work)

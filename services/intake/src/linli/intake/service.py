@@ -1,0 +1,257 @@
+"""Intake's use cases. Each runs in one transaction: state change, timeline and the
+outbox rows it causes commit together (DESIGN.md section 6, rule 1)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from linli.contracts.envelope import CloudEvent, new_event
+from linli.contracts.events import NeedCancelled, NeedRejected, NeedSubmitted
+from linli.contracts.needs import ResidentSpec
+from linli.contracts.types import Reason, Role
+from linli.servicekit import outbox
+from linli.servicekit.db import Conn
+from linli.servicekit.messaging import DeadLetter, store_dead_letter
+
+from . import store
+from .rules import AnyNeedSpec, can_cancel, window_reasons
+
+SOURCE = "/linli/intake"
+
+
+class Rejected(Exception):
+    """The request is well-formed but cannot be accepted; reasons say why."""
+
+    def __init__(self, reasons: list[Reason], *, status: int = 422) -> None:
+        super().__init__("; ".join(f"{r.field}: {r.message}" for r in reasons))
+        self.reasons = reasons
+        self.status = status
+
+
+class NotFound(Exception):
+    """The resource does not exist in this community (or the caller may not see it)."""
+
+
+class Conflict(Exception):
+    """The request conflicts with the resource's state or an earlier request."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asked for the change, recorded in the timeline (an id, never a name)."""
+
+    role: Role
+    ref: str
+
+    def label(self) -> str:
+        return f"{self.role.value}:{self.ref}"
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    need_id: uuid.UUID
+    created: bool
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    credential_id: uuid.UUID
+    key: str
+    fingerprint: bytes
+
+
+@dataclass
+class Clock:
+    """Injectable time, so rules about the past can be tested."""
+
+    fixed: datetime | None = field(default=None)
+
+    def now(self) -> datetime:
+        return self.fixed or datetime.now(UTC)
+
+
+async def create_resident(conn: Conn, community: str, spec: ResidentSpec) -> asyncpg.Record:
+    if not await store.community_exists(conn, community):
+        raise NotFound("community")
+    return await store.insert_resident(conn, community, spec)
+
+
+async def submit_need(
+    conn: Conn,
+    community: str,
+    spec: AnyNeedSpec,
+    actor: Actor,
+    *,
+    clock: Clock,
+    idempotency: Idempotency | None = None,
+    ingress: tuple[str, str] | None = None,
+    traceparent: str | None = None,
+) -> SubmitResult:
+    """Accept a need and announce it as `need.submitted`, exactly once.
+
+    `idempotency` (HTTP) and `ingress` (CloudEvent source and id) make a retry return
+    the need created the first time instead of a second one.
+    """
+    now = clock.now()
+    async with conn.transaction():
+        if not await store.community_exists(conn, community):
+            raise NotFound("community")
+        need_id = uuid.uuid4()
+        if idempotency is not None:
+            earlier = await store.claim_idempotency_key(
+                conn,
+                community,
+                idempotency.credential_id,
+                idempotency.key,
+                idempotency.fingerprint,
+                need_id,
+            )
+            if earlier is not None:
+                if bytes(earlier["request_sha256"]) != idempotency.fingerprint:
+                    raise Conflict("Idempotency-Key was already used with a different request")
+                return SubmitResult(earlier["need_id"], created=False)
+        resident = await store.resident_for_need(conn, community, spec.resident_id)
+        reasons = window_reasons(spec, now)
+        if resident is None:
+            reasons.append(
+                Reason(field="resident_id", message="no such resident", code="unknown_resident")
+            )
+        if reasons:
+            raise Rejected(reasons)
+        assert resident is not None
+        created = await store.insert_need(
+            conn,
+            need_id=need_id,
+            community=community,
+            spec=spec,
+            priority_group=resident.priority_group,
+            submitted_by=actor.label(),
+            submitted_at=now,
+            ingress=ingress,
+        )
+        if not created:
+            assert ingress is not None
+            return SubmitResult(await store.need_id_for_ingress(conn, *ingress), created=False)
+        await store.add_timeline(conn, need_id, "submitted", actor.label())
+        event = new_event(
+            NeedSubmitted(
+                need_id=need_id,
+                resident_id=spec.resident_id,
+                kind=spec.kind,
+                urgency=spec.urgency,
+                window=spec.window,
+                details=spec.details,
+                priority_group=resident.priority_group,
+                compound=resident.compound,
+                submitted_at=now,
+                source=spec.source,
+            ),
+            community=community,
+            source=SOURCE,
+            subject=str(need_id),
+            traceparent=traceparent,
+        )
+        await outbox.enqueue(conn, event)
+    return SubmitResult(need_id, created=True)
+
+
+async def cancel_need(
+    conn: Conn,
+    community: str,
+    need_id: uuid.UUID,
+    reason: str | None,
+    actor: Actor,
+    *,
+    clock: Clock,
+) -> None:
+    """Cancel an open need and announce `need.cancelled` (scheduling frees capacity)."""
+    now = clock.now()
+    async with conn.transaction():
+        row = await store.get_need(conn, community, need_id, for_update=True)
+        if row is None:
+            raise NotFound("need")
+        if row["status"] == "cancelled":
+            return
+        if not can_cancel(row["status"]):
+            raise Conflict(f"a {row['status']} need cannot be cancelled")
+        await store.cancel_need(conn, need_id, reason, now)
+        await store.add_timeline(conn, need_id, "cancelled", actor.label(), reason)
+        await outbox.enqueue(
+            conn,
+            new_event(
+                NeedCancelled(
+                    need_id=need_id,
+                    reason=reason,
+                    cancelled_by_role=actor.role,
+                    cancelled_at=now,
+                ),
+                community=community,
+                source=SOURCE,
+                subject=str(need_id),
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class RejectedIngress:
+    dead_letter_id: uuid.UUID
+    announced: bool
+
+
+async def reject_ingress(
+    conn: Conn,
+    *,
+    consumer: str,
+    subject: str,
+    headers: dict[str, str],
+    payload: bytes,
+    reasons: list[Reason],
+    community: str | None,
+    event: CloudEvent[Any] | None,
+    clock: Clock,
+) -> RejectedIngress:
+    """Keep a rejected command whole and announce `need.rejected`, once.
+
+    The same message seen twice (request path and stream path, or a redelivery) keeps
+    one dead letter and one event. A rejection for a community intake does not know
+    is kept but not announced: no community's subscribers should see it.
+    """
+    dedupe = f"{consumer}:{event.source}:{event.id}" if event is not None else None
+    async with conn.transaction():
+        letter_id, inserted = await store_dead_letter(
+            conn,
+            DeadLetter(
+                consumer=consumer,
+                subject=subject,
+                headers=headers,
+                payload=payload,
+                reasons=reasons,
+                dedupe_key=dedupe,
+            ),
+        )
+        announce = (
+            inserted and community is not None and await store.community_exists(conn, community)
+        )
+        if announce:
+            assert community is not None
+            await outbox.enqueue(
+                conn,
+                new_event(
+                    NeedRejected(
+                        reasons=reasons[:50],
+                        dead_letter_id=letter_id,
+                        ingress_subject=subject[:256],
+                        source_system=event.source[:64] if event else None,
+                        source_event_id=event.id if event else None,
+                        rejected_at=clock.now(),
+                    ),
+                    community=community,
+                    source=SOURCE,
+                ),
+            )
+    return RejectedIngress(letter_id, announce)

@@ -1,0 +1,270 @@
+"""All of intake's SQL. Values are always bound parameters; identifiers never vary."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from linli.contracts.needs import ResidentSpec
+from linli.servicekit.db import Conn
+
+from .rules import AnyNeedSpec
+
+NEED_COLUMNS = (
+    "id, community, resident_id, kind, urgency, status, window_earliest, window_latest, "
+    "details, notes, source_system, source_reference, priority_group, submitted_at, "
+    "updated_at, cancel_reason"
+)
+RESIDENT_COLUMNS = (
+    "id, community, name, phone, address, compound, priority_group, "
+    "consent_to_share_contact, locale, created_at"
+)
+
+
+@dataclass(frozen=True)
+class ResidentRow:
+    id: uuid.UUID
+    community: str
+    priority_group: str
+    compound: str | None
+
+
+async def community_exists(conn: Conn, community: str) -> bool:
+    return bool(await conn.fetchval("SELECT true FROM communities WHERE slug = $1", community))
+
+
+async def add_community(conn: Conn, slug: str, name: str) -> bool:
+    result: str = await conn.execute(
+        "INSERT INTO communities (slug, name) VALUES ($1, $2) ON CONFLICT (slug) DO NOTHING",
+        slug,
+        name,
+    )
+    return result.endswith(" 1")
+
+
+async def list_communities(conn: Conn) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT slug, name, created_at FROM communities ORDER BY slug")
+
+
+async def insert_resident(conn: Conn, community: str, spec: ResidentSpec) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        f"INSERT INTO residents (id, community, name, phone, address, compound, priority_group, "
+        f"consent_to_share_contact, locale) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+        f"RETURNING {RESIDENT_COLUMNS}",
+        uuid.uuid4(),
+        community,
+        spec.name,
+        spec.phone,
+        spec.address,
+        spec.compound,
+        spec.priority_group.value,
+        spec.consent_to_share_contact,
+        spec.locale,
+    )
+    assert row is not None
+    return row
+
+
+async def get_resident(conn: Conn, community: str, resident_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {RESIDENT_COLUMNS} FROM residents WHERE community = $1 AND id = $2",
+        community,
+        resident_id,
+    )
+
+
+async def list_residents(
+    conn: Conn,
+    community: str,
+    *,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+) -> list[asyncpg.Record]:
+    if after is None:
+        return await conn.fetch(
+            f"SELECT {RESIDENT_COLUMNS} FROM residents WHERE community = $1 "
+            "ORDER BY created_at DESC, id DESC LIMIT $2",
+            community,
+            limit,
+        )
+    return await conn.fetch(
+        f"SELECT {RESIDENT_COLUMNS} FROM residents WHERE community = $1 "
+        "AND (created_at, id) < ($2, $3) ORDER BY created_at DESC, id DESC LIMIT $4",
+        community,
+        after[0],
+        after[1],
+        limit,
+    )
+
+
+async def resident_for_need(
+    conn: Conn, community: str, resident_id: uuid.UUID
+) -> ResidentRow | None:
+    row = await conn.fetchrow(
+        "SELECT id, community, priority_group, compound FROM residents "
+        "WHERE community = $1 AND id = $2",
+        community,
+        resident_id,
+    )
+    if row is None:
+        return None
+    return ResidentRow(row["id"], row["community"], row["priority_group"], row["compound"])
+
+
+async def insert_need(
+    conn: Conn,
+    *,
+    need_id: uuid.UUID,
+    community: str,
+    spec: AnyNeedSpec,
+    priority_group: str,
+    submitted_by: str,
+    submitted_at: datetime,
+    ingress: tuple[str, str] | None,
+) -> bool:
+    """Insert a need; False when the same ingress (source, id) already created one."""
+    inserted = await conn.fetchval(
+        "INSERT INTO needs (id, community, resident_id, kind, urgency, status, window_earliest, "
+        "window_latest, details, notes, source_system, source_reference, priority_group, "
+        "submitted_by, ingress_source, ingress_event_id, submitted_at, updated_at) "
+        "VALUES ($1, $2, $3, $4, $5, 'submitted', $6, $7, $8::jsonb, $9, $10, $11, $12, $13, "
+        "$14, $15, $16, $16) "
+        "ON CONFLICT (ingress_source, ingress_event_id) DO NOTHING RETURNING true",
+        need_id,
+        community,
+        spec.resident_id,
+        spec.kind,
+        spec.urgency.value,
+        spec.window.earliest,
+        spec.window.latest,
+        spec.details.model_dump_json(),
+        spec.notes,
+        spec.source.system if spec.source else None,
+        spec.source.reference if spec.source else None,
+        priority_group,
+        submitted_by,
+        ingress[0] if ingress else None,
+        ingress[1] if ingress else None,
+        submitted_at,
+    )
+    return bool(inserted)
+
+
+async def need_id_for_ingress(conn: Conn, source: str, event_id: str) -> uuid.UUID:
+    value = await conn.fetchval(
+        "SELECT id FROM needs WHERE ingress_source = $1 AND ingress_event_id = $2",
+        source,
+        event_id,
+    )
+    assert value is not None
+    return uuid.UUID(str(value))
+
+
+async def add_timeline(
+    conn: Conn, need_id: uuid.UUID, status: str, actor: str, note: str | None = None
+) -> None:
+    await conn.execute(
+        "INSERT INTO need_timeline (need_id, status, actor, note) VALUES ($1, $2, $3, $4)",
+        need_id,
+        status,
+        actor,
+        note,
+    )
+
+
+async def get_need(
+    conn: Conn, community: str, need_id: uuid.UUID, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(
+        f"SELECT {NEED_COLUMNS} FROM needs WHERE community = $1 AND id = $2{lock}",
+        community,
+        need_id,
+    )
+
+
+async def timeline(conn: Conn, need_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT at, status, actor, note FROM need_timeline WHERE need_id = $1 ORDER BY id",
+        need_id,
+    )
+
+
+async def list_needs(
+    conn: Conn,
+    community: str,
+    *,
+    status: str | None,
+    kind: str | None,
+    since: datetime | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    # Optional filters are NULL-able parameters, so the query text never varies.
+    return await conn.fetch(
+        f"SELECT {NEED_COLUMNS} FROM needs WHERE community = $1 "
+        "AND ($2::text IS NULL OR status = $2) "
+        "AND ($3::text IS NULL OR kind = $3) "
+        "AND ($4::timestamptz IS NULL OR submitted_at >= $4) "
+        "AND ($5::timestamptz IS NULL OR (submitted_at, id) < ($5, $6::uuid)) "
+        "ORDER BY submitted_at DESC, id DESC LIMIT $7",
+        community,
+        status,
+        kind,
+        since,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+
+
+async def cancel_need(conn: Conn, need_id: uuid.UUID, reason: str | None, at: datetime) -> None:
+    await conn.execute(
+        "UPDATE needs SET status = 'cancelled', cancel_reason = $2, updated_at = $3 WHERE id = $1",
+        need_id,
+        reason,
+        at,
+    )
+
+
+async def claim_idempotency_key(
+    conn: Conn,
+    community: str,
+    credential_id: uuid.UUID,
+    key: str,
+    fingerprint: bytes,
+    need_id: uuid.UUID,
+) -> asyncpg.Record | None:
+    """Claim a key for a new need; returns the earlier claim when the key was used.
+
+    A concurrent request with the same key waits on the primary key until the first
+    commits, then sees its row: no check-then-insert race.
+    """
+    inserted = await conn.fetchval(
+        "INSERT INTO idempotency_keys (community, credential_id, key, request_sha256, need_id) "
+        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true",
+        community,
+        credential_id,
+        key,
+        fingerprint,
+        need_id,
+    )
+    if inserted:
+        return None
+    return await conn.fetchrow(
+        "SELECT request_sha256, need_id FROM idempotency_keys "
+        "WHERE community = $1 AND credential_id = $2 AND key = $3",
+        community,
+        credential_id,
+        key,
+    )
+
+
+def details_of(row: asyncpg.Record) -> dict[str, Any]:
+    value = row["details"]
+    return json.loads(value) if isinstance(value, str) else dict(value)
