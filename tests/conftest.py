@@ -23,7 +23,7 @@ if _TESTS_DIR not in sys.path:
 
 from harness.names import Names  # noqa: E402
 from harness.procs import ProcessGroup  # noqa: E402
-from harness.stack import session_database_url, session_nats_url  # noqa: E402
+from harness.stack import postgres_data_dir, session_database_url, session_nats_url  # noqa: E402
 
 from linli.devstack.servers import NatsServer, PostgresServer  # noqa: E402
 
@@ -137,11 +137,12 @@ def postgres_server_factory(tmp_path: Path) -> Iterator[Callable[..., PostgresSe
     def make(name: str = "pg", **kwargs: Any) -> PostgresServer:
         kwargs.setdefault("fast", True)
         kwargs.setdefault("log_file", tmp_path / f"{name}.log")
-        server = PostgresServer(tmp_path / name, **kwargs)
+        server = PostgresServer(postgres_data_dir(stack, name), **kwargs)
         servers.append(server)
         server.start()
         return server
 
-    yield make
-    for server in reversed(servers):
-        server.stop()
+    with ExitStack() as stack:
+        yield make
+        for server in reversed(servers):
+            server.stop()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
+import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,18 @@ def _start_container(factory: Any, stack: ExitStack) -> Any | None:
     return container
 
 
+def postgres_data_dir(stack: ExitStack, name: str = "pg") -> Path:
+    """A data directory directly under the system temp dir, removed when `stack` closes.
+
+    Not under pytest's tmp_path: as root the server runs as another user, who
+    must traverse every parent, and each new pytest process (another session on
+    the same machine) resets /tmp/pytest-of-root to 0700 while ours is running.
+    """
+    path = Path(tempfile.mkdtemp(prefix=f"linli-{name}-"))
+    stack.callback(shutil.rmtree, path, ignore_errors=True)
+    return path / "data"
+
+
 def session_nats_url(workdir: Path, stack: ExitStack) -> tuple[str, str]:
     """(url, how) for the session's NATS server with JetStream."""
     if url := os.environ.get("NATS_URL"):
@@ -106,7 +120,7 @@ def session_database_url(workdir: Path, stack: ExitStack) -> tuple[str, str]:
         )
         if container is not None:
             return str(container.get_connection_url()), "testcontainers"
-    server = PostgresServer(workdir / "pgdata", fast=True, log_file=workdir / "postgres.log")
+    server = PostgresServer(postgres_data_dir(stack), fast=True, log_file=workdir / "postgres.log")
     server.start()
     stack.callback(server.stop)
     run_sync(ensure_database(server.dsn(), TEST_DATABASE))

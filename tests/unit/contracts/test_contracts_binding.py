@@ -8,6 +8,7 @@ from contracts_samples import NOW, meal_spec, repair_spec, sample_events
 from pydantic import BaseModel, ValidationError
 
 from linli.contracts.binding import (
+    MAX_JSON_DEPTH,
     from_nats,
     parse_data,
     percent_decode,
@@ -209,6 +210,20 @@ def test_from_nats_rejects_bad_input(
     assert reasons
     assert code in {r.code for r in reasons}, reasons
     assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("encode", [to_structured, to_binary])
+def test_data_nesting_limit_is_the_same_in_both_modes(encode: Any) -> None:
+    event = from_nats(*to_structured(_event(meal_spec())))
+    nested: Any = {}
+    for _ in range(MAX_JSON_DEPTH - 1):
+        nested = {"n": nested}
+    ok = event.model_copy(update={"data": nested})
+    assert from_nats(*encode(ok)).data == nested
+    too_deep = event.model_copy(update={"data": {"n": nested}})
+    with pytest.raises(EnvelopeError) as info:
+        from_nats(*encode(too_deep))
+    assert info.value.reasons[0].code == "too_deep"
 
 
 def test_too_large_is_also_enforced_when_encoding() -> None:

@@ -12,7 +12,6 @@ every attribute are checked, and errors carry field paths but never input values
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar, cast, overload
 from urllib.parse import unquote_to_bytes
@@ -65,10 +64,6 @@ _ATTRIBUTES = (
     "community",
     "traceparent",
 )
-
-# Strings are matched whole so brackets inside them are not counted as nesting.
-_JSON_SCAN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
-
 
 # --- percent-encoding ---------------------------------------------------------
 
@@ -186,18 +181,22 @@ def reasons_from_validation_error(exc: ValidationError, prefix: str = "") -> lis
     return reasons
 
 
-def _json_depth(text: str) -> int:
-    depth = deepest = 0
-    for match in _JSON_SCAN.finditer(text):
-        token = match.group()
-        if token in ("[", "{"):
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > MAX_JSON_DEPTH:
-                    break
-        elif token in ("]", "}"):
-            depth -= 1
+def _json_depth(value: Any, limit: int) -> int:
+    # Iterative, so a hostile document cannot exhaust the Python stack here.
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            break
+        stack.extend((child, depth + 1) for child in children)
     return deepest
 
 
@@ -205,19 +204,24 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _load_json(body: bytes, field: str) -> Any:
+def _load_json(body: bytes, field: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise EnvelopeError.single(field, "body is not valid UTF-8", "malformed") from None
-    if _json_depth(text) > MAX_JSON_DEPTH:
-        raise EnvelopeError.single(
-            field, f"JSON is nested deeper than {MAX_JSON_DEPTH} levels", "too_deep"
-        )
+    too_deep = EnvelopeError.single(
+        field, f"JSON is nested deeper than {max_depth} levels", "too_deep"
+    )
     try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
+        value = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        # The C scanner gives up past the interpreter's recursion limit (~1000 levels).
+        raise too_deep from None
+    except ValueError:
         raise EnvelopeError.single(field, "body is not valid JSON", "malformed") from None
+    if _json_depth(value, max_depth) > max_depth:
+        raise too_deep
+    return value
 
 
 def _media_type(value: str) -> str:
@@ -277,7 +281,8 @@ def _from_structured(body: bytes, headers: dict[str, str]) -> CloudEvent[dict[st
             f"structured events must be {STRUCTURED_CONTENT_TYPE}",
             "unsupported_content_type",
         )
-    obj = _load_json(body, "")
+    # The envelope object is one level, so data gets the same depth as in binary mode.
+    obj = _load_json(body, "", MAX_JSON_DEPTH + 1)
     if not isinstance(obj, dict):
         raise EnvelopeError.single("", "event must be a JSON object", "not_object")
     if "data_base64" in obj:

@@ -27,7 +27,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -401,10 +401,9 @@ class PostgresServer:
         return self._proc is not None and self._proc.poll() is None
 
     def dsn(self, user: str = "postgres", database: str = "postgres") -> str:
+        """URL for `user`; only the superuser's password is known here, so only it is included."""
         auth = user
         if self.password is not None and user == "postgres":
-            from urllib.parse import quote
-
             auth = f"{user}:{quote(self.password, safe='')}"
         return f"postgresql://{auth}@{self.host}:{self.port}/{database}"
 
