@@ -4,7 +4,7 @@ import json
 from typing import Any
 
 import pytest
-from contracts_samples import NOW, meal_spec, repair_spec, sample_events
+from harness.contract_samples import NOW, meal_spec, repair_spec, sample_events
 from pydantic import BaseModel, ValidationError
 
 from linli.contracts.binding import (

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import get_args
 
 import pytest
-from contracts_samples import meal_spec
+from harness.contract_samples import meal_spec
 from pydantic import BaseModel
 
 from linli.contracts import events

@@ -4,7 +4,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from contracts_samples import NOW, RESIDENT
+from harness.contract_samples import NOW, RESIDENT
 from pydantic import TypeAdapter, ValidationError
 
 from linli.contracts.needs import (

@@ -139,6 +139,7 @@ class OutboxRelay:
         backoff = self._poll
         cleaned_at = 0.0
         loop = asyncio.get_running_loop()
+        log.debug("outbox relay running", extra={"schema": self._schema})
         while True:
             try:
                 await self._listen()
@@ -186,6 +187,7 @@ class OutboxRelay:
                     failed,
                 )
         self.published += len(sent)
+        log.debug("outbox batch relayed", extra={"sent": len(sent), "failed": len(failed)})
         if failed:
             first = next(r for r in results if r is not None)
             raise RuntimeError(f"{len(failed)} outbox publishes failed") from first

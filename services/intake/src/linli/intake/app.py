@@ -20,9 +20,16 @@ from .service import Clock
 MIGRATIONS_PACKAGE = "linli.intake"
 
 
+class IntakeSettings(ServiceSettings):
+    """Intake's settings: the shared ones with intake's name as the default."""
+
+    service_name: str = "intake"
+    http_port: int = 8101
+
+
 def default_settings() -> ServiceSettings:
-    """Settings from the environment, with intake's name and schema."""
-    return ServiceSettings(service_name="intake", db_schema="intake")
+    """Settings from the environment (LINLI_*); unset ones take intake's defaults."""
+    return IntakeSettings()
 
 
 def build_app(
