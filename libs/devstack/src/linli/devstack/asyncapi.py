@@ -8,6 +8,7 @@ Building an app connects to nothing, so this runs without servers.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 from pathlib import Path
@@ -51,8 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         text = render(spec.module, spec.name)
         path = out_dir / f"{spec.name}.yaml"
         if args.check:
-            if not path.exists() or path.read_text() != text:
+            old = path.read_text() if path.exists() else ""
+            if old != text:
                 drifted.append(str(path))
+                diff = difflib.unified_diff(
+                    old.splitlines(keepends=True), text.splitlines(keepends=True), str(path), "now"
+                )
+                print("".join(list(diff)[:40]))
         else:
             out_dir.mkdir(parents=True, exist_ok=True)
             path.write_text(text)

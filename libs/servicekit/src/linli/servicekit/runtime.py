@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 from . import failpoints
 from .db import Migration, create_pool, migrate, pending_migrations
 from .logs import configure_logging
-from .messaging import Deliveries, build_broker, provision_streams
+from .messaging import Deliveries, build_broker, capture_max_deliveries, provision_streams
 from .outbox import OutboxRelay
 from .settings import ServiceSettings
 from .telemetry import setup_tracing
@@ -52,7 +52,13 @@ class ServiceRuntime:
         self.relay: OutboxRelay | None = None
         self.deliveries = Deliveries(lambda: self.pool, settings)
         self.on_start: list[StartHook] = []
+        self.durables: list[tuple[str, str]] = []
         self.started = False
+
+    def durable(self, stream: str, durable: str) -> str:
+        """Register a durable consumer so messages it gives up on are dead-lettered."""
+        self.durables.append((stream, durable))
+        return durable
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -89,6 +95,10 @@ class ServiceRuntime:
             await provision_streams(self.js, self.settings)
         for hook in self.on_start:
             await hook(self)
+        for stream, durable in self.durables:
+            await capture_max_deliveries(
+                self.broker.connection, self.js, lambda: self.pool, stream, durable
+            )
         await self.broker.start()
         if self.settings.run_relay:
             self.relay = OutboxRelay(

@@ -63,6 +63,7 @@ def _subscribe_ingress(runtime: ServiceRuntime, clock: Clock) -> None:
     subjects = stream_subjects(INGRESS_PREFIX, settings)
     for index, subject in enumerate(subjects):
         durable = ingress.CONSUMER if len(subjects) == 1 else f"{ingress.CONSUMER}-{index}"
+        runtime.durable(settings.ingress_stream, durable)
         _subscribe_subject(runtime, clock, subject, durable)
 
 

@@ -1,0 +1,155 @@
+"""`make run` end to end: the stack starts from the wheels, serves the demo, answers
+ingress, publishes CloudEvents, stops on Ctrl-C and keeps its data for the next start."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+
+from linli.contracts.binding import from_nats
+from linli.devstack.servers import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def start_stack(data_dir: Path, ports: dict[str, int], log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "LINLI_DEV_NATS_PORT": str(ports["nats"]),
+        "LINLI_DEV_PG_PORT": str(ports["pg"]),
+        "LINLI_DEV_HTTP_BASE": str(ports["http"] - 1),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "linli.devstack", "run", "--data-dir", str(data_dir)],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def wait_for_stack(proc: subprocess.Popen[bytes], data_dir: Path, log: Path) -> dict:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"stack exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        stack_file = data_dir / "stack.json"
+        if stack_file.exists():
+            return json.loads(stack_file.read_text())
+        time.sleep(0.5)
+    raise AssertionError(f"stack not up:\n{log.read_text()[-3000:]}")
+
+
+def stop_stack(proc: subprocess.Popen[bytes]) -> int:
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    return proc.wait(timeout=60)
+
+
+async def first_event_of_type(info: dict, ce_type: str) -> tuple[str, dict, dict]:
+    admin = info["nats"]["admin"]
+    nc = await nats.connect(info["nats"]["url"], user=admin["user"], password=admin["password"])
+    try:
+        js = nc.jetstream()
+        state = (await js.stream_info("LINLI_EVENTS")).state
+        for seq in range(state.first_seq, state.last_seq + 1):
+            msg = await js.get_msg("LINLI_EVENTS", seq)
+            if json.loads(msg.data)["type"] == ce_type:
+                return msg.subject, dict(msg.headers or {}), json.loads(msg.data)
+    finally:
+        await nc.close()
+    raise AssertionError(f"no {ce_type} on LINLI_EVENTS")
+
+
+async def test_make_run_stack(tmp_path: Path) -> None:
+    data_dir = tmp_path / "linli"
+    log = tmp_path / "stack.log"
+    ports = {"nats": free_port(), "pg": free_port(), "http": free_port()}
+    proc = start_stack(data_dir, ports, log)
+    try:
+        info = wait_for_stack(proc, data_dir, log)
+        community = info["communities"][0]
+        base = info["intake_api"]
+        auth = {"Authorization": f"Bearer {info['credentials']['operator']}"}
+        async with httpx.AsyncClient(headers=auth, timeout=10) as http:
+            demo_needs = (await http.get(f"{base}/needs")).json()["items"]
+            assert len(demo_needs) == 3
+            resident = (await http.get(f"{base}/residents")).json()["items"][0]["id"]
+            start = datetime.now(UTC) + timedelta(hours=1)
+            need = {
+                "kind": "meal_delivery",
+                "resident_id": resident,
+                "window": {
+                    "earliest": start.isoformat(),
+                    "latest": (start + timedelta(hours=1)).isoformat(),
+                },
+                "details": {"portions": 1},
+            }
+            created = await http.post(f"{base}/needs", json=need)
+            assert created.status_code == 201, created.text
+            need_id = created.json()["id"]
+            # Another community's operator sees nothing of it.
+            other = {"Authorization": f"Bearer {info['credentials']['operator_other']}"}
+            assert (await http.get(f"{base}/needs/{need_id}", headers=other)).status_code == 404
+
+        # The need appears on JetStream as a valid CloudEvent.
+        await asyncio.sleep(1.0)
+        subject, headers, body = await first_event_of_type(info, "linli.need.submitted.v1")
+        assert subject.startswith(f"linli.events.{community}.need.submitted.v1")
+        event = from_nats(json.dumps(body).encode(), headers)
+        assert headers["Nats-Msg-Id"] == event.id
+
+        # Another program submits over NATS as the community's system user.
+        system = info["nats"]["systems"][community]
+        nc = await nats.connect(
+            info["nats"]["url"], user=system["user"], password=system["password"]
+        )
+        try:
+            command = {
+                "specversion": "1.0",
+                "id": str(uuid.uuid4()),
+                "source": "urn:city-hotline",
+                "type": "linli.need.submit.v1",
+                "time": datetime.now(UTC).isoformat(),
+                "community": community,
+                "data": {**need, "source": {"system": "city-hotline", "reference": "HL-1"}},
+            }
+            reply = await nc.request(
+                f"linli.ingress.{community}.need.submit.v1",
+                json.dumps(command).encode(),
+                timeout=10,
+            )
+        finally:
+            await nc.close()
+        answer = json.loads(reply.data)
+        assert answer["status"] == "accepted", answer
+        async with httpx.AsyncClient(headers=auth, timeout=10) as http:
+            stored = await http.get(f"{base}/needs/{answer['need_id']}")
+            assert stored.status_code == 200
+            assert stored.json()["source"]["system"] == "city-hotline"
+    finally:
+        assert stop_stack(proc) == 0, log.read_text()[-3000:]
+    assert not (data_dir / "stack.json").exists()
+
+    # Starting again keeps the data and the demo credentials.
+    proc = start_stack(data_dir, ports, log)
+    try:
+        again = wait_for_stack(proc, data_dir, log)
+        assert again["credentials"] == info["credentials"]
+        async with httpx.AsyncClient(headers=auth, timeout=10) as http:
+            items = (await http.get(f"{again['intake_api']}/needs")).json()["items"]
+            assert need_id in {n["id"] for n in items}
+            assert len(items) == 5
+    finally:
+        assert stop_stack(proc) == 0, log.read_text()[-3000:]
