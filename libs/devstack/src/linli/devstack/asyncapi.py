@@ -13,6 +13,7 @@ import importlib
 import sys
 from pathlib import Path
 
+import yaml
 from faststream.specification.asyncapi import AsyncAPI
 
 from linli.servicekit.settings import ServiceSettings
@@ -39,7 +40,9 @@ def render(module: str, name: str) -> str:
         version="1",
         description=f"Subjects that the {name} service consumes and answers.",
     )
-    return str(spec.to_specification().to_yaml())
+    # FastStream's channel order varies between runs; sorted keys keep the file stable.
+    document = spec.to_specification().to_jsonable()
+    return str(yaml.safe_dump(document, sort_keys=True, allow_unicode=True))
 
 
 def main(argv: list[str] | None = None) -> int:

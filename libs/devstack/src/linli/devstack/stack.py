@@ -228,10 +228,10 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: flo
     raise RuntimeError(f"{url} not ready after {timeout}s; see {log}")
 
 
-def _print_summary(info: dict[str, Any]) -> None:
+def _print_summary(info: dict[str, Any], root: Path) -> None:
     token = info["credentials"].get("operator", "")
     community = info["communities"][0]
-    print("\nLinli is running (Ctrl-C stops it; data is kept in .linli/).\n")
+    print(f"\nLinli is running (Ctrl-C stops it; data is kept in {root}).\n")
     for name, svc in info["services"].items():
         print(f"  {name:<14} {svc['url']}   API docs: {svc['docs']}")
     print(f"  {'nats':<14} {info['nats']['url']}   (user admin, see stack.json)")
@@ -239,7 +239,7 @@ def _print_summary(info: dict[str, Any]) -> None:
     print(f"\n  demo operator token for {community}:\n    {token}\n")
     print("  try:")
     print(f"    curl -s -H 'Authorization: Bearer {token}' \\\n      {info['intake_api']}/needs")
-    print("\n  everything above, as JSON: .linli/stack.json\n")
+    print(f"\n  everything above, as JSON: {root / 'stack.json'}\n")
 
 
 def run(root: Path, *, demo_data: bool = True, hold: bool = True) -> int:
@@ -259,8 +259,11 @@ def run(root: Path, *, demo_data: bool = True, hold: bool = True) -> int:
             demo.load(stack)
             _save_state(stack.state_file, stack.state)
         info = stack.describe()
-        (root / "stack.json").write_text(json.dumps(info, indent=2, ensure_ascii=False))
-        _print_summary(info)
+        stack_file = root / "stack.json"
+        stack_file.touch(mode=0o600)
+        stack_file.chmod(0o600)  # it holds passwords and tokens
+        stack_file.write_text(json.dumps(info, indent=2, ensure_ascii=False))
+        _print_summary(info, root)
         while hold:
             for name, proc in stack.procs.items():
                 if proc.poll() is not None:

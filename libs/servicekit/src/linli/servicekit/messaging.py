@@ -333,8 +333,11 @@ async def capture_max_deliveries(
 async def replay_dead_letter(pool: asyncpg.Pool, nc: NatsClient, letter_id: uuid.UUID) -> str:
     """Publish a dead letter again on its subject; returns the message id used.
 
-    A fresh `Nats-Msg-Id` keeps the stream's duplicate window from dropping it; the
-    consumer's inbox still guarantees a single effect.
+    Sent as a request so that something must answer: JetStream's publish ack on an
+    events subject, intake's accepted/rejected answer on an ingress subject. A denied
+    or unrouted publish times out and the letter stays open. A fresh `Nats-Msg-Id`
+    keeps the stream's duplicate window from dropping it; the consumer's inbox still
+    guarantees a single effect.
     """
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
@@ -347,8 +350,7 @@ async def replay_dead_letter(pool: asyncpg.Pool, nc: NatsClient, letter_id: uuid
         headers = json.loads(row["headers"]) if row["headers"] else {}
         msg_id = f"{letter_id}:replay:{row['replay_count'] + 1}"
         headers["Nats-Msg-Id"] = msg_id
-        await nc.publish(row["subject"], bytes(row["payload"]), headers=headers)
-        await nc.flush()
+        await nc.request(row["subject"], bytes(row["payload"]), timeout=10, headers=headers)
         await conn.execute(
             "UPDATE dead_letters SET replayed_at = now(), replay_count = replay_count + 1 "
             "WHERE id = $1",

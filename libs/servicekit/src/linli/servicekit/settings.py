@@ -104,6 +104,8 @@ class ServiceSettings(BaseSettings):
             has_nats_auth = self.nats_creds_file or (self.nats_user and self.nats_password)
             if not has_nats_auth:
                 raise ValueError("production requires NATS credentials (user/password or creds)")
+            if "database_url" not in self.model_fields_set:
+                raise ValueError("production requires LINLI_DATABASE_URL to be set explicitly")
             if self.stream_replicas < 3:
                 raise ValueError("production requires stream_replicas >= 3")
         return self

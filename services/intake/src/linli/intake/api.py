@@ -35,7 +35,7 @@ IdempotencyKey = Annotated[
         max_length=200,
         pattern=r"^[\x21-\x7e]+$",
         description="Retry-safe submission: the same key with the same body returns the "
-        "original need; with a different body it is refused (422).",
+        "original need; with a different body it is refused (409).",
     ),
 ]
 

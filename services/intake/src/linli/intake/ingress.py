@@ -25,6 +25,8 @@ from linli.contracts.registry import UnknownEventType, lookup
 from linli.contracts.subjects import SubjectError, parse_subject
 from linli.contracts.types import Reason, Role
 
+from linli.servicekit.telemetry import current_traceparent
+
 from . import service
 
 log = logging.getLogger(__name__)
@@ -145,7 +147,9 @@ async def handle_submit(
                         actor,
                         clock=clock,
                         ingress=(event.source, event.id),
-                        traceparent=event.traceparent,
+                        # Our own span (a child of the sender's, when it sent one) so the
+                        # published event continues this trace.
+                        traceparent=current_traceparent() or event.traceparent,
                     )
                 return Outcome(True, str(result.need_id), duplicate=not result.created)
             except service.Rejected as exc:

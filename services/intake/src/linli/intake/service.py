@@ -246,7 +246,7 @@ async def reject_ingress(
                         reasons=reasons[:50],
                         dead_letter_id=letter_id,
                         ingress_subject=subject[:256],
-                        source_system=event.source[:64] if event else None,
+                        source_system=event.source if event else None,
                         source_event_id=event.id if event else None,
                         rejected_at=clock.now(),
                     ),
