@@ -24,7 +24,6 @@ from linli.contracts.needs import NeedSpecAdapter
 from linli.contracts.registry import UnknownEventType, lookup
 from linli.contracts.subjects import SubjectError, parse_subject
 from linli.contracts.types import Reason, Role
-
 from linli.servicekit.telemetry import current_traceparent
 
 from . import service
