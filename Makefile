@@ -12,13 +12,15 @@ ifeq ($(UV),)
 UV := $(CURDIR)/.tools/bin/uv
 endif
 
-.PHONY: help install run test test-unit test-integration lint fmt schemas schemas-check bench clean
+.PHONY: help install run test test-unit lint fmt schemas schemas-check bench clean
 
 help:
 	@echo "make run      - install and start the local stack with demo data (Ctrl-C stops)"
 	@echo "make test     - install and run every test against real NATS and PostgreSQL"
 	@echo "make lint     - ruff, format check, mypy, import rules"
 	@echo "make schemas  - regenerate JSON Schemas, the event catalogue and AsyncAPI"
+	@echo "make bench    - measure intake throughput, latency and memory (docs/benchmarks.md)"
+	@echo "make test-unit, make fmt, make schemas-check, make clean"
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv $(CURDIR)/.tools
@@ -48,6 +50,9 @@ lint: install
 fmt: install
 	$(UV) run --frozen ruff format .
 	$(UV) run --frozen ruff check --fix .
+
+bench: install
+	$(UV) run --frozen python bench/bench_intake.py --needs 1000
 
 schemas: install
 	$(UV) run --frozen python -m linli.contracts.schemagen
