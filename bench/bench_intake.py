@@ -25,10 +25,10 @@ import asyncpg
 import httpx
 import nats
 
+from linli.contracts.types import Role
 from linli.devstack.servers import NatsServer, PostgresServer, free_port, run_sync
 from linli.servicekit.auth import issue_credential
 from linli.servicekit.db import migrate, service_migrations
-from linli.contracts.types import Role
 
 COMMUNITY = "bench-community"
 
@@ -48,7 +48,9 @@ def rss_mb(pid: int) -> float:
 async def prepare(dsn: str) -> tuple[str, str]:
     conn = await asyncpg.connect(dsn, server_settings={"search_path": "intake,public"})
     await migrate(conn, "intake", service_migrations("linli.intake", "intake"))
-    await conn.execute("INSERT INTO communities VALUES ($1, 'Bench') ON CONFLICT DO NOTHING", COMMUNITY)
+    await conn.execute(
+        "INSERT INTO communities VALUES ($1, 'Bench') ON CONFLICT DO NOTHING", COMMUNITY
+    )
     _, token = await issue_credential(conn, role=Role.OPERATOR, communities=[COMMUNITY])
     resident = uuid.uuid4()
     await conn.execute(
@@ -66,7 +68,10 @@ def need_body(resident: str) -> dict:
     return {
         "kind": "meal_delivery",
         "resident_id": resident,
-        "window": {"earliest": start.isoformat(), "latest": (start + timedelta(hours=1)).isoformat()},
+        "window": {
+            "earliest": start.isoformat(),
+            "latest": (start + timedelta(hours=1)).isoformat(),
+        },
         "details": {"portions": 1},
     }
 
@@ -85,13 +90,17 @@ async def http_load(url: str, token: str, resident: str, n: int, concurrency: in
         queue.put_nowait(i)
     headers = {"Authorization": f"Bearer {token}"}
     limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, limits=limits, timeout=30
+    ) as client:
 
         async def worker() -> None:
             while not queue.empty():
                 queue.get_nowait()
                 t0 = time.perf_counter()
-                r = await client.post(f"/v1/communities/{COMMUNITY}/needs", json=need_body(resident))
+                r = await client.post(
+                    f"/v1/communities/{COMMUNITY}/needs", json=need_body(resident)
+                )
                 r.raise_for_status()
                 latencies.append(time.perf_counter() - t0)
                 sent[r.json()["id"]] = t0
@@ -138,10 +147,16 @@ async def ingress_load(nc, resident: str, n: int, concurrency: int) -> dict:
     start = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(n)))
     elapsed = time.perf_counter() - start
-    return {"rate": n / elapsed, "p50": pct(latencies, 0.5) * 1000, "p99": pct(latencies, 0.99) * 1000}
+    return {
+        "rate": n / elapsed,
+        "p50": pct(latencies, 0.5) * 1000,
+        "p99": pct(latencies, 0.99) * 1000,
+    }
 
 
-async def main_async(args: argparse.Namespace, url: str, nats_url: str, token: str, resident: str, pid: int) -> list[str]:
+async def main_async(
+    args: argparse.Namespace, url: str, nats_url: str, token: str, resident: str, pid: int
+) -> list[str]:
     nc = await nats.connect(nats_url)
     rows = []
     rss_idle = rss_mb(pid)
@@ -149,14 +164,17 @@ async def main_async(args: argparse.Namespace, url: str, nats_url: str, token: s
         h = await http_load(url, token, resident, args.needs, concurrency, nc)
         rows.append(
             f"| HTTP POST /needs, {concurrency} concurrent | {args.needs} | {h['rate']:.0f}/s | "
-            f"{h['p50']:.1f} ms | {h['p99']:.1f} ms | {h['stream_p50']:.1f} / {h['stream_p99']:.1f} ms |"
+            f"{h['p50']:.1f} ms | {h['p99']:.1f} ms | "
+            f"{h['stream_p50']:.1f} / {h['stream_p99']:.1f} ms |"
         )
     i = await ingress_load(nc, resident, args.needs, 20)
     rows.append(
         f"| NATS need.submit request/reply, 20 in flight | {args.needs} | {i['rate']:.0f}/s | "
         f"{i['p50']:.1f} ms | {i['p99']:.1f} ms | — |"
     )
-    rows.append(f"| intake RSS idle / after load | | {rss_idle:.0f} MB / {rss_mb(pid):.0f} MB | | | |")
+    rows.append(
+        f"| intake RSS idle / after load | | {rss_idle:.0f} MB / {rss_mb(pid):.0f} MB | | | |"
+    )
     await nc.close()
     return rows
 
@@ -201,7 +219,9 @@ def main() -> int:
                 proc.wait(timeout=20)
             nats_server.stop()
             pg.stop()
-    print("| workload | requests | throughput | p50 | p99 | request start → event on stream p50 / p99 |")
+    print(
+        "| workload | requests | throughput | p50 | p99 | request start → event on stream p50 / p99 |"
+    )
     print("| --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
     print(f"\n({os.cpu_count()} cores; uv run python bench/bench_intake.py --needs {args.needs})")
