@@ -220,7 +220,7 @@ def main() -> int:
             nats_server.stop()
             pg.stop()
     print(
-        "| workload | requests | throughput | p50 | p99 | request start → event on stream p50 / p99 |"
+        "| workload | requests | throughput | p50 | p99 | request → on stream p50 / p99 |"
     )
     print("| --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
