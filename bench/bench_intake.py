@@ -219,9 +219,7 @@ def main() -> int:
                 proc.wait(timeout=20)
             nats_server.stop()
             pg.stop()
-    print(
-        "| workload | requests | throughput | p50 | p99 | request → on stream p50 / p99 |"
-    )
+    print("| workload | requests | throughput | p50 | p99 | request → on stream p50 / p99 |")
     print("| --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
     print(f"\n({os.cpu_count()} cores; uv run python bench/bench_intake.py --needs {args.needs})")

@@ -113,7 +113,10 @@ async def test_make_run_stack(tmp_path: Path) -> None:
         # Another program submits over NATS as the community's system user.
         system = info["nats"]["systems"][community]
         nc = await nats.connect(
-            info["nats"]["url"], user=system["user"], password=system["password"]
+            info["nats"]["url"],
+            user=system["user"],
+            password=system["password"],
+            inbox_prefix=system["inbox_prefix"],
         )
         try:
             command = {

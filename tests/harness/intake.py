@@ -20,6 +20,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from linli.contracts.types import Role
+from linli.intake.app import IntakeSettings
 from linli.servicekit.auth import issue_credential
 from linli.servicekit.db import migrate, service_migrations
 from linli.servicekit.settings import ServiceSettings
@@ -46,7 +47,7 @@ def intake_settings(
         "log_json": False,
     }
     values.update(overrides)
-    return ServiceSettings(**values)
+    return IntakeSettings(**values)
 
 
 def settings_env(settings: ServiceSettings) -> dict[str, str]:

@@ -25,7 +25,7 @@ from linli.contracts.envelope import (
     CloudEvent,
     EnvelopeError,
 )
-from linli.contracts.types import EventData, Reason
+from linli.contracts.types import EventData, NeedKind, Reason
 
 __all__ = [
     "CE_HEADER_PREFIX",
@@ -144,9 +144,18 @@ def _truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# Tags of the discriminated unions in the contracts: pydantic puts the chosen tag into
+# error locations (body.meal_delivery.details), which is not a path into the request.
+_UNION_TAGS = frozenset(kind.value for kind in NeedKind)
+
+
 def _loc_to_field(loc: tuple[int | str, ...], prefix: str) -> str:
     parts = [prefix] if prefix else []
-    parts.extend(str(part) for part in loc)
+    segments = [str(part) for part in loc]
+    root = 1 if segments[:1] == ["body"] else 0
+    if len(segments) > root + 1 and segments[root] in _UNION_TAGS:
+        del segments[root]
+    parts.extend(segments)
     return _truncate(".".join(parts), 200)
 
 
@@ -164,6 +173,14 @@ def reasons_from_validation_error(exc: ValidationError, prefix: str = "") -> lis
     for error in errors[:_MAX_REASONS]:
         code = str(error.get("type", "invalid"))
         message = str(error.get("msg", "invalid value"))
+        loc = tuple(error.get("loc", ()))
+        if code == "json_invalid":
+            # The location ends in a character offset, which is not a field.
+            loc = tuple(p for p in loc if not isinstance(p, int))
+        if code in ("union_tag_invalid", "union_tag_not_found"):
+            discriminator = str((error.get("ctx") or {}).get("discriminator", "")).strip("'")
+            if discriminator:
+                loc = (*loc, discriminator)
         if code == "union_tag_invalid":
             # pydantic's message repeats the offending tag, which is input.
             ctx = error.get("ctx") or {}
@@ -173,7 +190,7 @@ def reasons_from_validation_error(exc: ValidationError, prefix: str = "") -> lis
             )
         reasons.append(
             Reason(
-                field=_loc_to_field(tuple(error.get("loc", ())), prefix),
+                field=_loc_to_field(loc, prefix),
                 message=_truncate(message, 500),
                 code=_truncate(code, 64),
             )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 import phonenumbers
 from pydantic import (
@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
@@ -187,6 +188,16 @@ class ContractModel(BaseModel):
         str_strip_whitespace=True,
     )
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL text cannot hold NUL; refuse it here instead of failing in the store.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("text must not contain NUL characters")
+        if isinstance(value, list) and any(isinstance(v, str) and "\x00" in v for v in value):
+            raise ValueError("text must not contain NUL characters")
+        return value
+
 
 class EventData(BaseModel):
     """Base for event payloads: a tolerant reader that ignores unknown fields.
@@ -198,6 +209,8 @@ class EventData(BaseModel):
 
 
 MAX_WINDOW = timedelta(days=31)
+MIN_MOMENT = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_MOMENT = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 class TimeWindow(BaseModel):
@@ -218,6 +231,11 @@ class TimeWindow(BaseModel):
         # An unbounded window would let one need hold capacity indefinitely.
         if self.latest - self.earliest > MAX_WINDOW:
             raise ValueError("window must be at most 31 days long")
+        # Keep to years every store can hold (PostgreSQL's timestamptz ends at 294276,
+        # but an offset can push year 1 or 9999 out of range once converted to UTC).
+        for moment in (self.earliest, self.latest):
+            if not MIN_MOMENT <= moment <= MAX_MOMENT:
+                raise ValueError("window must lie between the years 2000 and 2200")
         return self
 
     @property

@@ -16,8 +16,6 @@ from pathlib import Path
 import yaml
 from faststream.specification.asyncapi import AsyncAPI
 
-from linli.servicekit.settings import ServiceSettings
-
 from .stack import SERVICES
 
 
@@ -32,7 +30,7 @@ def _root() -> Path:
 def render(module: str, name: str) -> str:
     """The AsyncAPI YAML of one service."""
     app_module = importlib.import_module(f"{module}.app")
-    app = app_module.build_app(ServiceSettings(service_name=name, db_schema=name))
+    app = app_module.build_app(app_module.default_settings())
     broker = app.state.runtime.broker
     spec = AsyncAPI(
         broker,

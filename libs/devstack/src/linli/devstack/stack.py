@@ -110,8 +110,13 @@ class Stack:
         ]
         users.append(admin_user(self.state.password("nats-admin")))
         for community in demo.COMMUNITIES:
+            # Each community gets its own reply prefix so none can read another's answers.
             users.append(
-                community_system_user(community.slug, self.state.password(f"nats-{community.slug}"))
+                community_system_user(
+                    community.slug,
+                    self.state.password(f"nats-{community.slug}"),
+                    inbox_prefix=inbox_prefix(community.slug),
+                )
             )
         self.nats = NatsServer(
             self.root / "nats", port=self.state.nats_port, config=render_config(users=users)
@@ -205,6 +210,7 @@ class Stack:
                     c.slug: {
                         "user": f"community-{c.slug}",
                         "password": self.state.password(f"nats-{c.slug}"),
+                        "inbox_prefix": inbox_prefix(c.slug),
                     }
                     for c in demo.COMMUNITIES
                 },
@@ -214,6 +220,11 @@ class Stack:
             "credentials": dict(self.state.tokens),
             "intake_api": f"{self.service_url(intake)}/v1/communities/{demo.COMMUNITIES[0].slug}",
         }
+
+
+def inbox_prefix(community: str) -> str:
+    """The reply-subject prefix a community's system must use (nats-py `inbox_prefix`)."""
+    return f"_INBOX.{community}"
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:

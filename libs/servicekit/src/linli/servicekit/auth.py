@@ -16,11 +16,13 @@ from typing import Annotated
 
 import asyncpg
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from linli.contracts.types import Role
 
-from .db import Conn
+from .db import TRANSIENT_ERRORS, Conn
 
 TOKEN_PREFIX = "lnl_"
 ALL_COMMUNITIES = "*"
@@ -105,24 +107,78 @@ async def lookup_principal(conn: Conn, token: str) -> Principal | None:
 
 _bearer = HTTPBearer(auto_error=False, description="A Linli API token (lnl_...)")
 
+_UNAUTHORIZED = {"error": "unauthorized", "detail": "missing or invalid bearer token"}
+
+
+class AuthMiddleware:
+    """Authenticate API requests before anything reads their bodies.
+
+    Without this a caller with no token would learn from a 422 how the API parses
+    bodies; with it, an unauthenticated request gets 401 and nothing else. The
+    principal is left in the request state for `current_principal`.
+    """
+
+    def __init__(self, app: ASGIApp, prefix: str = "/v1/") -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        token = _bearer_token(scope)
+        try:
+            principal = await _principal_for(scope["app"].state.runtime.pool, token)
+        except TRANSIENT_ERRORS:
+            response = JSONResponse(
+                {"error": "unavailable", "detail": "retry later"},
+                status_code=503,
+                headers={"Retry-After": "2"},
+            )
+            await response(scope, receive, send)
+            return
+        if principal is None:
+            response = JSONResponse(
+                _UNAUTHORIZED, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            )
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+def _bearer_token(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token:
+                return token.strip()
+    return None
+
+
+async def _principal_for(pool: asyncpg.Pool, token: str | None) -> Principal | None:
+    if token is None:
+        return None
+    async with pool.acquire() as conn:
+        return await lookup_principal(conn, token)
+
 
 async def current_principal(
     request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """FastAPI dependency: the authenticated caller, or 401."""
-    unauthorized = HTTPException(
-        status.HTTP_401_UNAUTHORIZED,
-        detail="missing or invalid bearer token",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
-    if creds is None or creds.scheme.lower() != "bearer":
-        raise unauthorized
-    pool: asyncpg.Pool = request.app.state.runtime.pool
-    async with pool.acquire() as conn:
-        principal = await lookup_principal(conn, creds.credentials)
+    principal = getattr(request.state, "principal", None)
+    if isinstance(principal, Principal):
+        return principal
+    token = creds.credentials if creds is not None and creds.scheme.lower() == "bearer" else None
+    principal = await _principal_for(request.app.state.runtime.pool, token)
     if principal is None:
-        raise unauthorized
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="missing or invalid bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return principal
 
 

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+import asyncpg
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from linli.contracts.binding import reasons_from_validation_error
 
+from .auth import AuthMiddleware
 from .db import TRANSIENT_ERRORS
 from .runtime import ServiceRuntime
 
@@ -50,17 +53,21 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge(self.limit)
             return message
 
         try:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
+            # Raised outside FastAPI's handlers (e.g. by a plain Starlette route).
             await _too_large(self.limit, send)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(HTTPException):
+    """Raised while the body streams in; an HTTPException so FastAPI passes it on."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over {limit} bytes")
 
 
 async def _too_large(limit: int, send: Send) -> None:
@@ -77,16 +84,10 @@ async def _empty_receive() -> Message:
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    detail: list[dict[str, Any]] = []
-    for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ())]
-        detail.append(
-            {
-                "field": ".".join(loc),
-                "message": str(err.get("msg", "")),
-                "code": err.get("type", ""),
-            }
-        )
+    # The contracts' converter drops input values (pydantic would echo a resident's phone)
+    # and turns pydantic locations into paths into the request.
+    reasons = reasons_from_validation_error(exc)  # type: ignore[arg-type]
+    detail = [r.model_dump() for r in reasons]
     return JSONResponse({"error": "validation_failed", "detail": detail}, status_code=422)
 
 
@@ -97,6 +98,43 @@ def validation_response(exc: Any, prefix: str = "body") -> JSONResponse:
         {"error": "validation_failed", "detail": [r.model_dump() for r in reasons]},
         status_code=422,
     )
+
+
+_ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    422: "validation_failed",
+}
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    """Every error answers `{"error": code, "detail": ...}`."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and "parsing the body" in str(exc.detail):
+        # The JSON parser gave up (invalid UTF-8, absurd nesting): still bad JSON.
+        detail: Any = [
+            {"field": "body", "message": "body is not valid JSON", "code": "json_invalid"}
+        ]
+        return JSONResponse({"error": "validation_failed", "detail": detail}, status_code=422)
+    code = _ERROR_CODES.get(exc.status_code, "error")
+    return JSONResponse(
+        {"error": code, "detail": exc.detail},
+        status_code=exc.status_code,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def _data_error(_request: Request, _exc: Exception) -> JSONResponse:
+    """A value the database cannot hold (out of range, bad characters) is bad input."""
+    detail = [
+        {"field": "", "message": "a value is out of range or invalid", "code": "out_of_range"}
+    ]
+    return JSONResponse({"error": "validation_failed", "detail": detail}, status_code=422)
 
 
 async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
@@ -121,10 +159,14 @@ def create_http_app(
     )
     app.state.runtime = runtime
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(asyncpg.exceptions.DataError, _data_error)
     # A database or broker outage is a 503 the client can retry, not a stack trace.
     for exc_type in TRANSIENT_ERRORS:
         app.add_exception_handler(exc_type, _unavailable)
+    # Added last so it runs first: authentication before the body limit and parsing.
     app.add_middleware(BodyLimitMiddleware, limit=runtime.settings.max_body_bytes)
+    app.add_middleware(AuthMiddleware)
 
     @app.get("/healthz", tags=["health"], summary="The process is alive")
     async def healthz() -> dict[str, str]:

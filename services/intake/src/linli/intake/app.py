@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import FastAPI
 from faststream import AckPolicy
 from faststream.nats import NatsMessage, PullSub
 from opentelemetry.sdk.trace import SpanProcessor
+from pydantic import Field
 
 from linli.contracts.subjects import INGRESS_PREFIX
 from linli.servicekit.db import service_migrations
@@ -25,15 +28,22 @@ class IntakeSettings(ServiceSettings):
 
     service_name: str = "intake"
     http_port: int = 8101
+    ingress_grace_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=60,
+        description="The durable ingress consumer leaves commands younger than this to "
+        "the request path.",
+    )
 
 
-def default_settings() -> ServiceSettings:
+def default_settings() -> IntakeSettings:
     """Settings from the environment (LINLI_*); unset ones take intake's defaults."""
     return IntakeSettings()
 
 
 def build_app(
-    settings: ServiceSettings,
+    settings: IntakeSettings,
     *,
     clock: Clock | None = None,
     span_processor: SpanProcessor | None = None,
@@ -45,7 +55,7 @@ def build_app(
         span_processor=span_processor,
     )
     clock = clock or Clock()
-    _subscribe_ingress(runtime, clock)
+    _subscribe_ingress(runtime, settings, clock)
     app = create_http_app(
         runtime,
         title="Linli intake",
@@ -57,18 +67,18 @@ def build_app(
     return app
 
 
-def _subscribe_ingress(runtime: ServiceRuntime, clock: Clock) -> None:
+def _subscribe_ingress(runtime: ServiceRuntime, settings: IntakeSettings, clock: Clock) -> None:
     """All of intake's subscriptions, in one place."""
-    settings = runtime.settings
     subjects = stream_subjects(INGRESS_PREFIX, settings)
     for index, subject in enumerate(subjects):
         durable = ingress.CONSUMER if len(subjects) == 1 else f"{ingress.CONSUMER}-{index}"
         runtime.durable(settings.ingress_stream, durable)
-        _subscribe_subject(runtime, clock, subject, durable)
+        _subscribe_subject(runtime, settings, clock, subject, durable)
 
 
-def _subscribe_subject(runtime: ServiceRuntime, clock: Clock, subject: str, durable: str) -> None:
-    settings = runtime.settings
+def _subscribe_subject(
+    runtime: ServiceRuntime, settings: IntakeSettings, clock: Clock, subject: str, durable: str
+) -> None:
     broker = runtime.broker
 
     @broker.subscriber(
@@ -104,6 +114,12 @@ def _subscribe_subject(runtime: ServiceRuntime, clock: Clock, subject: str, dura
     )
     async def on_stored(msg: NatsMessage) -> None:
         raw = msg.raw_message
+        age = time.time() - raw.metadata.timestamp.timestamp()
+        if 0 <= age < settings.ingress_grace_s:
+            # A request waiting for its reply is being answered by the request path;
+            # come back later and find it done (and its answer says "not a duplicate").
+            await msg.nack(delay=settings.ingress_grace_s - age)
+            return
 
         async def work() -> None:
             await ingress.handle_submit(

@@ -157,6 +157,10 @@ async def handle_submit(
                 reasons = [
                     Reason(field="community", message="unknown community", code="unknown_community")
                 ]
+            except asyncpg.exceptions.DataError:
+                reasons = [
+                    Reason(field="data", message="a value is out of range", code="out_of_range")
+                ]
     async with pool.acquire() as conn:
         rejected = await service.reject_ingress(
             conn,
@@ -169,8 +173,13 @@ async def handle_submit(
             event=event,
             clock=clock,
         )
-    log.info(
-        "ingress command rejected",
-        extra={"dead_letter_id": str(rejected.dead_letter_id), "codes": [r.code for r in reasons]},
-    )
+    if rejected.new:
+        # Both ingress paths see every command; log the rejection once.
+        log.info(
+            "ingress command rejected",
+            extra={
+                "dead_letter_id": str(rejected.dead_letter_id),
+                "codes": [r.code for r in reasons],
+            },
+        )
     return Outcome(False, reasons=tuple(reasons), dead_letter_id=str(rejected.dead_letter_id))

@@ -186,7 +186,8 @@ async def cancel_need(
             new_event(
                 NeedCancelled(
                     need_id=need_id,
-                    reason=reason,
+                    # Free text may name people; it stays in intake's timeline.
+                    reason=None,
                     cancelled_by_role=actor.role,
                     cancelled_at=now,
                 ),
@@ -200,6 +201,7 @@ async def cancel_need(
 @dataclass(frozen=True)
 class RejectedIngress:
     dead_letter_id: uuid.UUID
+    new: bool
     announced: bool
 
 
@@ -254,4 +256,4 @@ async def reject_ingress(
                     source=SOURCE,
                 ),
             )
-    return RejectedIngress(letter_id, announce)
+    return RejectedIngress(letter_id, inserted, announce)
