@@ -171,6 +171,8 @@ class Stack:
                 env=self.service_env(spec),
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                # Ctrl-C reaches only the stack, which stops services in order.
+                start_new_session=True,
             )
         for spec in SERVICES:
             _wait_ready(self.service_url(spec), self.procs[spec.name], logs / f"{spec.name}.log")
@@ -259,10 +261,15 @@ def run(root: Path, *, demo_data: bool = True, hold: bool = True) -> int:
 
     def on_signal(_sig: int, _frame: object) -> None:
         nonlocal stopping
+        if stopping:
+            return  # a second Ctrl-C (or uv forwarding the first) must not cut the shutdown
         stopping = True
         raise KeyboardInterrupt
 
+    # Set both explicitly: a parent such as `uv run` may start us with SIGINT ignored,
+    # and Python then keeps ignoring Ctrl-C.
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         stack.start_servers()
         stack.start_services()
