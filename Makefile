@@ -44,7 +44,7 @@ test-unit: install
 lint: install
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen mypy libs/contracts/src libs/servicekit/src libs/devstack/src services/intake/src
+	$(UV) run --frozen mypy libs/contracts/src libs/servicekit/src libs/devstack/src services/*/src
 	$(UV) run --frozen lint-imports
 
 fmt: install

@@ -1,0 +1,1 @@
+"""Linli scheduling service."""
