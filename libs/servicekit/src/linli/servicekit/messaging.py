@@ -335,25 +335,23 @@ async def replay_dead_letter(pool: asyncpg.Pool, nc: NatsClient, letter_id: uuid
 
     Sent as a request so that something must answer: JetStream's publish ack on an
     events subject, intake's accepted/rejected answer on an ingress subject. A denied
-    or unrouted publish times out and the letter stays open. A fresh `Nats-Msg-Id`
+    or unrouted publish times out and the letter stays open (`replay_count` counts
+    attempts). A fresh `Nats-Msg-Id`
     keeps the stream's duplicate window from dropping it; the consumer's inbox still
     guarantees a single effect.
     """
-    async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            "SELECT subject, headers, payload, replay_count FROM dead_letters "
-            "WHERE id = $1 FOR UPDATE",
-            letter_id,
-        )
-        if row is None:
-            raise KeyError(f"no dead letter {letter_id}")
-        headers = json.loads(row["headers"]) if row["headers"] else {}
-        msg_id = f"{letter_id}:replay:{row['replay_count'] + 1}"
-        headers["Nats-Msg-Id"] = msg_id
-        await nc.request(row["subject"], bytes(row["payload"]), timeout=10, headers=headers)
-        await conn.execute(
-            "UPDATE dead_letters SET replayed_at = now(), replay_count = replay_count + 1 "
-            "WHERE id = $1",
-            letter_id,
-        )
+    # No lock is held while waiting for the answer: the consumer handling the replay
+    # may write to this very row (a command rejected again updates its dead letter).
+    row = await pool.fetchrow(
+        "UPDATE dead_letters SET replay_count = replay_count + 1 WHERE id = $1 "
+        "RETURNING subject, headers, payload, replay_count",
+        letter_id,
+    )
+    if row is None:
+        raise KeyError(f"no dead letter {letter_id}")
+    headers = json.loads(row["headers"]) if row["headers"] else {}
+    msg_id = f"{letter_id}:replay:{row['replay_count']}"
+    headers["Nats-Msg-Id"] = msg_id
+    await nc.request(row["subject"], bytes(row["payload"]), timeout=10, headers=headers)
+    await pool.execute("UPDATE dead_letters SET replayed_at = now() WHERE id = $1", letter_id)
     return msg_id
