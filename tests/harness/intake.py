@@ -224,3 +224,17 @@ async def outbox_backlog(pool: Any, *, settle: float = 5.0) -> int:
         if count == 0 or loop.time() > deadline:
             return count
         await asyncio.sleep(0.05)
+
+
+async def publish_event(js: JetStreamContext, data: Any, community: str, **kw: Any) -> str:
+    """Publish a domain event as another service's outbox relay would; returns its id."""
+    from linli.contracts.binding import to_structured
+    from linli.contracts.envelope import new_event
+    from linli.contracts.registry import lookup
+    from linli.contracts.subjects import subject_for
+
+    event = new_event(data, community=community, source="/test", **kw)
+    body, headers = to_structured(event)
+    subject = subject_for(lookup(event.type), community)
+    await js.publish(subject, body, headers={**headers, "Nats-Msg-Id": event.id})
+    return event.id

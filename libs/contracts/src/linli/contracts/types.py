@@ -172,6 +172,9 @@ class Role(StrEnum):
     ADMIN = "admin"
     PARTNER = "partner"
     VOLUNTEER = "volunteer"
+    SERVICE = "service"
+    """Another Linli service calling on behalf of its own users (e.g. partners asking
+    intake for the contact details an accepted helper may see)."""
 
 
 class ContractModel(BaseModel):

@@ -34,6 +34,9 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, NotFoundError
 from opentelemetry.sdk.trace import TracerProvider
 
+from linli.contracts.binding import from_nats, parse_data
+from linli.contracts.envelope import CloudEvent, EnvelopeError
+from linli.contracts.registry import UnknownEventType, lookup
 from linli.contracts.subjects import EVENTS_PREFIX, INGRESS_PREFIX
 from linli.contracts.types import Reason
 
@@ -50,6 +53,24 @@ class PoisonMessage(Exception):
     def __init__(self, reasons: list[Reason]) -> None:
         super().__init__("; ".join(f"{r.field}: {r.message}" for r in reasons))
         self.reasons = reasons
+
+
+def decode_event(data: bytes, headers: Mapping[str, str] | None) -> tuple[CloudEvent[Any], Any]:
+    """A consumed domain event and its typed data; PoisonMessage when it can never parse.
+
+    Unknown types and versions are poison for the consumer that received them: they
+    go to its dead letters with the reason instead of being retried.
+    """
+    try:
+        event = from_nats(data, headers)
+        spec = lookup(event.type)
+        return event, parse_data(event, spec.adapter)
+    except EnvelopeError as exc:
+        raise PoisonMessage(list(exc.reasons)) from exc
+    except UnknownEventType as exc:
+        raise PoisonMessage(
+            [Reason(field="type", message=str(exc)[:500], code="unknown_type")]
+        ) from exc
 
 
 def build_broker(settings: ServiceSettings, tracer_provider: TracerProvider | None) -> NatsBroker:

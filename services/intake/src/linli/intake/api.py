@@ -10,7 +10,7 @@ import base64
 import binascii
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
@@ -307,6 +307,37 @@ async def get_resident(
     if row is None:
         return _error(404, "not_found", "resident not found")
     return ResidentView(**dict(row))
+
+
+class ContactView(BaseModel):
+    name: str = Field(description="Resident's name.")
+    phone: str = Field(description="Resident's phone (E.164).")
+    address: str = Field(description="Where to go.")
+    locale: str = Field(description="Resident's language.")
+
+
+@router.get(
+    "/needs/{need_id}/contact",
+    response_model=ContactView,
+    summary="Contact details for the helper who accepted (service credentials only)",
+)
+async def get_contact(
+    request: Request,
+    community: Community,
+    need_id: uuid.UUID,
+    principal: CurrentPrincipal,
+    party_kind: Annotated[Literal["partner", "volunteer"], Query()],
+    party_id: Annotated[uuid.UUID, Query()],
+) -> Any:
+    """Only the partners service asks, on behalf of the helper who accepted; the answer
+    is 404 unless that helper is the need's assignee and the resident consented."""
+    principal.require_community(community)
+    principal.require_role(Role.SERVICE)
+    async with request.app.state.runtime.pool.acquire() as conn:
+        row = await store.contact_for_assignee(conn, community, need_id, party_kind, party_id)
+    if row is None:
+        return _error(404, "not_found", "no contact details for this party")
+    return ContactView(**dict(row))
 
 
 def install_error_handlers(app: Any) -> None:

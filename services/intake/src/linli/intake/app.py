@@ -10,14 +10,14 @@ from faststream.nats import NatsMessage, PullSub
 from opentelemetry.sdk.trace import SpanProcessor
 from pydantic import Field
 
-from linli.contracts.subjects import INGRESS_PREFIX
+from linli.contracts.subjects import EVENTS_PREFIX, INGRESS_PREFIX
 from linli.servicekit.db import service_migrations
 from linli.servicekit.http import create_http_app
-from linli.servicekit.messaging import consumer_config, jstream, stream_subjects
+from linli.servicekit.messaging import consumer_config, decode_event, jstream, stream_subjects
 from linli.servicekit.runtime import ServiceRuntime
 from linli.servicekit.settings import ServiceSettings
 
-from . import api, ingress
+from . import api, ingress, service
 from .service import Clock
 
 MIGRATIONS_PACKAGE = "linli.intake"
@@ -55,7 +55,7 @@ def build_app(
         span_processor=span_processor,
     )
     clock = clock or Clock()
-    _subscribe_ingress(runtime, settings, clock)
+    _subscriptions(runtime, settings, clock)
     app = create_http_app(
         runtime,
         title="Linli intake",
@@ -67,13 +67,44 @@ def build_app(
     return app
 
 
-def _subscribe_ingress(runtime: ServiceRuntime, settings: IntakeSettings, clock: Clock) -> None:
+def _subscriptions(runtime: ServiceRuntime, settings: IntakeSettings, clock: Clock) -> None:
     """All of intake's subscriptions, in one place."""
+    for index, subject in enumerate(events := stream_subjects(EVENTS_PREFIX, settings)):
+        durable = LIFECYCLE if len(events) == 1 else f"{LIFECYCLE}-{index}"
+        runtime.durable(settings.events_stream, durable)
+        _follow_lifecycle(runtime, settings, clock, subject, durable)
     subjects = stream_subjects(INGRESS_PREFIX, settings)
     for index, subject in enumerate(subjects):
         durable = ingress.CONSUMER if len(subjects) == 1 else f"{ingress.CONSUMER}-{index}"
         runtime.durable(settings.ingress_stream, durable)
         _subscribe_subject(runtime, settings, clock, subject, durable)
+
+
+LIFECYCLE = "intake-lifecycle"
+
+
+def _follow_lifecycle(
+    runtime: ServiceRuntime, settings: IntakeSettings, clock: Clock, subject: str, durable: str
+) -> None:
+    @runtime.broker.subscriber(
+        subject,
+        stream=jstream(settings.events_stream),
+        durable=durable,
+        config=consumer_config(settings, durable, filter_subject=subject),
+        pull_sub=PullSub(batch_size=settings.consumer_batch, timeout=1.0),
+        ack_policy=AckPolicy.MANUAL,
+        title=f"intake-lifecycle:{subject}",
+        description="lifecycle events from scheduling and partners: status and timeline",
+    )
+    async def on_event(msg: NatsMessage) -> None:
+        raw = msg.raw_message
+
+        async def work() -> None:
+            event, data = decode_event(raw.data, raw.headers)
+            async with runtime.pool.acquire() as conn:
+                await service.follow_lifecycle(conn, durable, event, data, clock=clock)
+
+        await runtime.deliveries.process(durable, msg, work)
 
 
 def _subscribe_subject(

@@ -14,11 +14,11 @@ from linli.contracts.envelope import CloudEvent, new_event
 from linli.contracts.events import NeedCancelled, NeedRejected, NeedSubmitted
 from linli.contracts.needs import ResidentSpec
 from linli.contracts.types import Reason, Role
-from linli.servicekit import outbox
+from linli.servicekit import inbox, outbox
 from linli.servicekit.db import Conn
 from linli.servicekit.messaging import DeadLetter, store_dead_letter
 
-from . import store
+from . import lifecycle, store
 from .rules import AnyNeedSpec, can_cancel, window_reasons
 
 SOURCE = "/linli/intake"
@@ -257,3 +257,33 @@ async def reject_ingress(
                 ),
             )
     return RejectedIngress(letter_id, inserted, announce)
+
+
+async def follow_lifecycle(
+    conn: Conn, consumer: str, event: CloudEvent[Any], data: Any, *, clock: Clock
+) -> bool:
+    """Record what a lifecycle event says about one of our needs; False if ignored.
+
+    Inbox row, status and timeline commit together, so a redelivered event adds no
+    second timeline entry.
+    """
+    step = lifecycle.step_for(data)
+    if step is None:
+        return False
+    async with conn.transaction():
+        if not await inbox.claim(conn, consumer, event.id):
+            return False
+        row = await store.need_state(conn, event.community, step.need_id)
+        if row is None:
+            return False
+        status = lifecycle.next_status(row["status"], step.status)
+        assignee = None
+        if step.assignee is not None and status == "assigned":
+            assignee = (step.assignee[0], step.assignee[1])
+        await store.update_need_progress(
+            conn, step.need_id, status, event.time or clock.now(), assignee, step.assignment_id
+        )
+        await store.add_timeline(
+            conn, step.need_id, step.status or row["status"], step.actor, step.note
+        )
+    return True

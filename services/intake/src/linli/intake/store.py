@@ -268,3 +268,51 @@ async def claim_idempotency_key(
 def details_of(row: asyncpg.Record) -> dict[str, Any]:
     value = row["details"]
     return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+async def need_state(conn: Conn, community: str, need_id: uuid.UUID) -> asyncpg.Record | None:
+    """Status and assignee of a need, locked for the lifecycle update."""
+    return await conn.fetchrow(
+        "SELECT id, status, assignee_kind, assignee_id FROM needs "
+        "WHERE community = $1 AND id = $2 FOR UPDATE",
+        community,
+        need_id,
+    )
+
+
+async def update_need_progress(
+    conn: Conn,
+    need_id: uuid.UUID,
+    status: str,
+    at: datetime,
+    assignee: tuple[str, uuid.UUID] | None,
+    assignment_id: uuid.UUID | None,
+) -> None:
+    await conn.execute(
+        "UPDATE needs SET status = $2, updated_at = $3, "
+        "assignee_kind = COALESCE($4, assignee_kind), assignee_id = COALESCE($5, assignee_id), "
+        "assignment_id = COALESCE($6, assignment_id) WHERE id = $1",
+        need_id,
+        status,
+        at,
+        assignee[0] if assignee else None,
+        assignee[1] if assignee else None,
+        assignment_id,
+    )
+
+
+async def contact_for_assignee(
+    conn: Conn, community: str, need_id: uuid.UUID, party_kind: str, party_id: uuid.UUID
+) -> asyncpg.Record | None:
+    """The resident's contact details, only for the accepted helper and with consent."""
+    return await conn.fetchrow(
+        "SELECT r.name, r.phone, r.address, r.locale FROM needs n "
+        "JOIN residents r ON r.id = n.resident_id "
+        "WHERE n.community = $1 AND n.id = $2 AND n.assignee_kind = $3 AND n.assignee_id = $4 "
+        "AND n.status IN ('assigned', 'fulfilled', 'failed', 'escalated') "
+        "AND r.consent_to_share_contact",
+        community,
+        need_id,
+        party_kind,
+        party_id,
+    )

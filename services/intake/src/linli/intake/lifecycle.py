@@ -1,0 +1,111 @@
+"""How lifecycle events from scheduling and partners move a need's status.
+
+Events may arrive out of order (several relays, redeliveries), so a status only moves
+forward: a late `assignment.offered` never undoes `assigned`, and nothing undoes
+`fulfilled` or `cancelled`. `escalated` and `failed` are not final: a helper may still
+accept, or scheduling may offer again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from linli.contracts.events import (
+    AssignmentExpired,
+    AssignmentOffered,
+    DeliveryFailed,
+    MealDelivered,
+    NeedEscalated,
+    NeedFulfilled,
+    PartnerAccepted,
+    PartnerDeclined,
+    RepairCompleted,
+    SlotReleased,
+    SlotReserved,
+    VisitCompleted,
+    VolunteerConfirmed,
+    VolunteerDeclined,
+)
+
+FINAL = frozenset({"fulfilled", "cancelled"})
+_PROGRESS = {"submitted": 0, "scheduled": 1, "offered": 2, "assigned": 3}
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one event means for a need."""
+
+    need_id: Any
+    status: str | None
+    actor: str
+    note: str | None = None
+    assignee: tuple[str, Any] | None = None
+    assignment_id: Any = None
+
+
+def step_for(data: Any) -> Step | None:
+    """The step an event's data stands for; None for events intake does not follow."""
+    match data:
+        case SlotReserved():
+            return Step(data.need_id, "scheduled", "scheduling", f"slot {data.slot_id}")
+        case AssignmentOffered():
+            party = f"{data.offered_to.kind.value}:{data.offered_to.id}"
+            return Step(data.need_id, "offered", "scheduling", f"offered to {party}")
+        case AssignmentExpired():
+            return Step(data.need_id, None, "scheduling", "offer expired")
+        case SlotReleased():
+            return Step(data.need_id, None, "scheduling", f"slot released: {data.reason.value}")
+        case PartnerAccepted():
+            return Step(
+                data.need_id,
+                "assigned",
+                f"partner:{data.partner_id}",
+                "accepted",
+                ("partner", data.partner_id),
+                data.assignment_id,
+            )
+        case VolunteerConfirmed():
+            return Step(
+                data.need_id,
+                "assigned",
+                f"volunteer:{data.volunteer_id}",
+                "confirmed",
+                ("volunteer", data.volunteer_id),
+                data.assignment_id,
+            )
+        case PartnerDeclined():
+            return Step(data.need_id, None, f"partner:{data.partner_id}", "declined")
+        case VolunteerDeclined():
+            return Step(data.need_id, None, f"volunteer:{data.volunteer_id}", "declined")
+        case MealDelivered():
+            party = f"{data.delivered_by.kind.value}:{data.delivered_by.id}"
+            return Step(data.need_id, None, party, f"delivered, handed to {data.handed_to.value}")
+        case VisitCompleted():
+            party = f"{data.visited_by.kind.value}:{data.visited_by.id}"
+            return Step(data.need_id, None, party, "visit completed")
+        case RepairCompleted():
+            party = f"{data.repaired_by.kind.value}:{data.repaired_by.id}"
+            note = "repair completed" if data.fixed else "repair attempted, not fixed"
+            return Step(data.need_id, None, party, note)
+        case DeliveryFailed():
+            party = f"{data.attempted_by.kind.value}:{data.attempted_by.id}"
+            return Step(data.need_id, "failed", party, f"failed: {data.reason.value}")
+        case NeedEscalated():
+            return Step(data.need_id, "escalated", "scheduling", data.reason)
+        case NeedFulfilled():
+            return Step(data.need_id, "fulfilled", "scheduling", None)
+    return None
+
+
+def next_status(current: str, proposed: str | None) -> str:
+    """The status after an event proposing `proposed` reaches a need in `current`."""
+    if proposed is None or current in FINAL:
+        return current
+    if proposed in FINAL or proposed in ("escalated", "failed"):
+        return proposed
+    if current in ("escalated", "failed"):
+        return proposed
+    if _PROGRESS.get(proposed, 0) > _PROGRESS.get(current, 0):
+        return proposed
+    return current
