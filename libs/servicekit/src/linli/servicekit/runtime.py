@@ -53,7 +53,13 @@ class ServiceRuntime:
         self.deliveries = Deliveries(lambda: self.pool, settings)
         self.on_start: list[StartHook] = []
         self.durables: list[tuple[str, str]] = []
+        self._background: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self.started = False
+
+    def background(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run `run()` as a task from start to stop (timers, generators, sweepers)."""
+        self._background.append((name, run))
 
     def durable(self, stream: str, durable: str) -> str:
         """Register a durable consumer so messages it gives up on are dead-lettered."""
@@ -112,12 +118,20 @@ class ServiceRuntime:
                 retention_s=self.settings.outbox_retention_s,
             )
             await self.relay.start()
+        for name, run in self._background:
+            self._tasks.append(asyncio.create_task(_guarded(name, run), name=name))
         self.started = True
         log.info("service started", extra={"instance": self.settings.instance})
 
     async def stop(self) -> None:
         """Stop consuming first, then relaying, then close the pool."""
         self.started = False
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
         with contextlib.suppress(Exception):
             await self.broker.stop()
         if self.relay is not None:
@@ -156,6 +170,43 @@ class ServiceRuntime:
             yield
         finally:
             await self.stop()
+
+
+async def _guarded(name: str, run: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await run()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("background task stopped", extra={"task": name})
+        raise
+
+
+async def periodic(
+    name: str,
+    interval: float,
+    tick: Callable[[], Awaitable[Any]],
+    *,
+    wake: asyncio.Event | None = None,
+) -> None:
+    """Call `tick()` every `interval` seconds (or when `wake` is set), surviving errors.
+
+    A database or broker outage makes one tick fail; the loop logs it and tries again,
+    so a background job never dies quietly.
+    """
+    while True:
+        try:
+            await tick()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("periodic task failed", extra={"task": name, "error": type(exc).__name__})
+        if wake is None:
+            await asyncio.sleep(interval)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=interval)
+            wake.clear()
 
 
 async def _retry(what: str, connect: Callable[[], Awaitable[Any]], attempts: int = 30) -> Any:

@@ -9,15 +9,16 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from datetime import datetime
+from datetime import date, datetime, time
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from linli.contracts.needs import NeedSpec, ResidentSpec
-from linli.contracts.types import CommunitySlug, NeedKind, NeedStatus, Reason, Role
+from linli.contracts.needs import DETAILS_BY_KIND, NeedSpec, ResidentSpec
+from linli.contracts.types import CommunitySlug, NeedKind, NeedStatus, Reason, Role, Urgency
 from linli.servicekit.auth import CurrentPrincipal, Principal
 from linli.servicekit.telemetry import current_traceparent
 
@@ -363,3 +364,179 @@ def _body_field(field_name: str) -> str:
     if field_name.startswith(("query.", "body.", "path.", "header.")):
         return field_name
     return f"body.{field_name}"
+
+
+plans_router = APIRouter(prefix="/v1/communities/{community}/plans", tags=["plans"])
+
+
+class PlanSchedule(BaseModel):
+    """When a plan's needs happen, in the community's local time."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    weekdays: list[Annotated[int, Field(ge=1, le=7)]] = Field(
+        min_length=1, max_length=7, description="ISO weekdays: 1 = Monday ... 7 = Sunday."
+    )
+    start_time: time = Field(description="Local start of each occurrence's window.")
+    end_time: time = Field(description="Local end of each occurrence's window.")
+    timezone: str = Field(default="Asia/Shanghai", max_length=64, description="IANA zone.")
+    starts_on: date = Field(description="First day of the plan.")
+    ends_on: date | None = Field(default=None, description="Last day, if any.")
+
+    @model_validator(mode="after")
+    def _check(self) -> PlanSchedule:
+        if len(set(self.weekdays)) != len(self.weekdays):
+            raise ValueError("weekdays must not repeat")
+        if self.end_time <= self.start_time:
+            raise ValueError("end_time must be after start_time")
+        if self.ends_on is not None and self.ends_on < self.starts_on:
+            raise ValueError("ends_on must not be before starts_on")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("unknown timezone") from exc
+        return self
+
+
+class PlanCreate(BaseModel):
+    """A recurring need: the template of each occurrence and its schedule."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    resident_id: uuid.UUID = Field(description="Resident the plan serves.")
+    kind: NeedKind = Field(description="Kind of each occurrence's need.")
+    urgency: Urgency = Field(default=Urgency.ROUTINE, description="Urgency of each need.")
+    details: dict[str, Any] = Field(description="Kind-specific details, as for a need.")
+    notes: str | None = Field(default=None, max_length=1000, description="For the operator.")
+    schedule: PlanSchedule = Field(description="When occurrences happen.")
+
+    @model_validator(mode="after")
+    def _details_fit_kind(self) -> PlanCreate:
+        model = DETAILS_BY_KIND[self.kind.value]
+        try:
+            self.details = model.model_validate(self.details).model_dump(mode="json")
+        except ValidationError as exc:
+            raise ValueError(f"details do not fit kind {self.kind.value}") from exc
+        return self
+
+
+class PlanView(BaseModel):
+    id: uuid.UUID
+    community: str
+    resident_id: uuid.UUID
+    kind: str
+    urgency: str
+    details: dict[str, Any]
+    schedule: PlanSchedule
+    paused: bool
+    generated_until: date | None
+    created_at: datetime
+    occurrences: list[dict[str, Any]] | None = None
+
+
+def _plan_view(row: Any, occurrences: list[Any] | None = None) -> PlanView:
+    return PlanView(
+        id=row["id"],
+        community=row["community"],
+        resident_id=row["resident_id"],
+        kind=row["kind"],
+        urgency=row["urgency"],
+        details=store.details_of(row),
+        schedule=PlanSchedule(
+            weekdays=list(row["weekdays"]),
+            start_time=row["start_time"],
+            end_time=row["end_time"],
+            timezone=row["timezone"],
+            starts_on=row["starts_on"],
+            ends_on=row["ends_on"],
+        ),
+        paused=row["paused"],
+        generated_until=row["generated_until"],
+        created_at=row["created_at"],
+        occurrences=[{"on_date": o["on_date"], "need_id": o["need_id"]} for o in occurrences]
+        if occurrences is not None
+        else None,
+    )
+
+
+@plans_router.post("", status_code=status.HTTP_201_CREATED, response_model=PlanView)
+async def create_plan(
+    request: Request, community: Community, principal: CurrentPrincipal, body: PlanCreate
+) -> Any:
+    """Register a recurring plan; needs are generated ahead of each occurrence."""
+    principal.require_community(community)
+    principal.require_role(Role.OPERATOR, Role.SYSTEM, Role.ADMIN)
+    values = {
+        "resident_id": body.resident_id,
+        "kind": body.kind.value,
+        "urgency": body.urgency.value,
+        "details": body.details,
+        "notes": body.notes,
+        "weekdays": sorted(body.schedule.weekdays),
+        "start_time": body.schedule.start_time,
+        "end_time": body.schedule.end_time,
+        "timezone": body.schedule.timezone,
+        "starts_on": body.schedule.starts_on,
+        "ends_on": body.schedule.ends_on,
+    }
+    async with request.app.state.runtime.pool.acquire() as conn:
+        row = await service.create_plan(conn, community, values, _actor(principal))
+    request.app.state.plan_wake.set()
+    return _plan_view(row)
+
+
+@plans_router.get("", response_model=list[PlanView])
+async def list_plans(
+    request: Request,
+    community: Community,
+    principal: CurrentPrincipal,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> Any:
+    principal.require_community(community)
+    principal.require_role(Role.OPERATOR, Role.SYSTEM, Role.ADMIN)
+    async with request.app.state.runtime.pool.acquire() as conn:
+        rows = await store.list_plans(conn, community, limit)
+    return [_plan_view(r) for r in rows]
+
+
+@plans_router.get("/{plan_id}", response_model=PlanView)
+async def get_plan(
+    request: Request, community: Community, plan_id: uuid.UUID, principal: CurrentPrincipal
+) -> Any:
+    principal.require_community(community)
+    principal.require_role(Role.OPERATOR, Role.SYSTEM, Role.ADMIN)
+    async with request.app.state.runtime.pool.acquire() as conn:
+        row = await store.get_plan(conn, community, plan_id)
+        if row is None:
+            return _error(404, "not_found", "plan not found")
+        occurrences = await store.plan_occurrences(conn, plan_id)
+    return _plan_view(row, occurrences)
+
+
+async def _pause(
+    request: Request, community: str, plan_id: uuid.UUID, principal: Principal, paused: bool
+) -> Any:
+    principal.require_community(community)
+    principal.require_role(Role.OPERATOR, Role.SYSTEM, Role.ADMIN)
+    async with request.app.state.runtime.pool.acquire() as conn:
+        row = await service.set_plan_paused(
+            conn, community, plan_id, paused, _actor(principal), clock=_clock(request)
+        )
+    request.app.state.plan_wake.set()
+    return _plan_view(row)
+
+
+@plans_router.post(
+    "/{plan_id}/pause", response_model=PlanView, summary="Pause (e.g. a hospital stay)"
+)
+async def pause_plan(
+    request: Request, community: Community, plan_id: uuid.UUID, principal: CurrentPrincipal
+) -> Any:
+    return await _pause(request, community, plan_id, principal, True)
+
+
+@plans_router.post("/{plan_id}/resume", response_model=PlanView, summary="Resume a paused plan")
+async def resume_plan(
+    request: Request, community: Community, plan_id: uuid.UUID, principal: CurrentPrincipal
+) -> Any:
+    return await _pause(request, community, plan_id, principal, False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi import FastAPI
@@ -14,7 +15,7 @@ from linli.contracts.subjects import EVENTS_PREFIX, INGRESS_PREFIX
 from linli.servicekit.db import service_migrations
 from linli.servicekit.http import create_http_app
 from linli.servicekit.messaging import consumer_config, decode_event, jstream, stream_subjects
-from linli.servicekit.runtime import ServiceRuntime
+from linli.servicekit.runtime import ServiceRuntime, periodic
 from linli.servicekit.settings import ServiceSettings
 
 from . import api, ingress, service
@@ -28,6 +29,12 @@ class IntakeSettings(ServiceSettings):
 
     service_name: str = "intake"
     http_port: int = 8101
+    plan_interval_s: float = Field(
+        default=30.0, gt=0, description="How often recurring plans are checked for due needs."
+    )
+    plan_horizon_days: int = Field(
+        default=2, ge=1, le=31, description="How far ahead plan occurrences become needs."
+    )
     ingress_grace_s: float = Field(
         default=2.0,
         ge=0,
@@ -62,7 +69,20 @@ def build_app(
         description="Needs and residents of a community; ingress from other systems.",
     )
     app.state.clock = clock
+    app.state.plan_wake = asyncio.Event()
     app.include_router(api.router)
+    app.include_router(api.plans_router)
+
+    async def generate() -> None:
+        async with runtime.pool.acquire() as conn:
+            await service.generate_plan_needs(
+                conn, clock=clock, horizon_days=settings.plan_horizon_days
+            )
+
+    runtime.background(
+        "plans",
+        lambda: periodic("plans", settings.plan_interval_s, generate, wake=app.state.plan_wake),
+    )
     api.install_error_handlers(app)
     return app
 

@@ -3,22 +3,23 @@ outbox rows it causes commit together (DESIGN.md section 6, rule 1)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from linli.contracts.envelope import CloudEvent, new_event
 from linli.contracts.events import NeedCancelled, NeedRejected, NeedSubmitted
-from linli.contracts.needs import ResidentSpec
+from linli.contracts.needs import NeedSpecAdapter, ResidentSpec
 from linli.contracts.types import Reason, Role
 from linli.servicekit import inbox, outbox
 from linli.servicekit.db import Conn
 from linli.servicekit.messaging import DeadLetter, store_dead_letter
 
-from . import lifecycle, store
+from . import lifecycle, plans, store
 from .rules import AnyNeedSpec, can_cancel, window_reasons
 
 SOURCE = "/linli/intake"
@@ -286,4 +287,112 @@ async def follow_lifecycle(
         await store.add_timeline(
             conn, step.need_id, step.status or row["status"], step.actor, step.note
         )
+    return True
+
+
+PLAN_SOURCE = "linli-plans"
+
+
+def _schedule_of(row: Any) -> plans.Schedule:
+    return plans.Schedule(
+        weekdays=frozenset(row["weekdays"]),
+        start_time=row["start_time"],
+        end_time=row["end_time"],
+        timezone=row["timezone"],
+        starts_on=row["starts_on"],
+        ends_on=row["ends_on"],
+    )
+
+
+async def create_plan(
+    conn: Conn, community: str, values: dict[str, Any], actor: Actor
+) -> asyncpg.Record:
+    """Register a recurring plan; its needs are generated ahead by `generate_plan_needs`."""
+    async with conn.transaction():
+        if not await store.community_exists(conn, community):
+            raise NotFound("community")
+        if await store.resident_for_need(conn, community, values["resident_id"]) is None:
+            raise Rejected(
+                [Reason(field="resident_id", message="no such resident", code="unknown_resident")]
+            )
+        return await store.insert_plan(
+            conn, uuid.uuid4(), community, {**values, "created_by": actor.label()}
+        )
+
+
+async def set_plan_paused(
+    conn: Conn, community: str, plan_id: uuid.UUID, paused: bool, actor: Actor, *, clock: Clock
+) -> asyncpg.Record:
+    """Pause (a hospital stay) or resume a plan. Pausing cancels the needs already
+    generated for days that have not started; resuming generates from today on."""
+    async with conn.transaction():
+        plan = await store.get_plan(conn, community, plan_id, for_update=True)
+        if plan is None:
+            raise NotFound("plan")
+        await store.set_plan_paused(conn, plan_id, paused)
+        if paused:
+            cancelled = await store.future_plan_needs(conn, plan_id, clock.now())
+            for need_id in cancelled:
+                await cancel_need(conn, community, need_id, "plan paused", actor, clock=clock)
+            # Those days are free again: resuming before them generates them anew.
+            await store.forget_occurrences(conn, plan_id, cancelled)
+        row = await store.get_plan(conn, community, plan_id)
+    assert row is not None
+    return row
+
+
+async def generate_plan_needs(
+    conn: Conn, *, clock: Clock, horizon_days: int, batch: int = 50
+) -> int:
+    """Create the needs of every active plan up to the horizon, exactly once.
+
+    Plans are locked with SKIP LOCKED, so two intake processes share the work; the
+    occurrence's primary key makes a date's need exactly once even across restarts.
+    """
+    now = clock.now()
+    created = 0
+    async with conn.transaction():
+        horizon = (now + timedelta(days=horizon_days)).date()
+        for plan in await store.plans_due(conn, horizon, batch):
+            schedule = _schedule_of(plan)
+            due = plans.due_dates(
+                schedule,
+                generated_until=plan["generated_until"],
+                now=now,
+                horizon_days=horizon_days,
+            )
+            for day in due:
+                if await _generate_occurrence(conn, plan, schedule, day, clock=clock):
+                    created += 1
+            until = plans.horizon_end(now, schedule.timezone, horizon_days)
+            await store.set_generated_until(conn, plan["id"], until)
+    return created
+
+
+async def _generate_occurrence(
+    conn: Conn, plan: Any, schedule: plans.Schedule, day: date, *, clock: Clock
+) -> bool:
+    earliest, latest = schedule.window_on(day)
+    spec = NeedSpecAdapter.validate_python(
+        {
+            "kind": plan["kind"],
+            "resident_id": plan["resident_id"],
+            "urgency": plan["urgency"],
+            "details": json.loads(plan["details"])
+            if isinstance(plan["details"], str)
+            else plan["details"],
+            "notes": plan["notes"],
+            "window": {"earliest": earliest, "latest": latest},
+            "source": {"system": PLAN_SOURCE, "reference": str(plan["id"])},
+        }
+    )
+    actor = Actor(Role.SYSTEM, f"plan:{plan['id']}")
+    try:
+        async with conn.transaction():  # a savepoint: one bad occurrence spoils no other
+            if not await store.claim_occurrence(conn, plan["id"], day):
+                return False
+            result = await submit_need(conn, plan["community"], spec, actor, clock=clock)
+            await store.set_occurrence_need(conn, plan["id"], day, result.need_id)
+    except (Rejected, NotFound):
+        return False
     return True

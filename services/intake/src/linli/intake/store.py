@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
@@ -316,3 +316,130 @@ async def contact_for_assignee(
         party_kind,
         party_id,
     )
+
+
+PLAN_COLUMNS = (
+    "id, community, resident_id, kind, urgency, details, notes, weekdays, start_time, "
+    "end_time, timezone, starts_on, ends_on, paused, generated_until, created_at"
+)
+
+
+async def insert_plan(
+    conn: Conn, plan_id: uuid.UUID, community: str, values: dict[str, Any]
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        f"INSERT INTO plans (id, community, resident_id, kind, urgency, details, notes, weekdays, "
+        f"start_time, end_time, timezone, starts_on, ends_on, created_by) "
+        f"VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13, $14) "
+        f"RETURNING {PLAN_COLUMNS}",
+        plan_id,
+        community,
+        values["resident_id"],
+        values["kind"],
+        values["urgency"],
+        json.dumps(values["details"]),
+        values["notes"],
+        values["weekdays"],
+        values["start_time"],
+        values["end_time"],
+        values["timezone"],
+        values["starts_on"],
+        values["ends_on"],
+        values["created_by"],
+    )
+    assert row is not None
+    return row
+
+
+async def get_plan(
+    conn: Conn, community: str, plan_id: uuid.UUID, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(
+        f"SELECT {PLAN_COLUMNS} FROM plans WHERE community = $1 AND id = $2{lock}",
+        community,
+        plan_id,
+    )
+
+
+async def list_plans(conn: Conn, community: str, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {PLAN_COLUMNS} FROM plans WHERE community = $1 "
+        "ORDER BY created_at DESC, id DESC LIMIT $2",
+        community,
+        limit,
+    )
+
+
+async def set_plan_paused(conn: Conn, plan_id: uuid.UUID, paused: bool) -> None:
+    await conn.execute("UPDATE plans SET paused = $2 WHERE id = $1", plan_id, paused)
+
+
+async def plans_due(conn: Conn, horizon: date, limit: int) -> list[asyncpg.Record]:
+    """Active plans not yet generated up to `horizon`, locked; other processes skip them."""
+    return await conn.fetch(
+        f"SELECT {PLAN_COLUMNS} FROM plans WHERE NOT paused "
+        "AND (generated_until IS NULL OR generated_until < $1) "
+        "AND (ends_on IS NULL OR ends_on >= CURRENT_DATE - 1) "
+        "ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        horizon,
+        limit,
+    )
+
+
+async def claim_occurrence(conn: Conn, plan_id: uuid.UUID, on_date: date) -> bool:
+    inserted = await conn.fetchval(
+        "INSERT INTO plan_occurrences (plan_id, on_date) VALUES ($1, $2) "
+        "ON CONFLICT DO NOTHING RETURNING true",
+        plan_id,
+        on_date,
+    )
+    return bool(inserted)
+
+
+async def set_occurrence_need(
+    conn: Conn, plan_id: uuid.UUID, on_date: date, need_id: uuid.UUID
+) -> None:
+    await conn.execute(
+        "UPDATE plan_occurrences SET need_id = $3 WHERE plan_id = $1 AND on_date = $2",
+        plan_id,
+        on_date,
+        need_id,
+    )
+
+
+async def set_generated_until(conn: Conn, plan_id: uuid.UUID, until: date) -> None:
+    await conn.execute(
+        "UPDATE plans SET generated_until = GREATEST(COALESCE(generated_until, $2), $2) "
+        "WHERE id = $1",
+        plan_id,
+        until,
+    )
+
+
+async def future_plan_needs(conn: Conn, plan_id: uuid.UUID, after: datetime) -> list[uuid.UUID]:
+    rows = await conn.fetch(
+        "SELECT n.id FROM plan_occurrences o JOIN needs n ON n.id = o.need_id "
+        "WHERE o.plan_id = $1 AND n.window_earliest > $2 "
+        "AND n.status NOT IN ('fulfilled', 'failed', 'cancelled')",
+        plan_id,
+        after,
+    )
+    return [r["id"] for r in rows]
+
+
+async def plan_occurrences(conn: Conn, plan_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT on_date, need_id FROM plan_occurrences WHERE plan_id = $1 ORDER BY on_date",
+        plan_id,
+    )
+
+
+async def forget_occurrences(conn: Conn, plan_id: uuid.UUID, need_ids: list[uuid.UUID]) -> None:
+    """Free the dates of cancelled occurrences and let the generator look again."""
+    await conn.execute(
+        "DELETE FROM plan_occurrences WHERE plan_id = $1 AND need_id = ANY($2::uuid[])",
+        plan_id,
+        need_ids,
+    )
+    await conn.execute("UPDATE plans SET generated_until = NULL WHERE id = $1", plan_id)
