@@ -98,7 +98,7 @@ async def test_community_cannot_publish_to_another_communitys_ingress(
         await community.publish(f"linli.ingress.{mine}.need.submitted", b"ok")
         await community.publish(f"linli.ingress.{theirs}.need.submitted", b"forged")
         await community.flush()
-        first = await seen.next_msg(timeout=2)
+        first = await seen.next_msg(timeout=10)
         assert first.subject == f"linli.ingress.{mine}.need.submitted"
         with pytest.raises(nats.errors.TimeoutError):
             await seen.next_msg(timeout=0.5)

@@ -1,0 +1,240 @@
+"""Request bodies of partners' HTTP API (strict: unknown fields are refused).
+
+Modelled on Open Referral HSDS where it has a word for it: an organisation offers
+services, each with a cost option, in service areas (communities), with contacts.
+"""
+
+from __future__ import annotations
+
+from datetime import time
+from enum import StrEnum
+from typing import Annotated, Literal, Self
+
+from pydantic import AwareDatetime, Discriminator, Field, model_validator
+
+from linli.contracts.events import HandedTo, PartyRef
+from linli.contracts.types import (
+    CommunitySlug,
+    ContractModel,
+    FailureReason,
+    NeedKind,
+    PhoneNumber,
+    TimeWindow,
+)
+
+ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class PartnerKind(StrEnum):
+    """What kind of organisation a community partner is."""
+
+    CANTEEN = "canteen"
+    HOSPITAL = "hospital"
+    ELDER_CARE_CENTRE = "elder_care_centre"
+    REPAIR_FIRM = "repair_firm"
+    BARBER = "barber"
+    PHARMACY = "pharmacy"
+    SOCIAL_WORK_ORG = "social_work_org"
+    PROPERTY_MANAGER = "property_manager"
+    OTHER = "other"
+
+
+class CostOption(StrEnum):
+    """What a resident pays for a partner's service."""
+
+    FREE = "free"
+    LOW_COST = "low_cost"
+    PAID = "paid"
+
+
+class ServiceSpec(ContractModel):
+    """One service a partner offers (HSDS service)."""
+
+    name: ShortText = Field(description="Service name, e.g. 'lunch round'.")
+    need_kind: NeedKind = Field(description="Kind of need the service serves.")
+    cost_option: CostOption = Field(description="free, low_cost or paid.")
+    description: str | None = Field(default=None, max_length=1000)
+
+
+class ContactSpec(ContractModel):
+    """A contact person at a partner; personal data kept in partners only."""
+
+    name: ShortText = Field(description="Contact's name.")
+    title: str | None = Field(default=None, max_length=100, description="Role, e.g. duty manager.")
+    phone: PhoneNumber | None = Field(default=None)
+    email: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
+
+
+Communities = Annotated[
+    list[CommunitySlug],
+    Field(
+        min_length=1,
+        max_length=50,
+        description="Communities served; defaults to the community in the path.",
+    ),
+]
+
+
+class PartnerSpec(ContractModel):
+    """A partner organisation as an operator registers it."""
+
+    name: ShortText = Field(description="Organisation name.")
+    kind: PartnerKind
+    description: str | None = Field(default=None, max_length=2000)
+    services: list[ServiceSpec] = Field(default_factory=list, max_length=50)
+    communities: Communities | None = None
+    contacts: list[ContactSpec] = Field(default_factory=list, max_length=20)
+
+
+class Availability(ContractModel):
+    """A weekly period a volunteer can usually help; end before start runs past midnight."""
+
+    weekday: int = Field(ge=1, le=7, description="ISO day of week: 1 = Monday … 7 = Sunday.")
+    start: time = Field(description="Local start time, e.g. 14:00.")
+    end: time = Field(description="Local end time, e.g. 17:30.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.start == self.end:
+            raise ValueError("end must differ from start")
+        return self
+
+
+Skills = Annotated[list[NeedKind], Field(max_length=10, description="Need kinds they can do.")]
+Weekly = Annotated[list[Availability], Field(max_length=50)]
+
+
+class VolunteerSpec(ContractModel):
+    """A volunteer as an operator registers them."""
+
+    display_name: ShortText = Field(description="Name shown to operators.")
+    skills: Skills = Field(default_factory=list)
+    communities: Communities | None = None
+    availability: Weekly = Field(default_factory=list)
+
+
+class VolunteerPatch(ContractModel):
+    """Changes to a volunteer; absent fields stay as they are."""
+
+    display_name: ShortText | None = None
+    skills: Skills | None = None
+    availability: Weekly | None = None
+    active: bool | None = None
+
+
+class SlotSpec(ContractModel):
+    """Capacity to publish: a window in which a provider can serve `capacity` needs."""
+
+    kind: NeedKind
+    provider: PartyRef | None = Field(
+        default=None,
+        description="Partner or volunteer; a partner or volunteer credential may omit it (itself).",
+    )
+    window: TimeWindow
+    capacity: int = Field(ge=1, le=1000)
+    compounds: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=200, description="Empty = the whole community."
+    )
+
+
+class AcceptRequest(ContractModel):
+    eta: AwareDatetime | None = Field(default=None, description="Expected arrival (partners).")
+
+
+class DeclineRequest(ContractModel):
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class MealReport(ContractModel):
+    """Proof of a delivered meal."""
+
+    outcome: Literal["meal_delivered"]
+    delivered_at: AwareDatetime
+    handed_to: HandedTo
+    neighbour_note: str | None = Field(
+        default=None,
+        max_length=300,
+        description="Who took it (required when handed to a neighbour); stays in partners.",
+    )
+    hot_on_arrival: bool | None = None
+
+    @model_validator(mode="after")
+    def _neighbour_named(self) -> Self:
+        if self.handed_to is HandedTo.NEIGHBOUR and not self.neighbour_note:
+            raise ValueError("neighbour_note is required when the meal went to a neighbour")
+        return self
+
+
+class VisitReport(ContractModel):
+    """Proof of an elder-care visit."""
+
+    outcome: Literal["visit_completed"]
+    started_at: AwareDatetime
+    ended_at: AwareDatetime
+    observations: str | None = Field(default=None, max_length=2000)
+    wellbeing_concern: bool = False
+
+    @model_validator(mode="after")
+    def _times(self) -> Self:
+        if self.ended_at < self.started_at:
+            raise ValueError("ended_at must not be before started_at")
+        return self
+
+
+class RepairReport(ContractModel):
+    """Proof of a repair call."""
+
+    outcome: Literal["repair_completed"]
+    arrived_at: AwareDatetime
+    completed_at: AwareDatetime
+    fixed: bool
+    follow_up_needed: bool = False
+    summary: str | None = Field(default=None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _times(self) -> Self:
+        if self.completed_at < self.arrived_at:
+            raise ValueError("completed_at must not be before arrived_at")
+        return self
+
+
+class FailedReport(ContractModel):
+    """An attempt that did not succeed, with the reason."""
+
+    outcome: Literal["failed"]
+    reason: FailureReason
+    detail: str | None = Field(default=None, max_length=500, description="No personal data.")
+    failed_at: AwareDatetime
+
+
+CompletionReport = Annotated[
+    MealReport | VisitReport | RepairReport | FailedReport, Discriminator("outcome")
+]
+
+
+class RedemptionSpec(ContractModel):
+    """Points a volunteer spends (for example against a training fee)."""
+
+    points: int = Field(gt=0, le=1_000_000)
+    note: str | None = Field(default=None, max_length=300)
+
+
+__all__ = [
+    "AcceptRequest",
+    "Availability",
+    "CompletionReport",
+    "ContactSpec",
+    "CostOption",
+    "DeclineRequest",
+    "FailedReport",
+    "MealReport",
+    "PartnerKind",
+    "PartnerSpec",
+    "RedemptionSpec",
+    "RepairReport",
+    "ServiceSpec",
+    "SlotSpec",
+    "VisitReport",
+    "VolunteerPatch",
+    "VolunteerSpec",
+]

@@ -1,0 +1,120 @@
+"""Partners' business rules as plain functions: no database, no broker, no clock."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+
+from linli.contracts.events import PartyKind, PartyRef
+from linli.contracts.types import NeedKind, Reason, Role
+
+# Which report outcome proves which kind of need; a failed attempt fits every kind.
+OUTCOME_FOR_KIND: Mapping[str, str] = {
+    NeedKind.MEAL_DELIVERY.value: "meal_delivered",
+    NeedKind.ELDER_CARE_VISIT.value: "visit_completed",
+    NeedKind.REPAIR.value: "repair_completed",
+}
+FAILED = "failed"
+
+# Offer states in which the party may still act.
+ANSWERABLE = frozenset({"open"})
+REPORTABLE = frozenset({"accepted"})
+
+
+def party_of(role: Role, subject_id: uuid.UUID | None) -> PartyRef | None:
+    """The partner or volunteer a credential speaks for, if any."""
+    if subject_id is None:
+        return None
+    if role is Role.PARTNER:
+        return PartyRef(kind=PartyKind.PARTNER, id=subject_id)
+    if role is Role.VOLUNTEER:
+        return PartyRef(kind=PartyKind.VOLUNTEER, id=subject_id)
+    return None
+
+
+def offer_status(status: str, expires_at: datetime, now: datetime) -> str:
+    """What a party sees: an open offer past its expiry reads as expired.
+
+    Scheduling announces the expiry (`assignment.expired`) a little later; until then
+    the offer can no longer be accepted either.
+    """
+    if status == "open" and expires_at <= now:
+        return "expired"
+    return status
+
+
+def answer_refusal(status: str, expires_at: datetime, now: datetime) -> str | None:
+    """Why an offer cannot be accepted or declined now, or None when it can."""
+    shown = offer_status(status, expires_at, now)
+    if shown in ANSWERABLE:
+        return None
+    return f"offer is {shown}"
+
+
+def report_reasons(offer_kind: str, outcome: str) -> list[Reason]:
+    """A report must prove the kind of work that was offered."""
+    if outcome == FAILED or OUTCOME_FOR_KIND.get(offer_kind) == outcome:
+        return []
+    expected = OUTCOME_FOR_KIND.get(offer_kind, "?")
+    return [
+        Reason(
+            field="body.outcome",
+            message=f"a {offer_kind} assignment is reported as {expected} or failed",
+            code="outcome_mismatch",
+        )
+    ]
+
+
+def points_for(kind: str, party: PartyRef, outcome: str, table: Mapping[str, int]) -> int:
+    """Points a completion earns: only volunteers, only proven completions."""
+    if party.kind is not PartyKind.VOLUNTEER or outcome == FAILED:
+        return 0
+    return max(int(table.get(kind, 0)), 0)
+
+
+def provider_reasons(
+    kind: str,
+    provider_communities: list[str] | None,
+    provider_kinds: set[str],
+    community: str,
+    *,
+    active: bool = True,
+) -> list[Reason]:
+    """Capacity must come from a provider that serves the community and the kind."""
+    if provider_communities is None or community not in provider_communities or not active:
+        return [
+            Reason(
+                field="body.provider",
+                message="no such provider in this community",
+                code="unknown_provider",
+            )
+        ]
+    if kind not in provider_kinds:
+        return [
+            Reason(
+                field="body.kind",
+                message="the provider does not offer this kind of service",
+                code="kind_not_offered",
+            )
+        ]
+    return []
+
+
+def may_publish_for(role: Role, own: PartyRef | None, provider: PartyRef) -> bool:
+    """Operators publish for any provider; a partner or volunteer only for itself."""
+    if role in (Role.OPERATOR, Role.ADMIN):
+        return True
+    return own is not None and own == provider
+
+
+def volunteer_account(volunteer_id: uuid.UUID) -> str:
+    return f"volunteer:{volunteer_id}"
+
+
+def pool_account(community: str) -> str:
+    return f"pool:{community}"
+
+
+def redeemed_account(community: str) -> str:
+    return f"redeemed:{community}"

@@ -1,0 +1,570 @@
+"""Partners' use cases. Each runs in one transaction: the state change and the outbox
+rows it causes commit together (DESIGN.md section 6, rule 1); a consumed event's inbox
+row commits with its effect (rule 2)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel
+
+from linli.contracts.binding import parse_data
+from linli.contracts.envelope import CloudEvent, new_event
+from linli.contracts.events import (
+    AssignmentExpired,
+    AssignmentOffered,
+    DeliveryFailed,
+    MealDelivered,
+    NeedCancelled,
+    NeedFulfilled,
+    PartnerAccepted,
+    PartnerDeclined,
+    PartyKind,
+    PartyRef,
+    PointsAwarded,
+    RepairCompleted,
+    SlotPublished,
+    VisitCompleted,
+    VolunteerConfirmed,
+    VolunteerDeclined,
+)
+from linli.contracts.registry import spec_for
+from linli.contracts.types import Reason, Role
+from linli.servicekit import inbox, outbox
+from linli.servicekit.db import Conn
+
+from . import rules, store
+from .contacts import Contact, ContactDirectory, ContactDirectoryUnavailable
+from .models import (
+    CompletionReport,
+    FailedReport,
+    MealReport,
+    PartnerSpec,
+    RedemptionSpec,
+    RepairReport,
+    SlotSpec,
+    VisitReport,
+    VolunteerPatch,
+    VolunteerSpec,
+)
+
+SOURCE = "/linli/partners"
+CONSUMER = "partners"
+# Reports may not claim times further ahead than ordinary clock skew.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+class Rejected(Exception):
+    """The request is well-formed but cannot be accepted; reasons say why."""
+
+    def __init__(self, reasons: list[Reason], *, status: int = 422) -> None:
+        super().__init__("; ".join(f"{r.field}: {r.message}" for r in reasons))
+        self.reasons = reasons
+        self.status = status
+
+
+class NotFound(Exception):
+    """The resource does not exist for this caller (or in this community)."""
+
+
+class Conflict(Exception):
+    """The request conflicts with the resource's state."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asked for the change (an id, never a name)."""
+
+    role: Role
+    ref: str
+
+    def label(self) -> str:
+        return f"{self.role.value}:{self.ref}"
+
+
+@dataclass
+class Clock:
+    """Injectable time, so rules about expiry can be tested."""
+
+    fixed: datetime | None = field(default=None)
+
+    def now(self) -> datetime:
+        return self.fixed or datetime.now(UTC)
+
+
+def _event(data: BaseModel, community: str, subject: uuid.UUID, now: datetime) -> Any:
+    return new_event(data, community=community, source=SOURCE, subject=str(subject), time=now)
+
+
+def _scope_reasons(communities: list[str], allowed: Callable[[str], bool]) -> list[Reason]:
+    return [
+        Reason(
+            field=f"body.communities.{i}",
+            message="not a community of this credential",
+            code="community_out_of_scope",
+        )
+        for i, c in enumerate(communities)
+        if not allowed(c)
+    ]
+
+
+# --- directory: partners and volunteers -------------------------------------------------
+
+
+async def create_partner(
+    conn: Conn,
+    community: str,
+    spec: PartnerSpec,
+    actor: Actor,
+    allowed: Callable[[str], bool],
+) -> uuid.UUID:
+    """Register a partner organisation serving `community` (and the others it names)."""
+    communities = sorted(set(spec.communities or []) | {community})
+    if reasons := _scope_reasons(communities, allowed):
+        raise Rejected(reasons)
+    partner_id = uuid.uuid4()
+    async with conn.transaction():
+        await store.insert_partner(conn, partner_id, spec, communities, actor.label())
+    return partner_id
+
+
+async def create_volunteer(
+    conn: Conn,
+    community: str,
+    spec: VolunteerSpec,
+    actor: Actor,
+    allowed: Callable[[str], bool],
+) -> uuid.UUID:
+    """Register a volunteer with skills and weekly availability."""
+    communities = sorted(set(spec.communities or []) | {community})
+    if reasons := _scope_reasons(communities, allowed):
+        raise Rejected(reasons)
+    volunteer_id = uuid.uuid4()
+    async with conn.transaction():
+        await store.insert_volunteer(
+            conn,
+            volunteer_id,
+            spec.display_name,
+            sorted({s.value for s in spec.skills}),
+            communities,
+            actor.label(),
+        )
+        await store.replace_availability(conn, volunteer_id, spec.availability)
+    return volunteer_id
+
+
+async def update_volunteer(
+    conn: Conn, community: str, volunteer_id: uuid.UUID, patch: VolunteerPatch
+) -> None:
+    """Change a volunteer's profile; `active: false` stops new capacity being published."""
+    async with conn.transaction():
+        if await store.get_volunteer(conn, community, volunteer_id, for_update=True) is None:
+            raise NotFound("volunteer")
+        await store.update_volunteer(
+            conn,
+            volunteer_id,
+            display_name=patch.display_name,
+            skills=sorted({s.value for s in patch.skills}) if patch.skills is not None else None,
+            active=patch.active,
+        )
+        if patch.availability is not None:
+            await store.replace_availability(conn, volunteer_id, patch.availability)
+
+
+# --- capacity ---------------------------------------------------------------------------
+
+
+async def publish_slot(
+    conn: Conn,
+    community: str,
+    spec: SlotSpec,
+    actor: Actor,
+    own: PartyRef | None,
+    *,
+    clock: Clock,
+) -> asyncpg.Record:
+    """Publish capacity and announce it as `slot.published`, in one transaction."""
+    now = clock.now()
+    provider = spec.provider or own
+    if provider is None:
+        raise Rejected(
+            [Reason(field="body.provider", message="provider is required", code="missing")]
+        )
+    if not rules.may_publish_for(actor.role, own, provider):
+        # Another provider's capacity is not the caller's to publish (and may not exist).
+        raise Rejected(
+            [
+                Reason(
+                    field="body.provider",
+                    message="a partner or volunteer publishes only its own capacity",
+                    code="not_own_provider",
+                )
+            ],
+            status=403,
+        )
+    if spec.window.latest <= now:
+        raise Rejected(
+            [Reason(field="body.window.latest", message="window is over", code="window_in_past")]
+        )
+    async with conn.transaction():
+        communities, kinds, active = await store.provider_profile(conn, provider)
+        reasons = rules.provider_reasons(
+            spec.kind.value, communities, kinds, community, active=active
+        )
+        if reasons:
+            raise Rejected(reasons)
+        slot_id = uuid.uuid4()
+        row = await store.insert_slot(conn, slot_id, community, spec, provider, actor.label(), now)
+        await outbox.enqueue(
+            conn,
+            _event(
+                SlotPublished(
+                    slot_id=slot_id,
+                    kind=spec.kind,
+                    provider=provider,
+                    window=spec.window,
+                    capacity=spec.capacity,
+                    compounds=list(spec.compounds),
+                    published_at=now,
+                ),
+                community,
+                slot_id,
+                now,
+            ),
+        )
+    return row
+
+
+# --- the dispatch inbox (consumer side) -------------------------------------------------
+
+
+async def _on_offered(conn: Conn, community: str, data: AssignmentOffered, now: datetime) -> None:
+    void = await store.withdrawal_for(conn, data.assignment_id, data.need_id)
+    await store.insert_offer(conn, community, data, withdrawn_reason=void)
+
+
+async def _on_expired(conn: Conn, community: str, data: AssignmentExpired, now: datetime) -> None:
+    await store.withdraw_offer(conn, community, data.assignment_id, "expired", now)
+
+
+async def _on_cancelled(conn: Conn, community: str, data: NeedCancelled, now: datetime) -> None:
+    # An accepted, unreported assignment is void too: nobody should go to the door.
+    await store.close_need(
+        conn, community, data.need_id, "need_cancelled", now, ("open", "accepted")
+    )
+
+
+async def _on_fulfilled(conn: Conn, community: str, data: NeedFulfilled, now: datetime) -> None:
+    # Informational for the party that served it; other open offers for it are moot.
+    await store.close_need(conn, community, data.need_id, "need_fulfilled", now, ("open",))
+
+
+Handler = Callable[[Conn, str, Any, datetime], Awaitable[None]]
+HANDLERS: Mapping[str, tuple[type[BaseModel], Handler]] = {
+    spec_for(AssignmentOffered).type: (AssignmentOffered, _on_offered),
+    spec_for(AssignmentExpired).type: (AssignmentExpired, _on_expired),
+    spec_for(NeedCancelled).type: (NeedCancelled, _on_cancelled),
+    spec_for(NeedFulfilled).type: (NeedFulfilled, _on_fulfilled),
+}
+
+
+async def handle_event(
+    conn: Conn, event: CloudEvent[dict[str, Any]], *, clock: Clock, consumer: str = CONSUMER
+) -> bool:
+    """Apply one consumed event exactly once; False when it is not ours or was seen.
+
+    Raises EnvelopeError when the data does not fit the contract (a poison message).
+    """
+    entry = HANDLERS.get(event.type)
+    if entry is None:
+        return False
+    model, handler = entry
+    data = parse_data(event, model)
+    async with conn.transaction():
+        if not await inbox.claim(conn, consumer, event.id):
+            return False
+        await handler(conn, event.community, data, clock.now())
+    return True
+
+
+# --- the dispatch inbox (party side) ----------------------------------------------------
+
+
+async def answer_offer(
+    conn: Conn,
+    party: PartyRef,
+    communities: list[str],
+    assignment_id: uuid.UUID,
+    *,
+    accept: bool,
+    eta: datetime | None = None,
+    reason: str | None = None,
+    clock: Clock,
+) -> None:
+    """Accept or decline an open offer, once, and tell scheduling."""
+    now = clock.now()
+    async with conn.transaction():
+        # The row lock makes a second, concurrent answer wait and then see the first.
+        offer = await store.get_offer(conn, party, communities, assignment_id, for_update=True)
+        if offer is None:
+            raise NotFound("offer")
+        refusal = rules.answer_refusal(offer["status"], offer["expires_at"], now)
+        if refusal is not None:
+            raise Conflict(refusal)
+        status = "accepted" if accept else "declined"
+        # A decline's free text may name people; it stays here, not in the event.
+        await store.set_offer_status(conn, assignment_id, status, reason, now)
+        need_id, slot_id = offer["need_id"], offer["slot_id"]
+        data: BaseModel
+        if party.kind is PartyKind.VOLUNTEER and accept:
+            data = VolunteerConfirmed(
+                assignment_id=assignment_id,
+                need_id=need_id,
+                slot_id=slot_id,
+                volunteer_id=party.id,
+                confirmed_at=now,
+            )
+        elif party.kind is PartyKind.VOLUNTEER:
+            data = VolunteerDeclined(
+                assignment_id=assignment_id, need_id=need_id, volunteer_id=party.id, declined_at=now
+            )
+        elif accept:
+            data = PartnerAccepted(
+                assignment_id=assignment_id,
+                need_id=need_id,
+                slot_id=slot_id,
+                partner_id=party.id,
+                eta=eta,
+                accepted_at=now,
+            )
+        else:
+            data = PartnerDeclined(
+                assignment_id=assignment_id, need_id=need_id, partner_id=party.id, declined_at=now
+            )
+        await outbox.enqueue(conn, _event(data, offer["community"], need_id, now))
+
+
+@dataclass(frozen=True)
+class OfferWithContact:
+    offer: asyncpg.Record
+    contact: Contact | None
+    contact_status: str
+
+
+async def offer_for_party(
+    pool: asyncpg.Pool,
+    directory: ContactDirectory,
+    party: PartyRef,
+    communities: list[str],
+    assignment_id: uuid.UUID,
+) -> OfferWithContact:
+    """One offer; the resident's contact only once this party accepted, from intake.
+
+    The contact is fetched per request and never stored: intake decides (accepted
+    assignee, resident's consent) and partners only passes its answer on.
+    """
+    async with pool.acquire() as conn:
+        offer = await store.get_offer(conn, party, communities, assignment_id)
+    if offer is None:
+        raise NotFound("offer")
+    if offer["status"] != "accepted":
+        return OfferWithContact(offer, None, "not_accepted")
+    try:
+        contact = await directory.contact_for(offer["community"], offer["need_id"], party)
+    except ContactDirectoryUnavailable:
+        return OfferWithContact(offer, None, "unavailable")
+    return OfferWithContact(offer, contact, "shared" if contact else "not_shared")
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    outcome: str
+    points: int
+    balance_after: int | None
+
+
+def _future_reasons(report: CompletionReport, now: datetime) -> list[Reason]:
+    times = {
+        name: value for name, value in report.model_dump().items() if isinstance(value, datetime)
+    }
+    return [
+        Reason(field=f"body.{name}", message="must not be in the future", code="in_future")
+        for name, value in times.items()
+        if value > now + CLOCK_SKEW
+    ]
+
+
+def _report_event(offer: asyncpg.Record, party: PartyRef, report: CompletionReport) -> BaseModel:
+    ids = {"need_id": offer["need_id"], "assignment_id": offer["assignment_id"]}
+    if isinstance(report, MealReport):
+        return MealDelivered(
+            **ids,
+            delivered_by=party,
+            delivered_at=report.delivered_at,
+            handed_to=report.handed_to,
+            hot_on_arrival=report.hot_on_arrival,
+        )
+    if isinstance(report, VisitReport):
+        return VisitCompleted(
+            **ids,
+            visited_by=party,
+            started_at=report.started_at,
+            ended_at=report.ended_at,
+            wellbeing_concern=report.wellbeing_concern,
+            observations=report.observations,
+        )
+    if isinstance(report, RepairReport):
+        return RepairCompleted(
+            **ids,
+            repaired_by=party,
+            arrived_at=report.arrived_at,
+            completed_at=report.completed_at,
+            fixed=report.fixed,
+            follow_up_needed=report.follow_up_needed,
+            summary=report.summary,
+        )
+    assert isinstance(report, FailedReport)
+    return DeliveryFailed(
+        **ids,
+        attempted_by=party,
+        reason=report.reason,
+        detail=report.detail,
+        failed_at=report.failed_at,
+    )
+
+
+async def report_completion(
+    conn: Conn,
+    party: PartyRef,
+    communities: list[str],
+    assignment_id: uuid.UUID,
+    report: CompletionReport,
+    *,
+    points_table: Mapping[str, int],
+    clock: Clock,
+) -> ReportResult:
+    """Record the proof of an accepted assignment, once; credit a volunteer's points.
+
+    The report, its event, the ledger entries and `points.awarded` commit together,
+    so points exist only for a recorded, announced completion.
+    """
+    now = clock.now()
+    async with conn.transaction():
+        offer = await store.get_offer(conn, party, communities, assignment_id, for_update=True)
+        if offer is None:
+            raise NotFound("offer")
+        if offer["status"] in ("completed", "failed"):
+            raise Conflict("assignment was already reported")
+        if offer["status"] not in rules.REPORTABLE:
+            raise Conflict(
+                f"offer is {rules.offer_status(offer['status'], offer['expires_at'], now)}"
+            )
+        reasons = rules.report_reasons(offer["kind"], report.outcome) + _future_reasons(report, now)
+        if reasons:
+            raise Rejected(reasons)
+        proof = report.model_dump(mode="json")
+        if not await store.insert_report(conn, offer, report.outcome, proof, now):
+            raise Conflict("assignment was already reported")
+        failed = report.outcome == rules.FAILED
+        await store.set_offer_status(
+            conn, assignment_id, "failed" if failed else "completed", report.outcome, now
+        )
+        community, need_id = offer["community"], offer["need_id"]
+        await outbox.enqueue(
+            conn, _event(_report_event(offer, party, report), community, need_id, now)
+        )
+        points = rules.points_for(offer["kind"], party, report.outcome, points_table)
+        balance_after = None
+        if points:
+            balance_after = await _award(conn, community, party.id, points, offer, now)
+            await outbox.enqueue(
+                conn,
+                _event(
+                    PointsAwarded(
+                        volunteer_id=party.id,
+                        points=points,
+                        need_id=need_id,
+                        balance_after=balance_after,
+                        awarded_at=now,
+                    ),
+                    community,
+                    need_id,
+                    now,
+                ),
+            )
+    return ReportResult(report.outcome, points, balance_after)
+
+
+# --- the points ledger ------------------------------------------------------------------
+
+
+async def _award(
+    conn: Conn,
+    community: str,
+    volunteer_id: uuid.UUID,
+    points: int,
+    offer: asyncpg.Record,
+    now: datetime,
+) -> int:
+    volunteer = rules.volunteer_account(volunteer_id)
+    pool = rules.pool_account(community)
+    await store.ensure_account(conn, volunteer, "volunteer")
+    await store.ensure_account(conn, pool, "pool")
+    group = uuid.uuid4()
+    common: dict[str, Any] = {
+        "group": group,
+        "community": community,
+        "entry_kind": "award",
+        "by": SOURCE,
+        "need_id": offer["need_id"],
+        "assignment_id": offer["assignment_id"],
+    }
+    balance = await store.post(conn, account=volunteer, amount=points, **common)
+    await store.post(conn, account=pool, amount=-points, **common)
+    return balance
+
+
+async def redeem(
+    conn: Conn,
+    community: str,
+    volunteer_id: uuid.UUID,
+    spec: RedemptionSpec,
+    actor: Actor,
+) -> int:
+    """Spend a volunteer's points; refused (409) when the balance would go negative.
+
+    The refusal comes from the CHECK on `balances`, not from a read in Python, so
+    concurrent redemptions cannot overdraw together.
+    """
+    async with conn.transaction():
+        if await store.get_volunteer(conn, community, volunteer_id) is None:
+            raise NotFound("volunteer")
+        volunteer = rules.volunteer_account(volunteer_id)
+        redeemed = rules.redeemed_account(community)
+        await store.ensure_account(conn, volunteer, "volunteer")
+        await store.ensure_account(conn, redeemed, "redeemed")
+        common: dict[str, Any] = {
+            "group": uuid.uuid4(),
+            "community": community,
+            "entry_kind": "redemption",
+            "by": actor.label(),
+            "note": spec.note,
+        }
+        try:
+            balance = await store.post(conn, account=volunteer, amount=-spec.points, **common)
+        except asyncpg.CheckViolationError:
+            raise Conflict("insufficient points") from None
+        await store.post(conn, account=redeemed, amount=spec.points, **common)
+    return balance
+
+
+async def points_history(
+    conn: Conn, volunteer_id: uuid.UUID, *, limit: int
+) -> tuple[int, list[asyncpg.Record]]:
+    account = rules.volunteer_account(volunteer_id)
+    return await store.balance_of(conn, account), await store.entries_of(conn, account, limit=limit)

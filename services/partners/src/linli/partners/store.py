@@ -1,0 +1,533 @@
+"""All of partners' SQL. Values are always bound parameters; identifiers never vary."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from linli.contracts.events import AssignmentOffered, PartyRef
+from linli.servicekit.db import Conn
+
+from .models import Availability, ContactSpec, PartnerSpec, ServiceSpec, SlotSpec
+
+PARTNER_COLUMNS = "id, name, kind, description, communities, created_at"
+VOLUNTEER_COLUMNS = "id, display_name, skills, communities, active, created_at, updated_at"
+SLOT_COLUMNS = (
+    "id, community, kind, provider_kind, provider_id, window_earliest, window_latest, "
+    "capacity, compounds, published_at"
+)
+OFFER_COLUMNS = (
+    "assignment_id, community, need_id, slot_id, party_kind, party_id, kind, urgency, "
+    "window_earliest, window_latest, details, compound, attempt, offered_at, expires_at, "
+    "status, status_reason, answered_at"
+)
+# "Every community" on a credential: the scope filter lets any community through.
+_IN_SCOPE = "($1::text[] @> ARRAY['*'] OR community = ANY($1::text[]))"
+
+
+# --- partners ---------------------------------------------------------------------------
+
+
+async def insert_partner(
+    conn: Conn, partner_id: uuid.UUID, spec: PartnerSpec, communities: list[str], by: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO partners (id, name, kind, description, communities, created_by) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        partner_id,
+        spec.name,
+        spec.kind.value,
+        spec.description,
+        communities,
+        by,
+    )
+    await _insert_services(conn, partner_id, spec.services)
+    await _insert_contacts(conn, partner_id, spec.contacts)
+
+
+async def _insert_services(conn: Conn, partner_id: uuid.UUID, services: list[ServiceSpec]) -> None:
+    await conn.executemany(
+        "INSERT INTO partner_services (id, partner_id, name, need_kind, cost_option, description) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        [
+            (
+                uuid.uuid4(),
+                partner_id,
+                s.name,
+                s.need_kind.value,
+                s.cost_option.value,
+                s.description,
+            )
+            for s in services
+        ],
+    )
+
+
+async def _insert_contacts(conn: Conn, partner_id: uuid.UUID, contacts: list[ContactSpec]) -> None:
+    await conn.executemany(
+        "INSERT INTO partner_contacts (id, partner_id, name, title, phone, email) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        [(uuid.uuid4(), partner_id, c.name, c.title, c.phone, c.email) for c in contacts],
+    )
+
+
+async def get_partner(conn: Conn, community: str, partner_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {PARTNER_COLUMNS} FROM partners WHERE id = $1 AND $2 = ANY(communities)",
+        partner_id,
+        community,
+    )
+
+
+async def get_partner_by_id(conn: Conn, partner_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(f"SELECT {PARTNER_COLUMNS} FROM partners WHERE id = $1", partner_id)
+
+
+async def list_partners(conn: Conn, community: str, *, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {PARTNER_COLUMNS} FROM partners WHERE $1 = ANY(communities) "
+        "ORDER BY created_at DESC, id DESC LIMIT $2",
+        community,
+        limit,
+    )
+
+
+async def services_of(conn: Conn, partner_ids: Sequence[uuid.UUID]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT partner_id, name, need_kind, cost_option, description FROM partner_services "
+        "WHERE partner_id = ANY($1::uuid[]) ORDER BY name, id",
+        list(partner_ids),
+    )
+
+
+async def contacts_of(conn: Conn, partner_ids: Sequence[uuid.UUID]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT partner_id, name, title, phone, email FROM partner_contacts "
+        "WHERE partner_id = ANY($1::uuid[]) ORDER BY name, id",
+        list(partner_ids),
+    )
+
+
+# --- volunteers -------------------------------------------------------------------------
+
+
+async def insert_volunteer(
+    conn: Conn,
+    volunteer_id: uuid.UUID,
+    display_name: str,
+    skills: list[str],
+    communities: list[str],
+    by: str,
+) -> None:
+    await conn.execute(
+        "INSERT INTO volunteers (id, display_name, skills, communities, created_by) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        volunteer_id,
+        display_name,
+        skills,
+        communities,
+        by,
+    )
+
+
+async def replace_availability(
+    conn: Conn, volunteer_id: uuid.UUID, periods: list[Availability]
+) -> None:
+    await conn.execute("DELETE FROM volunteer_availability WHERE volunteer_id = $1", volunteer_id)
+    await conn.executemany(
+        "INSERT INTO volunteer_availability (volunteer_id, weekday, start_time, end_time) "
+        "VALUES ($1, $2, $3, $4)",
+        [(volunteer_id, p.weekday, p.start, p.end) for p in periods],
+    )
+
+
+async def update_volunteer(
+    conn: Conn,
+    volunteer_id: uuid.UUID,
+    *,
+    display_name: str | None,
+    skills: list[str] | None,
+    active: bool | None,
+) -> None:
+    await conn.execute(
+        "UPDATE volunteers SET display_name = coalesce($2, display_name), "
+        "skills = coalesce($3, skills), active = coalesce($4, active), updated_at = now() "
+        "WHERE id = $1",
+        volunteer_id,
+        display_name,
+        skills,
+        active,
+    )
+
+
+async def get_volunteer(
+    conn: Conn, community: str, volunteer_id: uuid.UUID, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(
+        f"SELECT {VOLUNTEER_COLUMNS} FROM volunteers WHERE id = $1 AND $2 = ANY(communities){lock}",
+        volunteer_id,
+        community,
+    )
+
+
+async def get_volunteer_by_id(conn: Conn, volunteer_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {VOLUNTEER_COLUMNS} FROM volunteers WHERE id = $1", volunteer_id
+    )
+
+
+async def list_volunteers(
+    conn: Conn, community: str, *, skill: str | None, limit: int
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {VOLUNTEER_COLUMNS} FROM volunteers WHERE $1 = ANY(communities) "
+        "AND ($2::text IS NULL OR $2 = ANY(skills)) "
+        "ORDER BY created_at DESC, id DESC LIMIT $3",
+        community,
+        skill,
+        limit,
+    )
+
+
+async def availability_of(conn: Conn, volunteer_ids: Sequence[uuid.UUID]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT volunteer_id, weekday, start_time, end_time FROM volunteer_availability "
+        "WHERE volunteer_id = ANY($1::uuid[]) ORDER BY weekday, start_time, id",
+        list(volunteer_ids),
+    )
+
+
+# --- providers and slots ----------------------------------------------------------------
+
+
+async def provider_profile(
+    conn: Conn, provider: PartyRef
+) -> tuple[list[str] | None, set[str], bool]:
+    """Communities served, need kinds offered and whether the provider is active."""
+    if provider.kind.value == "partner":
+        row = await conn.fetchrow("SELECT communities FROM partners WHERE id = $1", provider.id)
+        if row is None:
+            return None, set(), False
+        kinds = await conn.fetch(
+            "SELECT DISTINCT need_kind FROM partner_services WHERE partner_id = $1", provider.id
+        )
+        return list(row["communities"]), {k["need_kind"] for k in kinds}, True
+    row = await conn.fetchrow(
+        "SELECT communities, skills, active FROM volunteers WHERE id = $1", provider.id
+    )
+    if row is None:
+        return None, set(), False
+    return list(row["communities"]), set(row["skills"]), bool(row["active"])
+
+
+async def insert_slot(
+    conn: Conn,
+    slot_id: uuid.UUID,
+    community: str,
+    spec: SlotSpec,
+    provider: PartyRef,
+    by: str,
+    at: datetime,
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        "INSERT INTO slots (id, community, kind, provider_kind, provider_id, window_earliest, "
+        "window_latest, capacity, compounds, published_by, published_at) "
+        f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {SLOT_COLUMNS}",
+        slot_id,
+        community,
+        spec.kind.value,
+        provider.kind.value,
+        provider.id,
+        spec.window.earliest,
+        spec.window.latest,
+        spec.capacity,
+        list(spec.compounds),
+        by,
+        at,
+    )
+    assert row is not None
+    return row
+
+
+async def get_slot(conn: Conn, community: str, slot_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {SLOT_COLUMNS} FROM slots WHERE community = $1 AND id = $2", community, slot_id
+    )
+
+
+async def list_slots(
+    conn: Conn, community: str, *, provider: PartyRef | None, limit: int
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {SLOT_COLUMNS} FROM slots WHERE community = $1 "
+        "AND ($2::text IS NULL OR (provider_kind = $2 AND provider_id = $3)) "
+        "ORDER BY published_at DESC, id DESC LIMIT $4",
+        community,
+        provider.kind.value if provider else None,
+        provider.id if provider else None,
+        limit,
+    )
+
+
+# --- the dispatch inbox -----------------------------------------------------------------
+
+
+async def insert_offer(
+    conn: Conn, community: str, offer: AssignmentOffered, *, withdrawn_reason: str | None
+) -> bool:
+    """Store an offer; False when the assignment was stored before."""
+    inserted = await conn.fetchval(
+        "INSERT INTO offers (assignment_id, community, need_id, slot_id, party_kind, party_id, "
+        "kind, urgency, window_earliest, window_latest, details, compound, attempt, offered_at, "
+        "expires_at, status, status_reason) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14, $15, $16, "
+        "$17) ON CONFLICT (assignment_id) DO NOTHING RETURNING true",
+        offer.assignment_id,
+        community,
+        offer.need_id,
+        offer.slot_id,
+        offer.offered_to.kind.value,
+        offer.offered_to.id,
+        offer.kind.value,
+        offer.urgency.value,
+        offer.window.earliest,
+        offer.window.latest,
+        offer.details.model_dump_json(),
+        offer.compound,
+        offer.attempt,
+        offer.offered_at,
+        offer.expires_at,
+        "withdrawn" if withdrawn_reason else "open",
+        withdrawn_reason,
+    )
+    return bool(inserted)
+
+
+async def withdrawal_for(conn: Conn, assignment_id: uuid.UUID, need_id: uuid.UUID) -> str | None:
+    """Why an offer arriving now is already void (expired or need closed), if it is."""
+    value = await conn.fetchval(
+        "SELECT reason FROM offer_withdrawals WHERE assignment_id = $1 "
+        "UNION ALL SELECT reason FROM closed_needs WHERE need_id = $2 LIMIT 1",
+        assignment_id,
+        need_id,
+    )
+    return str(value) if value is not None else None
+
+
+async def withdraw_offer(
+    conn: Conn, community: str, assignment_id: uuid.UUID, reason: str, at: datetime
+) -> None:
+    """Withdraw an open offer; remember the withdrawal in case the offer comes later."""
+    await conn.execute(
+        "UPDATE offers SET status = 'withdrawn', status_reason = $3, answered_at = $4 "
+        "WHERE assignment_id = $1 AND community = $2 AND status = 'open'",
+        assignment_id,
+        community,
+        reason,
+        at,
+    )
+    await conn.execute(
+        "INSERT INTO offer_withdrawals (assignment_id, reason, at) VALUES ($1, $2, $3) "
+        "ON CONFLICT DO NOTHING",
+        assignment_id,
+        reason,
+        at,
+    )
+
+
+async def close_need(
+    conn: Conn,
+    community: str,
+    need_id: uuid.UUID,
+    reason: str,
+    at: datetime,
+    statuses: Iterable[str],
+) -> None:
+    await conn.execute(
+        "UPDATE offers SET status = 'withdrawn', status_reason = $3, answered_at = $4 "
+        "WHERE need_id = $1 AND community = $2 AND status = ANY($5::text[])",
+        need_id,
+        community,
+        reason,
+        at,
+        list(statuses),
+    )
+    await conn.execute(
+        "INSERT INTO closed_needs (need_id, community, reason, at) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT DO NOTHING",
+        need_id,
+        community,
+        reason,
+        at,
+    )
+
+
+async def get_offer(
+    conn: Conn,
+    party: PartyRef,
+    communities: list[str],
+    assignment_id: uuid.UUID,
+    *,
+    for_update: bool = False,
+) -> asyncpg.Record | None:
+    """One offer, only when it was made to `party` in one of its communities."""
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(
+        f"SELECT {OFFER_COLUMNS} FROM offers WHERE {_IN_SCOPE} "
+        f"AND assignment_id = $2 AND party_kind = $3 AND party_id = $4{lock}",
+        communities,
+        assignment_id,
+        party.kind.value,
+        party.id,
+    )
+
+
+async def list_offers(
+    conn: Conn,
+    party: PartyRef,
+    communities: list[str],
+    *,
+    status: str | None,
+    now: datetime,
+    limit: int,
+) -> list[asyncpg.Record]:
+    # "open" and "expired" are told apart by the clock, not by the stored status.
+    return await conn.fetch(
+        f"SELECT {OFFER_COLUMNS} FROM offers WHERE {_IN_SCOPE} "
+        "AND party_kind = $2 AND party_id = $3 "
+        "AND ($4::text IS NULL "
+        "     OR ($4 = 'open' AND status = 'open' AND expires_at > $5) "
+        "     OR ($4 = 'expired' AND status = 'open' AND expires_at <= $5) "
+        "     OR ($4 NOT IN ('open', 'expired') AND status = $4)) "
+        "ORDER BY offered_at DESC, assignment_id DESC LIMIT $6",
+        communities,
+        party.kind.value,
+        party.id,
+        status,
+        now,
+        limit,
+    )
+
+
+async def set_offer_status(
+    conn: Conn, assignment_id: uuid.UUID, status: str, reason: str | None, at: datetime
+) -> None:
+    await conn.execute(
+        "UPDATE offers SET status = $2, status_reason = $3, answered_at = $4 "
+        "WHERE assignment_id = $1",
+        assignment_id,
+        status,
+        reason,
+        at,
+    )
+
+
+async def insert_report(
+    conn: Conn, offer: asyncpg.Record, outcome: str, proof: dict[str, Any], at: datetime
+) -> bool:
+    """Keep the report; False when the assignment was reported before."""
+    inserted = await conn.fetchval(
+        "INSERT INTO completion_reports (assignment_id, community, need_id, party_kind, "
+        "party_id, outcome, proof, reported_at) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8) "
+        "ON CONFLICT (assignment_id) DO NOTHING RETURNING true",
+        offer["assignment_id"],
+        offer["community"],
+        offer["need_id"],
+        offer["party_kind"],
+        offer["party_id"],
+        outcome,
+        json.dumps(proof),
+        at,
+    )
+    return bool(inserted)
+
+
+async def get_report(conn: Conn, assignment_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT outcome, proof, reported_at FROM completion_reports WHERE assignment_id = $1",
+        assignment_id,
+    )
+
+
+# --- the points ledger ------------------------------------------------------------------
+
+
+async def ensure_account(conn: Conn, account: str, kind: str) -> None:
+    await conn.execute(
+        "INSERT INTO balances (account, account_kind) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        account,
+        kind,
+    )
+
+
+async def post(
+    conn: Conn,
+    *,
+    group: uuid.UUID,
+    community: str,
+    account: str,
+    amount: int,
+    entry_kind: str,
+    by: str,
+    need_id: uuid.UUID | None = None,
+    assignment_id: uuid.UUID | None = None,
+    note: str | None = None,
+) -> int:
+    """Post one leg of an entry group and return the account's new balance.
+
+    The balance update is one conditional statement: the CHECK on `balances` refuses a
+    volunteer balance below zero (asyncpg raises CheckViolationError), however many
+    transactions race; the row lock orders them.
+    """
+    balance = await conn.fetchval(
+        "UPDATE balances SET balance = balance + $2, updated_at = now() WHERE account = $1 "
+        "RETURNING balance",
+        account,
+        amount,
+    )
+    if balance is None:
+        raise LookupError(f"no ledger account {account}")
+    await conn.execute(
+        "INSERT INTO ledger_entries (entry_group, community, account, amount, entry_kind, "
+        "need_id, assignment_id, note, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        group,
+        community,
+        account,
+        amount,
+        entry_kind,
+        need_id,
+        assignment_id,
+        note,
+        by,
+    )
+    return int(balance)
+
+
+async def balance_of(conn: Conn, account: str) -> int:
+    value = await conn.fetchval("SELECT balance FROM balances WHERE account = $1", account)
+    return int(value or 0)
+
+
+async def entries_of(conn: Conn, account: str, *, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT id, entry_group, community, amount, entry_kind, need_id, assignment_id, note, "
+        "created_at FROM ledger_entries WHERE account = $1 ORDER BY id DESC LIMIT $2",
+        account,
+        limit,
+    )
+
+
+def details_of(row: asyncpg.Record) -> dict[str, Any]:
+    value = row["details"]
+    return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+def proof_of(row: asyncpg.Record) -> dict[str, Any]:
+    value = row["proof"]
+    return json.loads(value) if isinstance(value, str) else dict(value)
