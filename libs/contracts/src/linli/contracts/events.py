@@ -125,8 +125,10 @@ class NotificationChannel(StrEnum):
 ESCALATION_REASONS: tuple[str, ...] = (
     "no_capacity",
     "no_taker",
+    "sla_at_risk",
     "sla_breached",
     "delivery_failed",
+    "welfare_check",
     "wellbeing_concern",
     "follow_up_needed",
     "other",

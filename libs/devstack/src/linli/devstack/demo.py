@@ -3,9 +3,8 @@ need lunches, visits and repairs, and the credentials to look at them."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -110,12 +109,8 @@ def load(stack: Stack) -> None:
         "admin": ("admin", ["*"]),
     }
     for key, (role, communities) in wanted.items():
-        if key in stack.state.tokens:
-            continue
-        args = ["credentials", "issue", "--role", role, "--label", f"demo {key}"]
-        for c in communities:
-            args += ["--community", c]
-        stack.state.tokens[key] = json.loads(stack.run_cli(intake, *args))["token"]
+        # The same demo token works in every service (registered in each).
+        stack.ensure_token(key, role, communities)
     base = f"{stack.service_url(intake)}/v1/communities/{first}"
     headers = {"Authorization": f"Bearer {stack.state.tokens['operator']}"}
     with httpx.Client(headers=headers, timeout=10) as client:
@@ -130,3 +125,112 @@ def load(stack: Stack) -> None:
             client.post(
                 f"{base}/needs", json=need, headers={"Idempotency-Key": f"demo-{index}"}
             ).raise_for_status()
+
+
+PARTNERS: list[dict[str, Any]] = [
+    {
+        "name": "幸福食堂 Happiness Canteen",
+        "kind": "canteen",
+        "services": [
+            {"name": "lunch round", "need_kind": "meal_delivery", "cost_option": "low_cost"}
+        ],
+    },
+    {
+        "name": "安居维修 Anju Repairs",
+        "kind": "repair_firm",
+        "services": [{"name": "household repairs", "need_kind": "repair", "cost_option": "free"}],
+    },
+    {
+        "name": "夜间抢修队 Night Repair Crew",
+        "kind": "repair_firm",
+        "services": [{"name": "night on-call", "need_kind": "repair", "cost_option": "free"}],
+    },
+]
+
+VOLUNTEERS: list[dict[str, Any]] = [
+    {"display_name": "小刘 Xiao Liu", "skills": ["meal_delivery", "elder_care_visit"]},
+    {"display_name": "陈阿姨 Auntie Chen", "skills": ["elder_care_visit"]},
+    {"display_name": "老王 Lao Wang (former rider)", "skills": ["meal_delivery"]},
+]
+
+
+def _slots(partners: list[str], volunteers: list[str], now: datetime) -> list[dict[str, Any]]:
+    """A canteen's lunch rounds, repair firms' on-call, volunteers' afternoons (UTC+8)."""
+    shanghai = timezone(timedelta(hours=8))
+    today = now.astimezone(shanghai).replace(hour=0, minute=0, second=0, microsecond=0)
+    slots: list[dict[str, Any]] = []
+    for day in range(3):
+        base = today + timedelta(days=day)
+        slots.append(
+            {
+                "kind": "meal_delivery",
+                "provider": {"kind": "partner", "id": partners[0]},
+                "window": _w(base + timedelta(hours=10, minutes=30), base + timedelta(hours=13)),
+                "capacity": 40,
+            }
+        )
+        slots.append(
+            {
+                "kind": "repair",
+                "provider": {"kind": "partner", "id": partners[1]},
+                "window": _w(base + timedelta(hours=8), base + timedelta(hours=19)),
+                "capacity": 4,
+            }
+        )
+        slots.append(
+            {
+                "kind": "repair",
+                "provider": {"kind": "partner", "id": partners[2]},
+                "window": _w(base + timedelta(hours=19), base + timedelta(hours=31)),
+                "capacity": 2,
+            }
+        )
+        for volunteer in volunteers[:2]:
+            slots.append(
+                {
+                    "kind": "elder_care_visit",
+                    "provider": {"kind": "volunteer", "id": volunteer},
+                    "window": _w(base + timedelta(hours=14), base + timedelta(hours=17)),
+                    "capacity": 1,
+                }
+            )
+        slots.append(
+            {
+                "kind": "meal_delivery",
+                "provider": {"kind": "volunteer", "id": volunteers[2]},
+                "window": _w(base + timedelta(hours=10, minutes=30), base + timedelta(hours=13)),
+                "capacity": 5,
+            }
+        )
+    return [s for s in slots if datetime.fromisoformat(s["window"]["latest"]) > now]
+
+
+def _w(earliest: datetime, latest: datetime) -> dict[str, str]:
+    return {"earliest": earliest.isoformat(), "latest": latest.isoformat()}
+
+
+def load_partners(stack: Stack) -> None:
+    """Partners, volunteers, their capacity and their own tokens (once)."""
+    from .stack import SERVICES
+
+    partners_svc = SERVICES[1]
+    first = COMMUNITIES[0].slug
+    base = f"{stack.service_url(partners_svc)}/v1/communities/{first}"
+    headers = {"Authorization": f"Bearer {stack.state.tokens['operator']}"}
+    with httpx.Client(headers=headers, timeout=10) as client:
+        if client.get(f"{base}/partners").raise_for_status().json()["items"]:
+            return
+        partner_ids = [
+            client.post(f"{base}/partners", json=p).raise_for_status().json()["id"]
+            for p in PARTNERS
+        ]
+        volunteer_ids = [
+            client.post(f"{base}/volunteers", json=v).raise_for_status().json()["id"]
+            for v in VOLUNTEERS
+        ]
+        for slot in _slots(partner_ids, volunteer_ids, datetime.now(UTC)):
+            client.post(f"{base}/slots", json=slot).raise_for_status()
+    for index, partner_id in enumerate(partner_ids):
+        stack.ensure_party_token(f"partner_{index}", "partner", partner_id, first)
+    for index, volunteer_id in enumerate(volunteer_ids):
+        stack.ensure_party_token(f"volunteer_{index}", "volunteer", volunteer_id, first)

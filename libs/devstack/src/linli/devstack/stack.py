@@ -39,7 +39,16 @@ class ServiceSpec:
     port_offset: int
 
 
-SERVICES = [ServiceSpec("intake", "linli.intake", ["need"], 1)]
+SERVICES = [
+    ServiceSpec("intake", "linli.intake", ["need"], 1),
+    ServiceSpec(
+        "partners",
+        "linli.partners",
+        ["slot", "volunteer", "partner", "meal", "visit", "repair", "delivery", "points"],
+        2,
+    ),
+    ServiceSpec("scheduling", "linli.scheduling", ["slot", "assignment", "need"], 3),
+]
 
 
 @dataclass
@@ -144,6 +153,13 @@ class Stack:
                 "LINLI_HTTP_PORT": str(self.state.http_base + spec.port_offset),
             }
         )
+        if spec.name == "scheduling":
+            # Demo time: one real second is a minute of SLA and offer time.
+            env.setdefault("LINLI_TIME_SCALE", "60")
+        if spec.name == "partners":
+            # Partners asks intake for contact details on behalf of the accepted helper.
+            env["LINLI_INTAKE_URL"] = self.service_url(SERVICES[0])
+            env["LINLI_INTAKE_TOKEN"] = self.state.tokens.get("partners_service", "")
         return env
 
     def run_cli(self, spec: ServiceSpec, *args: str) -> str:
@@ -160,11 +176,50 @@ class Stack:
             )
         return out.stdout.decode()
 
+    def ensure_token(
+        self, key: str, role: str, communities: list[str], *, services: list[str] | None = None
+    ) -> str:
+        """One token, registered once in each named service (all by default)."""
+        if key not in self.state.tokens:
+            token = "lnl_" + secrets.token_urlsafe(32)
+            for spec in SERVICES:
+                if services is not None and spec.name not in services:
+                    continue
+                args = ["credentials", "issue", "--role", role, "--label", f"demo {key}"]
+                for community in communities:
+                    args += ["--community", community]
+                self.run_cli(spec, *args, "--token", token)
+            self.state.tokens[key] = token
+            _save_state(self.state_file, self.state)
+        return self.state.tokens[key]
+
+    def ensure_party_token(self, key: str, role: str, subject_id: str, community: str) -> str:
+        """A partner's or volunteer's own token (partners service only)."""
+        if key not in self.state.tokens:
+            out = self.run_cli(
+                SERVICES[1],
+                "credentials",
+                "issue",
+                "--role",
+                role,
+                "--community",
+                community,
+                "--subject-id",
+                subject_id,
+                "--label",
+                f"demo {key}",
+            )
+            self.state.tokens[key] = json.loads(out)["token"]
+            _save_state(self.state_file, self.state)
+        return self.state.tokens[key]
+
     def start_services(self) -> None:
         logs = self.root / "logs"
         logs.mkdir(exist_ok=True)
         for spec in SERVICES:
             self.run_cli(spec, "migrate")
+        self.ensure_token("partners_service", "service", ["*"], services=["intake"])
+        for spec in SERVICES:
             log = (logs / f"{spec.name}.log").open("ab")
             self.procs[spec.name] = subprocess.Popen(
                 [sys.executable, "-m", spec.module, "serve"],
@@ -219,8 +274,13 @@ class Stack:
             },
             "postgres": {"url": self.pg.dsn(database=DATABASE)},
             "communities": [c.slug for c in demo.COMMUNITIES],
-            "credentials": dict(self.state.tokens),
+            "credentials": {
+                k: v for k, v in self.state.tokens.items() if not k.endswith("_service")
+            },
             "intake_api": f"{self.service_url(intake)}/v1/communities/{demo.COMMUNITIES[0].slug}",
+            "partners_api": (
+                f"{self.service_url(SERVICES[1])}/v1/communities/{demo.COMMUNITIES[0].slug}"
+            ),
         }
 
 
@@ -275,6 +335,7 @@ def run(root: Path, *, demo_data: bool = True, hold: bool = True) -> int:
         stack.start_services()
         if demo_data:
             demo.load(stack)
+            demo.load_partners(stack)
             _save_state(stack.state_file, stack.state)
         info = stack.describe()
         stack_file = root / "stack.json"

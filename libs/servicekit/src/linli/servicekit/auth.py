@@ -61,9 +61,17 @@ async def issue_credential(
     communities: list[str],
     label: str = "",
     subject_id: uuid.UUID | None = None,
+    token: str | None = None,
 ) -> tuple[uuid.UUID, str]:
-    """Create a credential; the token is returned once and never stored in clear."""
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    """Create a credential; the token is returned once and never stored in clear.
+
+    `token` registers a given token (at least 32 random characters after the prefix)
+    instead of a new one, so one operator token can be provisioned in several services.
+    """
+    if token is None:
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    elif not token.startswith(TOKEN_PREFIX) or len(token) < len(TOKEN_PREFIX) + 32:
+        raise ValueError("a provisioned token must be lnl_ followed by 32+ random characters")
     cred_id = uuid.uuid4()
     await conn.execute(
         "INSERT INTO credentials (id, token_sha256, role, communities, subject_id, label) "

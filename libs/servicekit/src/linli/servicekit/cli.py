@@ -1,0 +1,193 @@
+"""The command line every service shares: serve, migrate, credentials, dead letters.
+
+A service adds its own commands (intake: communities) through `extra_commands` and
+`run_extra`; everything else is the same in every service, so an operator learns it once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import uvicorn
+
+from linli.contracts.types import Role
+
+from .auth import issue_credential, revoke_credential
+from .db import Conn, Migration, create_pool, migrate
+from .messaging import replay_dead_letter
+from .settings import ServiceSettings
+
+SubjectCheck = Callable[[Conn, Role, uuid.UUID | None], Awaitable[str | None]]
+
+
+class ServiceCLI:
+    """`python -m linli.<service> ...` for one service."""
+
+    def __init__(
+        self,
+        prog: str,
+        *,
+        settings: Callable[[], ServiceSettings],
+        build_app: Callable[[Any], Any],
+        migrations: Callable[[], list[Migration]],
+        check_subject: SubjectCheck | None = None,
+        extra_commands: Callable[[Any], None] | None = None,
+        run_extra: Callable[[argparse.Namespace, Conn], Awaitable[int | None]] | None = None,
+    ) -> None:
+        self.prog = prog
+        self.settings = settings
+        self.build_app = build_app
+        self.migrations = migrations
+        self.check_subject = check_subject
+        self.extra_commands = extra_commands
+        self.run_extra = run_extra
+
+    def parser(self) -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser(prog=self.prog)
+        sub = parser.add_subparsers(dest="command")
+        sub.add_parser("serve", help="run the service (the default)")
+        sub.add_parser("migrate", help="apply migrations and exit")
+        cred = sub.add_parser("credentials", help="API credentials")
+        cred_sub = cred.add_subparsers(dest="action", required=True)
+        issue = cred_sub.add_parser("issue", help="issue a token (printed once)")
+        issue.add_argument(
+            "--community", action="append", required=True, help="repeatable; * = all"
+        )
+        issue.add_argument("--role", choices=[r.value for r in Role], required=True)
+        issue.add_argument("--label", default="")
+        issue.add_argument("--subject-id", help="the partner or volunteer a token speaks for")
+        issue.add_argument(
+            "--token",
+            help="register this token instead of generating one (provisioning the same "
+            "operator token in several services)",
+        )
+        revoke = cred_sub.add_parser("revoke")
+        revoke.add_argument("id")
+        dlq = sub.add_parser("dead-letters", help="messages that could not be processed")
+        dlq_sub = dlq.add_subparsers(dest="action", required=True)
+        lst = dlq_sub.add_parser("list")
+        lst.add_argument("--limit", type=int, default=50)
+        lst.add_argument("--open", action="store_true", help="only those not replayed")
+        rep = dlq_sub.add_parser("replay")
+        rep.add_argument("id")
+        if self.extra_commands is not None:
+            self.extra_commands(sub)
+        return parser
+
+    def main(self, argv: list[str] | None = None) -> int:
+        args = self.parser().parse_args(argv)
+        if args.command in (None, "serve"):
+            settings = self.settings()
+            uvicorn.run(
+                self.build_app(settings),
+                host=settings.http_host,
+                port=settings.http_port,
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=10,
+            )
+            return 0
+        return asyncio.run(self._run(args))
+
+    async def _run(self, args: argparse.Namespace) -> int:
+        settings = self.settings()
+        conn = await asyncpg.connect(
+            settings.database_url.get_secret_value(),
+            server_settings={"search_path": f"{settings.db_schema},public"},
+        )
+        try:
+            await migrate(conn, settings.db_schema, self.migrations())
+            if args.command == "migrate":
+                print("migrations applied")
+                return 0
+            if args.command == "credentials":
+                return await self._credentials(args, conn)
+            if args.command == "dead-letters" and args.action == "list":
+                await _list_dead_letters(conn, args.limit, only_open=args.open)
+                return 0
+            if args.command == "dead-letters" and args.action == "replay":
+                await _replay(settings, uuid.UUID(args.id))
+                return 0
+            if self.run_extra is not None:
+                result = await self.run_extra(args, conn)
+                if result is not None:
+                    return result
+            print(f"unknown command {args.command}", file=sys.stderr)
+            return 2
+        finally:
+            await conn.close()
+
+    async def _credentials(self, args: argparse.Namespace, conn: Conn) -> int:
+        if args.action == "revoke":
+            print(json.dumps({"revoked": await revoke_credential(conn, uuid.UUID(args.id))}))
+            return 0
+        role = Role(args.role)
+        subject_id = uuid.UUID(args.subject_id) if args.subject_id else None
+        if self.check_subject is not None:
+            problem = await self.check_subject(conn, role, subject_id)
+            if problem:
+                print(problem, file=sys.stderr)
+                return 2
+        cred_id, token = await issue_credential(
+            conn,
+            role=role,
+            communities=args.community,
+            label=args.label,
+            subject_id=subject_id,
+            token=args.token,
+        )
+        print(json.dumps({"credential_id": str(cred_id), "token": token}))
+        return 0
+
+
+async def _list_dead_letters(conn: Conn, limit: int, *, only_open: bool) -> None:
+    rows = await conn.fetch(
+        "SELECT id, consumer, subject, reasons, created_at, replayed_at, replay_count "
+        "FROM dead_letters WHERE NOT $2 OR replayed_at IS NULL "
+        "ORDER BY created_at DESC LIMIT $1",
+        limit,
+        only_open,
+    )
+    for r in rows:
+        print(
+            json.dumps(
+                {
+                    "id": str(r["id"]),
+                    "consumer": r["consumer"],
+                    "subject": r["subject"],
+                    "reasons": json.loads(r["reasons"]),
+                    "created_at": r["created_at"].isoformat(),
+                    "replayed_at": r["replayed_at"].isoformat() if r["replayed_at"] else None,
+                    "replay_count": r["replay_count"],
+                },
+                ensure_ascii=False,
+            )
+        )
+
+
+async def _replay(settings: ServiceSettings, letter_id: uuid.UUID) -> None:
+    import nats
+
+    pool = await create_pool(
+        settings.database_url.get_secret_value(), settings.db_schema, min_size=1
+    )
+    options: dict[str, Any] = {}
+    if settings.nats_creds_file:
+        options["user_credentials"] = settings.nats_creds_file
+    elif settings.nats_user and settings.nats_password:
+        options["user"] = settings.nats_user
+        options["password"] = settings.nats_password.get_secret_value()
+    nc = await nats.connect(settings.nats_url, **options)
+    try:
+        msg_id = await replay_dead_letter(pool, nc, letter_id)
+        print(json.dumps({"replayed": str(letter_id), "msg_id": msg_id}))
+    finally:
+        await nc.close()
+        await pool.close()

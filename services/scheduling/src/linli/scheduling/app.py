@@ -1,0 +1,184 @@
+"""Composition root: `build_app(settings)` wires everything; nothing runs at import."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from faststream import AckPolicy
+from faststream.nats import NatsMessage, PullSub
+from opentelemetry.sdk.trace import SpanProcessor
+from pydantic import Field
+
+from linli.contracts.subjects import EVENTS_PREFIX
+from linli.servicekit.db import service_migrations
+from linli.servicekit.http import create_http_app
+from linli.servicekit.messaging import consumer_config, jstream, stream_subjects
+from linli.servicekit.runtime import ServiceRuntime
+from linli.servicekit.settings import ServiceSettings
+
+from . import api, events
+from .rules import Policy
+from .service import Clock, Scheduler, SchedulingConfig
+from .timers import TimerLoop
+
+MIGRATIONS_PACKAGE = "linli.scheduling"
+
+
+class SchedulingSettings(ServiceSettings):
+    """Scheduling's settings: the shared ones plus time, offers and timers."""
+
+    service_name: str = "scheduling"
+    http_port: int = 8103
+    time_scale: float = Field(
+        default=1.0,
+        gt=0,
+        le=1_000_000,
+        description="SLA seconds per real second: 60 runs a 24-hour promise in 24 minutes. "
+        "Scales offer timeouts and SLA durations, never meal or visit windows.",
+    )
+    offer_timeout_s: float = Field(
+        default=30 * 60.0, gt=0, description="How long a candidate has to answer (SLA seconds)."
+    )
+    offer_timeout_emergency_s: float = Field(
+        default=10 * 60.0, gt=0, description="The same for emergencies (SLA seconds)."
+    )
+    sla_at_risk_fraction: float = Field(
+        default=0.8, gt=0, lt=1, description="Share of an SLA clock after which it is at risk."
+    )
+    timer_poll_interval_s: float = Field(
+        default=1.0, gt=0, le=60, description="Longest sleep of the timer loop between passes."
+    )
+    timer_batch: int = Field(default=100, ge=1, le=5000, description="Timers per pass.")
+    run_timers: bool = Field(default=True, description="Fire durable timers in this process.")
+    rematch_delay_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Retry delay when the only fitting slot was held by another replica.",
+    )
+
+
+def default_settings() -> SchedulingSettings:
+    """Settings from the environment (LINLI_*); unset ones take scheduling's defaults."""
+    return SchedulingSettings()
+
+
+def scheduler_for(settings: SchedulingSettings, clock: Clock | None = None) -> Scheduler:
+    policy = Policy(
+        offer_timeout_s=settings.offer_timeout_s,
+        offer_timeout_emergency_s=settings.offer_timeout_emergency_s,
+        at_risk_fraction=settings.sla_at_risk_fraction,
+    )
+    return Scheduler(
+        SchedulingConfig(
+            default_policy=policy,
+            time_scale=settings.time_scale,
+            rematch_delay_s=settings.rematch_delay_s,
+        ),
+        clock,
+    )
+
+
+def build_app(
+    settings: SchedulingSettings,
+    *,
+    clock: Clock | None = None,
+    span_processor: SpanProcessor | None = None,
+) -> FastAPI:
+    """The scheduling process: event consumer, timer loop, outbox relay, HTTP API."""
+    runtime = ServiceRuntime(
+        settings,
+        service_migrations(MIGRATIONS_PACKAGE, "scheduling"),
+        span_processor=span_processor,
+    )
+    scheduler = scheduler_for(settings, clock)
+    _subscribe_events(runtime, settings, scheduler)
+    app = create_http_app(
+        runtime,
+        title="Linli scheduling",
+        description="Matching and dispatch: slots, reservations, offers, SLA clocks.",
+    )
+    app.state.scheduler = scheduler
+    app.include_router(api.router)
+    _run_timers(app, runtime, settings, scheduler)
+    return app
+
+
+def _run_timers(
+    app: FastAPI, runtime: ServiceRuntime, settings: SchedulingSettings, scheduler: Scheduler
+) -> None:
+    """Start the timer loop after the runtime, stop it before the pool closes."""
+    runtime_lifespan = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
+        async with runtime_lifespan(app_):
+            loop = None
+            if settings.run_timers:
+                loop = TimerLoop(
+                    runtime.pool,
+                    scheduler,
+                    settings.db_schema,
+                    dsn=runtime.dsn,
+                    poll_interval=settings.timer_poll_interval_s,
+                    batch=settings.timer_batch,
+                )
+                await loop.start()
+            app_.state.timers = loop
+            try:
+                yield
+            finally:
+                if loop is not None:
+                    await loop.stop()
+
+    app.router.lifespan_context = lifespan
+
+
+def _subscribe_events(
+    runtime: ServiceRuntime, settings: SchedulingSettings, scheduler: Scheduler
+) -> None:
+    """All of scheduling's subscriptions, in one place: one durable on the events stream
+    (one per community subject when LINLI_STREAM_COMMUNITIES names several)."""
+    subjects = stream_subjects(EVENTS_PREFIX, settings)
+    for index, subject in enumerate(subjects):
+        durable = events.CONSUMER if len(subjects) == 1 else f"{events.CONSUMER}-{index}"
+        runtime.durable(settings.events_stream, durable)
+        _subscribe_subject(runtime, settings, scheduler, subject, durable)
+
+
+def _subscribe_subject(
+    runtime: ServiceRuntime,
+    settings: SchedulingSettings,
+    scheduler: Scheduler,
+    subject: str,
+    durable: str,
+) -> None:
+    @runtime.broker.subscriber(
+        subject,
+        stream=jstream(settings.events_stream),
+        durable=durable,
+        config=consumer_config(settings, durable, filter_subject=subject),
+        pull_sub=PullSub(batch_size=settings.consumer_batch, timeout=1.0),
+        ack_policy=AckPolicy.MANUAL,
+        title=f"scheduling-events:{subject}",
+        description="needs, capacity, answers and completions; applied once each",
+    )
+    async def on_event(msg: NatsMessage) -> None:
+        raw = msg.raw_message
+        if not events.consumes(raw.subject):
+            await msg.ack()
+            return
+
+        async def work() -> None:
+            await events.handle_message(
+                runtime.pool,
+                scheduler,
+                consumer=durable,
+                subject=raw.subject,
+                payload=raw.data,
+                headers=dict(raw.headers or {}),
+            )
+
+        await runtime.deliveries.process(durable, msg, work)

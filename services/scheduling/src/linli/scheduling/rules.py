@@ -1,0 +1,310 @@
+"""Scheduling's business rules as plain functions (no I/O), so unit tests drive them.
+
+The store's matching SQL implements `queue_key` and `choose_slot` inside PostgreSQL
+(so that a reservation is one conditional statement); keep the two in step.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from linli.contracts.types import NeedKind, PriorityGroup, Urgency
+
+
+class NeedState(StrEnum):
+    """Scheduling's state of a need (README: the state machine)."""
+
+    WAITING = "waiting"
+    OFFERED = "offered"
+    ASSIGNED = "assigned"
+    FULFILLED = "fulfilled"
+    ESCALATED = "escalated"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+MATCHABLE = frozenset({NeedState.WAITING, NeedState.ESCALATED})
+"""States in which a need is in the queue: an escalated need is still matched when
+capacity appears (the operator may also act on it)."""
+
+FINAL = frozenset({NeedState.FULFILLED, NeedState.CANCELLED, NeedState.FAILED})
+
+TRANSITIONS: Mapping[NeedState, frozenset[NeedState]] = {
+    NeedState.WAITING: frozenset({NeedState.OFFERED, NeedState.ESCALATED, NeedState.CANCELLED}),
+    NeedState.ESCALATED: frozenset({NeedState.OFFERED, NeedState.CANCELLED}),
+    NeedState.OFFERED: frozenset(
+        {
+            NeedState.ASSIGNED,
+            NeedState.WAITING,
+            NeedState.ESCALATED,
+            NeedState.OFFERED,
+            NeedState.FULFILLED,
+            NeedState.FAILED,
+            NeedState.CANCELLED,
+        }
+    ),
+    NeedState.ASSIGNED: frozenset(
+        {
+            NeedState.FULFILLED,
+            NeedState.FAILED,
+            NeedState.CANCELLED,
+            NeedState.WAITING,
+            NeedState.OFFERED,
+            NeedState.ESCALATED,
+        }
+    ),
+    NeedState.FULFILLED: frozenset(),
+    NeedState.CANCELLED: frozenset(),
+    NeedState.FAILED: frozenset(),
+}
+"""Allowed moves. offered/assigned → waiting/offered/escalated is a decline or an
+expiry followed by the next match."""
+
+
+def can_move(src: NeedState, dst: NeedState) -> bool:
+    return dst in TRANSITIONS[src]
+
+
+# --- priority -----------------------------------------------------------------
+
+_URGENCY_RANK = {Urgency.EMERGENCY: 0, Urgency.URGENT: 1, Urgency.ROUTINE: 2}
+_GROUP_RANK = {
+    PriorityGroup.ELDERLY_LIVING_ALONE: 0,
+    PriorityGroup.DISABLED: 1,
+    PriorityGroup.LOW_INCOME: 2,
+    PriorityGroup.BEREAVED_FAMILY: 3,
+    PriorityGroup.MILITARY_FAMILY: 4,
+    PriorityGroup.NONE: 5,
+}
+
+
+def priority_rank(urgency: Urgency | str, priority_group: PriorityGroup | str) -> int:
+    """Smaller is served first: urgency first, then the priority group.
+
+    Emergency before urgent before routine; within one urgency, elderly living alone,
+    disabled, low income, bereaved family, military family, then everyone else.
+    Ties are broken by submission time (`queue_key`).
+    """
+    return _URGENCY_RANK[Urgency(urgency)] * 10 + _GROUP_RANK[PriorityGroup(priority_group)]
+
+
+@dataclass(frozen=True)
+class NeedFacts:
+    """What matching needs to know about a need."""
+
+    id: uuid.UUID
+    kind: NeedKind
+    urgency: Urgency
+    priority_group: PriorityGroup
+    window_earliest: datetime
+    window_latest: datetime
+    compound: str | None
+    submitted_at: datetime
+
+    @property
+    def rank(self) -> int:
+        return priority_rank(self.urgency, self.priority_group)
+
+
+@dataclass(frozen=True)
+class SlotFacts:
+    """What matching needs to know about a slot."""
+
+    id: uuid.UUID
+    kind: NeedKind
+    provider_kind: str
+    provider_id: uuid.UUID
+    window_earliest: datetime
+    window_latest: datetime
+    capacity: int
+    reserved: int
+    compounds: tuple[str, ...]
+    published_at: datetime
+
+    @property
+    def remaining(self) -> int:
+        return self.capacity - self.reserved
+
+    @property
+    def provider(self) -> tuple[str, uuid.UUID]:
+        return (self.provider_kind, self.provider_id)
+
+
+def queue_key(need: NeedFacts) -> tuple[int, datetime, uuid.UUID]:
+    """The order in which waiting needs get capacity."""
+    return (need.rank, need.submitted_at, need.id)
+
+
+def order_queue(needs: Iterable[NeedFacts]) -> list[NeedFacts]:
+    return sorted(needs, key=queue_key)
+
+
+def slot_fits(
+    need: NeedFacts,
+    slot: SlotFacts,
+    *,
+    excluded: frozenset[tuple[str, uuid.UUID]] = frozenset(),
+    now: datetime | None = None,
+) -> bool:
+    """Same kind, overlapping windows, the need's compound served, capacity left, a
+    provider who has not declined or let this need's offer expire, not yet over."""
+    if slot.kind != need.kind or slot.remaining <= 0:
+        return False
+    if not (
+        slot.window_earliest < need.window_latest and need.window_earliest < slot.window_latest
+    ):
+        return False
+    # A slot without compounds serves the whole community; a need without a compound
+    # only matches such slots.
+    if slot.compounds and need.compound not in slot.compounds:
+        return False
+    if slot.provider in excluded:
+        return False
+    return now is None or (slot.window_latest > now and need.window_latest > now)
+
+
+def slot_order_key(slot: SlotFacts) -> tuple[datetime, datetime, uuid.UUID]:
+    """Earliest-starting slot first; then the older publication; then the id."""
+    return (slot.window_earliest, slot.published_at, slot.id)
+
+
+def choose_slot(
+    need: NeedFacts,
+    slots: Iterable[SlotFacts],
+    *,
+    excluded: frozenset[tuple[str, uuid.UUID]] = frozenset(),
+    now: datetime | None = None,
+) -> SlotFacts | None:
+    """The slot a need is offered on, or None when no candidate remains."""
+    fitting = [s for s in slots if slot_fits(need, s, excluded=excluded, now=now)]
+    return min(fitting, key=slot_order_key) if fitting else None
+
+
+def no_candidate_reason(has_exclusions: bool) -> str:
+    """`no_taker` once someone declined or let it expire, else `no_capacity`."""
+    return "no_taker" if has_exclusions else "no_capacity"
+
+
+def failure_escalation(kind: NeedKind | str, priority_group: PriorityGroup | str) -> str:
+    """A meal that did not reach someone who lives alone is a welfare check at once."""
+    if NeedKind(kind) is NeedKind.MEAL_DELIVERY and (
+        PriorityGroup(priority_group) is PriorityGroup.ELDERLY_LIVING_ALONE
+    ):
+        return "welfare_check"
+    return "delivery_failed"
+
+
+# --- policy and SLA clocks ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A community's offer timeouts and SLA durations, in SLA seconds.
+
+    Durations are divided by the time scale (LINLI_TIME_SCALE) before use, so a demo
+    can run a 24-hour promise in minutes. Window-based deadlines (meals, visits) are
+    real timestamps and are never scaled.
+    """
+
+    offer_timeout_s: float = 30 * 60.0
+    offer_timeout_emergency_s: float = 10 * 60.0
+    emergency_accept_s: float = 10 * 60.0
+    emergency_onsite_s: float = 30 * 60.0
+    priority_repair_s: float = 24 * 3600.0
+    routine_repair_s: float = 72 * 3600.0
+    at_risk_fraction: float = 0.8
+
+    def merged(self, overrides: Mapping[str, float | None]) -> Policy:
+        """This policy with every non-null override applied."""
+        known = {f.name for f in fields(self)}
+        values = {k: float(v) for k, v in overrides.items() if k in known and v is not None}
+        return replace(self, **values)
+
+
+DEFAULT_POLICY = Policy()
+
+
+def _scaled(seconds: float, time_scale: float) -> timedelta:
+    return timedelta(seconds=seconds / time_scale)
+
+
+def offer_timeout(urgency: Urgency | str, policy: Policy, time_scale: float = 1.0) -> timedelta:
+    """How long a candidate has to answer an offer (never less than 100 ms)."""
+    seconds = (
+        policy.offer_timeout_emergency_s
+        if Urgency(urgency) is Urgency.EMERGENCY
+        else policy.offer_timeout_s
+    )
+    return max(_scaled(seconds, time_scale), timedelta(milliseconds=100))
+
+
+class ClockName(StrEnum):
+    """`accept`: someone must accept; `complete`: on site / delivered / visited."""
+
+    ACCEPT = "accept"
+    COMPLETE = "complete"
+
+
+@dataclass(frozen=True)
+class SlaClock:
+    """One promise made for a need: from `start` to `deadline`."""
+
+    name: ClockName
+    start: datetime
+    deadline: datetime
+    label: str
+
+    def at_risk_at(self, fraction: float) -> datetime:
+        """When `fraction` of the time is used up."""
+        return self.start + (self.deadline - self.start) * fraction
+
+
+def sla_clocks(need: NeedFacts, policy: Policy, time_scale: float = 1.0) -> list[SlaClock]:
+    """The SLA clocks a need starts when it arrives.
+
+    * Emergency repair: accepted within 10 minutes, on site within 30.
+    * Urgent repair, or a repair for a household in a priority group: 24 hours.
+    * Routine repair: 72 hours.
+    * Meals and visits: done by the end of the agreed window (the meal window, the
+      agreed day); the clock starts when the window opens.
+    """
+    start = need.submitted_at
+    if need.kind is NeedKind.REPAIR:
+        if need.urgency is Urgency.EMERGENCY:
+            return [
+                SlaClock(
+                    ClockName.ACCEPT,
+                    start,
+                    start + _scaled(policy.emergency_accept_s, time_scale),
+                    "emergency repair accepted",
+                ),
+                SlaClock(
+                    ClockName.COMPLETE,
+                    start,
+                    start + _scaled(policy.emergency_onsite_s, time_scale),
+                    "emergency repair on site",
+                ),
+            ]
+        if need.urgency is Urgency.URGENT or need.priority_group is not PriorityGroup.NONE:
+            seconds, label = policy.priority_repair_s, "priority repair on site"
+        else:
+            seconds, label = policy.routine_repair_s, "routine repair on site"
+        return [SlaClock(ClockName.COMPLETE, start, start + _scaled(seconds, time_scale), label)]
+    label = "meal delivered in window" if need.kind is NeedKind.MEAL_DELIVERY else "visit made"
+    clock_start = max(start, need.window_earliest)
+    if clock_start >= need.window_latest:
+        clock_start = start
+    return [SlaClock(ClockName.COMPLETE, clock_start, need.window_latest, label)]
+
+
+def clock_running(clock: ClockName | str, state: NeedState | str) -> bool:
+    """Whether a clock still matters: acceptance stops at assigned, everything at a
+    final state."""
+    state = NeedState(state)
+    if state in FINAL:
+        return False
+    return not (ClockName(clock) is ClockName.ACCEPT and state is NeedState.ASSIGNED)

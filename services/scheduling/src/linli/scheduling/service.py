@@ -1,0 +1,653 @@
+"""Scheduling's use cases. Each consumed event runs in one transaction: the inbox
+claim, the state change and the outbox rows it causes commit together (DESIGN.md
+section 6, rules 1 and 2); a timer fires the same way, with its own row as the claim.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel
+
+from linli.contracts.envelope import CloudEvent, new_event
+from linli.contracts.events import (
+    AssignmentExpired,
+    AssignmentOffered,
+    DeliveryFailed,
+    MealDelivered,
+    NeedCancelled,
+    NeedEscalated,
+    NeedFulfilled,
+    NeedSubmitted,
+    PartnerAccepted,
+    PartnerDeclined,
+    PartyKind,
+    PartyRef,
+    RepairCompleted,
+    SlotPublished,
+    SlotReleased,
+    SlotReleaseReason,
+    SlotReserved,
+    VisitCompleted,
+    VolunteerConfirmed,
+    VolunteerDeclined,
+)
+from linli.contracts.types import NeedKind, Urgency
+from linli.servicekit import inbox, outbox
+from linli.servicekit.db import Conn
+from linli.servicekit.telemetry import current_traceparent
+
+from . import store
+from .rules import (
+    FINAL,
+    MATCHABLE,
+    ClockName,
+    NeedFacts,
+    NeedState,
+    Policy,
+    clock_running,
+    failure_escalation,
+    no_candidate_reason,
+    offer_timeout,
+    sla_clocks,
+)
+
+log = logging.getLogger(__name__)
+
+SOURCE = "/linli/scheduling"
+
+ACTIVE_ASSIGNMENT = ("offered", "accepted")
+
+
+class NotYet(Exception):
+    """The event refers to something not seen yet (a cancel before its need): retry."""
+
+
+@dataclass
+class Clock:
+    """Injectable time."""
+
+    fixed: datetime | None = field(default=None)
+
+    def now(self) -> datetime:
+        return self.fixed or datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class SchedulingConfig:
+    """What the use cases take from the settings."""
+
+    default_policy: Policy = field(default_factory=Policy)
+    time_scale: float = 1.0
+    rematch_delay_s: float = 1.0
+    fill_limit: int = 500
+
+
+class Scheduler:
+    """The use cases, with the policy and the clock they run under."""
+
+    def __init__(self, config: SchedulingConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or Clock()
+        self._handlers: dict[type[BaseModel], Callable[[Conn, str, Any], Awaitable[None]]] = {
+            NeedSubmitted: self._need_submitted,
+            NeedCancelled: self._need_cancelled,
+            SlotPublished: self._slot_published,
+            PartnerAccepted: self._partner_accepted,
+            VolunteerConfirmed: self._volunteer_confirmed,
+            PartnerDeclined: self._partner_declined,
+            VolunteerDeclined: self._volunteer_declined,
+            MealDelivered: self._meal_delivered,
+            VisitCompleted: self._visit_completed,
+            RepairCompleted: self._repair_completed,
+            DeliveryFailed: self._delivery_failed,
+        }
+
+    # --- entry points -----------------------------------------------------------
+
+    async def handle(
+        self, pool: asyncpg.Pool, consumer: str, event: CloudEvent[Any], data: BaseModel
+    ) -> bool:
+        """Apply one consumed event exactly once; False when it was seen before."""
+        handler = self._handlers[type(data)]
+        async with pool.acquire() as conn, conn.transaction():
+            if not await inbox.claim(conn, consumer, event.id):
+                return False
+            await handler(conn, event.community, data)
+        return True
+
+    async def fire_timer(self, conn: Conn, timer: asyncpg.Record) -> str:
+        """Act on one due timer (locked by the caller's transaction); returns the outcome."""
+        now = self.clock.now()
+        need = await store.lock_need(conn, timer["need_id"])
+        outcome = "stale"
+        if need is not None:
+            kind = timer["kind"]
+            if kind == "offer_expiry":
+                outcome = await self._expire(conn, need, timer["assignment_id"], now)
+            elif kind in ("sla_at_risk", "sla_breach"):
+                outcome = await self._sla(conn, need, timer, now)
+            elif kind == "rematch" and NeedState(need["state"]) in MATCHABLE:
+                await self._match_need(conn, need, now)
+                outcome = "fired"
+        await store.finish_timer(conn, timer["id"], outcome)
+        return outcome
+
+    async def policy(self, conn: Conn, community: str) -> Policy:
+        return self.config.default_policy.merged(await store.policy_overrides(conn, community))
+
+    # --- needs and capacity -------------------------------------------------------
+
+    async def _need_submitted(self, conn: Conn, community: str, data: NeedSubmitted) -> None:
+        facts = NeedFacts(
+            id=data.need_id,
+            kind=data.kind,
+            urgency=data.urgency,
+            priority_group=data.priority_group,
+            window_earliest=data.window.earliest,
+            window_latest=data.window.latest,
+            compound=data.compound,
+            submitted_at=data.submitted_at,
+        )
+        created = await store.insert_need(
+            conn,
+            community=community,
+            facts=facts,
+            resident_id=data.resident_id,
+            details=data.details.model_dump(mode="json"),
+        )
+        if not created:
+            return
+        policy = await self.policy(conn, community)
+        traceparent = current_traceparent()
+        for clock in sla_clocks(facts, policy, self.config.time_scale):
+            for kind, due in (
+                ("sla_at_risk", clock.at_risk_at(policy.at_risk_fraction)),
+                ("sla_breach", clock.deadline),
+            ):
+                await store.add_timer(
+                    conn,
+                    kind=kind,
+                    need_id=facts.id,
+                    clock=clock.name.value,
+                    deadline=clock.deadline,
+                    due_at=due,
+                    traceparent=traceparent,
+                )
+        need = await store.lock_need(conn, facts.id)
+        assert need is not None
+        await self._match_need(conn, need, self.clock.now())
+
+    async def _slot_published(self, conn: Conn, community: str, data: SlotPublished) -> None:
+        slot = await store.upsert_slot(conn, community, data)
+        if slot is None:
+            log.warning("slot id reused across communities; ignored")
+            return
+        await self._fill_slot(conn, slot["id"], self.clock.now())
+
+    async def _need_cancelled(self, conn: Conn, community: str, data: NeedCancelled) -> None:
+        need = await self._need_of(conn, community, data.need_id)
+        if need is None:
+            # Cancelled before its need.submitted was processed (another replica):
+            # retry shortly rather than lose the cancellation.
+            raise NotYet("need.cancelled before need.submitted")
+        if NeedState(need["state"]) in FINAL:
+            return
+        now = self.clock.now()
+        released = None
+        assignment = await self._active_assignment(conn, need)
+        if assignment is not None:
+            released = await self._release(
+                conn, need, assignment, "cancelled", SlotReleaseReason.NEED_CANCELLED, now
+            )
+        await store.set_need_state(
+            conn, need["id"], NeedState.CANCELLED, assignment_id=need["current_assignment"]
+        )
+        await store.cancel_timers(conn, need["id"])
+        if released is not None:
+            await self._fill_slot(conn, released, now)
+
+    # --- answers ------------------------------------------------------------------
+
+    async def _partner_accepted(self, conn: Conn, community: str, data: PartnerAccepted) -> None:
+        await self._accept(
+            conn, community, data.need_id, data.assignment_id, (PartyKind.PARTNER, data.partner_id)
+        )
+
+    async def _volunteer_confirmed(
+        self, conn: Conn, community: str, data: VolunteerConfirmed
+    ) -> None:
+        await self._accept(
+            conn,
+            community,
+            data.need_id,
+            data.assignment_id,
+            (PartyKind.VOLUNTEER, data.volunteer_id),
+        )
+
+    async def _partner_declined(self, conn: Conn, community: str, data: PartnerDeclined) -> None:
+        await self._decline(
+            conn, community, data.need_id, data.assignment_id, (PartyKind.PARTNER, data.partner_id)
+        )
+
+    async def _volunteer_declined(
+        self, conn: Conn, community: str, data: VolunteerDeclined
+    ) -> None:
+        await self._decline(
+            conn,
+            community,
+            data.need_id,
+            data.assignment_id,
+            (PartyKind.VOLUNTEER, data.volunteer_id),
+        )
+
+    async def _accept(
+        self,
+        conn: Conn,
+        community: str,
+        need_id: uuid.UUID,
+        assignment_id: uuid.UUID,
+        provider: tuple[PartyKind, uuid.UUID],
+    ) -> None:
+        found = await self._current(conn, community, need_id, assignment_id, provider)
+        if found is None:
+            return
+        _need, assignment = found
+        if assignment["state"] != "offered":
+            return  # accepted before: nothing more to do
+        await store.answer_assignment(conn, assignment_id, self.clock.now())
+        await store.set_need_state(conn, need_id, NeedState.ASSIGNED, assignment_id=assignment_id)
+        await store.cancel_timers(conn, need_id, kinds=["offer_expiry"])
+        await store.cancel_timers(conn, need_id, clock=ClockName.ACCEPT.value)
+
+    async def _decline(
+        self,
+        conn: Conn,
+        community: str,
+        need_id: uuid.UUID,
+        assignment_id: uuid.UUID,
+        provider: tuple[PartyKind, uuid.UUID],
+    ) -> None:
+        found = await self._current(conn, community, need_id, assignment_id, provider)
+        if found is None:
+            return
+        need, assignment = found
+        await self._give_back(conn, need, assignment, "declined", SlotReleaseReason.DECLINED)
+
+    async def _expire(
+        self, conn: Conn, need: asyncpg.Record, assignment_id: uuid.UUID | None, now: datetime
+    ) -> str:
+        if assignment_id is None or need["current_assignment"] != assignment_id:
+            return "stale"
+        assignment = await store.get_assignment(conn, assignment_id)
+        if assignment is None or assignment["state"] != "offered":
+            return "stale"
+        await self._emit(
+            conn,
+            need["community"],
+            need["id"],
+            AssignmentExpired(
+                assignment_id=assignment_id,
+                need_id=need["id"],
+                slot_id=assignment["slot_id"],
+                offered_to=_party(assignment),
+                expired_at=now,
+            ),
+        )
+        await self._give_back(conn, need, assignment, "expired", SlotReleaseReason.EXPIRED)
+        return "fired"
+
+    async def _give_back(
+        self,
+        conn: Conn,
+        need: asyncpg.Record,
+        assignment: asyncpg.Record,
+        state: str,
+        reason: SlotReleaseReason,
+    ) -> None:
+        """A candidate said no (or nothing): release, remember them, offer the next."""
+        now = self.clock.now()
+        slot_id = await self._release(conn, need, assignment, state, reason, now)
+        await store.add_exclusion(
+            conn, need["id"], assignment["provider_kind"], assignment["provider_id"], state
+        )
+        await store.set_need_state(conn, need["id"], NeedState.WAITING, assignment_id=None)
+        fresh = await store.lock_need(conn, need["id"])
+        assert fresh is not None
+        await self._match_need(conn, fresh, now)
+        await self._fill_slot(conn, slot_id, now)
+
+    # --- completion ---------------------------------------------------------------
+
+    async def _meal_delivered(self, conn: Conn, community: str, data: MealDelivered) -> None:
+        await self._complete(
+            conn, community, data.need_id, data.assignment_id, data.delivered_by, data.delivered_at
+        )
+
+    async def _visit_completed(self, conn: Conn, community: str, data: VisitCompleted) -> None:
+        need = await self._complete(
+            conn, community, data.need_id, data.assignment_id, data.visited_by, data.ended_at
+        )
+        if need is not None and data.wellbeing_concern:
+            await self._escalate(
+                conn, need, "wellbeing_concern", "the visitor is worried about the resident"
+            )
+
+    async def _repair_completed(self, conn: Conn, community: str, data: RepairCompleted) -> None:
+        need = await self._complete(
+            conn, community, data.need_id, data.assignment_id, data.repaired_by, data.completed_at
+        )
+        if need is not None and (data.follow_up_needed or not data.fixed):
+            await self._escalate(
+                conn, need, "follow_up_needed", "the technician reports a follow-up is needed"
+            )
+
+    async def _complete(
+        self,
+        conn: Conn,
+        community: str,
+        need_id: uuid.UUID,
+        assignment_id: uuid.UUID,
+        by: PartyRef,
+        at: datetime,
+    ) -> asyncpg.Record | None:
+        found = await self._current(conn, community, need_id, assignment_id, (by.kind, by.id))
+        if found is None:
+            return None
+        need, _assignment = found
+        now = self.clock.now()
+        await store.close_assignment(conn, assignment_id, "completed", now)
+        await store.set_need_state(conn, need_id, NeedState.FULFILLED, assignment_id=assignment_id)
+        await store.cancel_timers(conn, need_id)
+        await self._emit(
+            conn,
+            community,
+            need_id,
+            NeedFulfilled(
+                need_id=need_id,
+                assignment_id=assignment_id,
+                kind=NeedKind(need["kind"]),
+                fulfilled_by=by,
+                fulfilled_at=at,
+            ),
+        )
+        return need
+
+    async def _delivery_failed(self, conn: Conn, community: str, data: DeliveryFailed) -> None:
+        found = await self._current(
+            conn,
+            community,
+            data.need_id,
+            data.assignment_id,
+            (data.attempted_by.kind, data.attempted_by.id),
+        )
+        if found is None:
+            return
+        need, assignment = found
+        now = self.clock.now()
+        slot_id = await self._release(
+            conn, need, assignment, "failed", SlotReleaseReason.DELIVERY_FAILED, now
+        )
+        await store.set_need_state(
+            conn, need["id"], NeedState.FAILED, assignment_id=assignment["id"]
+        )
+        await store.cancel_timers(conn, need["id"])
+        await self._escalate(
+            conn,
+            need,
+            failure_escalation(need["kind"], need["priority_group"]),
+            f"attempt failed: {data.reason.value}",
+        )
+        await self._fill_slot(conn, slot_id, now)
+
+    # --- matching -----------------------------------------------------------------
+
+    async def _match_need(self, conn: Conn, need: asyncpg.Record, now: datetime) -> None:
+        """Offer a locked, queued need on the best slot, or say why not."""
+        slot = await store.reserve_best_slot(conn, need, now)
+        if slot is not None:
+            await self._offer(conn, need, slot, now)
+            return
+        if await store.candidate_exists(conn, need, now):
+            # A fitting slot exists but another transaction holds it: look again soon
+            # (it may be full by then) instead of escalating a need that can be served.
+            await store.add_timer(
+                conn,
+                kind="rematch",
+                need_id=need["id"],
+                due_at=now + timedelta(seconds=self.config.rematch_delay_s),
+                traceparent=current_traceparent(),
+            )
+            return
+        reason = no_candidate_reason(await store.has_exclusions(conn, need["id"]))
+        await store.set_need_state(conn, need["id"], NeedState.ESCALATED, assignment_id=None)
+        detail = (
+            "every candidate declined or let the offer expire"
+            if reason == "no_taker"
+            else "no slot with capacity fits this need"
+        )
+        await self._escalate(conn, need, reason, detail)
+
+    async def _fill_slot(self, conn: Conn, slot_id: uuid.UUID, now: datetime) -> None:
+        """Give a slot's free capacity to queued needs, highest priority first."""
+        slot = await store.lock_slot(conn, slot_id)
+        if slot is None or slot["reserved"] >= slot["capacity"] or slot["window_latest"] <= now:
+            return
+        free = min(slot["capacity"] - slot["reserved"], self.config.fill_limit)
+        for need in await store.needs_for_slot(conn, slot, now, free):
+            reserved = await store.reserve_slot(conn, slot_id)
+            if reserved is None:
+                return
+            await self._offer(conn, need, reserved, now)
+
+    async def _offer(
+        self, conn: Conn, need: asyncpg.Record, slot: asyncpg.Record, now: datetime
+    ) -> None:
+        policy = await self.policy(conn, need["community"])
+        assignment_id, reservation_id = uuid.uuid4(), uuid.uuid4()
+        attempt = need["attempts"] + 1
+        expires_at = now + offer_timeout(need["urgency"], policy, self.config.time_scale)
+        await store.insert_assignment(
+            conn,
+            assignment_id=assignment_id,
+            reservation_id=reservation_id,
+            need_id=need["id"],
+            slot=slot,
+            attempt=attempt,
+            offered_at=now,
+            expires_at=expires_at,
+        )
+        await store.set_need_state(
+            conn, need["id"], NeedState.OFFERED, assignment_id=assignment_id, attempts=attempt
+        )
+        await store.add_timer(
+            conn,
+            kind="offer_expiry",
+            need_id=need["id"],
+            assignment_id=assignment_id,
+            due_at=expires_at,
+            traceparent=current_traceparent(),
+        )
+        community = need["community"]
+        await self._emit(
+            conn,
+            community,
+            need["id"],
+            SlotReserved(
+                reservation_id=reservation_id,
+                slot_id=slot["id"],
+                need_id=need["id"],
+                remaining_capacity=slot["capacity"] - slot["reserved"],
+                reserved_at=now,
+            ),
+        )
+        await self._emit(
+            conn,
+            community,
+            need["id"],
+            AssignmentOffered.model_validate(
+                {
+                    "assignment_id": assignment_id,
+                    "need_id": need["id"],
+                    "slot_id": slot["id"],
+                    "offered_to": {"kind": slot["provider_kind"], "id": slot["provider_id"]},
+                    "kind": need["kind"],
+                    "urgency": need["urgency"],
+                    "window": {
+                        "earliest": need["window_earliest"],
+                        "latest": need["window_latest"],
+                    },
+                    "details": store.details_of(need),
+                    "compound": need["compound"],
+                    "attempt": min(attempt, 100),
+                    "offered_at": now,
+                    "expires_at": expires_at,
+                }
+            ),
+        )
+
+    async def _release(
+        self,
+        conn: Conn,
+        need: asyncpg.Record,
+        assignment: asyncpg.Record,
+        state: str,
+        reason: SlotReleaseReason,
+        now: datetime,
+    ) -> uuid.UUID:
+        """Close an active assignment and return its unit to the slot."""
+        await store.close_assignment(conn, assignment["id"], state, now, reason.value)
+        await store.release_slot(conn, assignment["slot_id"])
+        await store.cancel_timers(conn, need["id"], kinds=["offer_expiry"])
+        await self._emit(
+            conn,
+            need["community"],
+            need["id"],
+            SlotReleased(
+                reservation_id=assignment["reservation_id"],
+                slot_id=assignment["slot_id"],
+                need_id=need["id"],
+                reason=reason,
+                released_at=now,
+            ),
+        )
+        slot_id: uuid.UUID = assignment["slot_id"]
+        return slot_id
+
+    # --- SLA and escalation -------------------------------------------------------
+
+    async def _sla(
+        self, conn: Conn, need: asyncpg.Record, timer: asyncpg.Record, now: datetime
+    ) -> str:
+        if not clock_running(timer["clock"], need["state"]):
+            return "stale"
+        breached = timer["kind"] == "sla_breach"
+        reason = "sla_breached" if breached else "sla_at_risk"
+        what = "missed" if breached else "at risk"
+        await self._escalate(
+            conn,
+            need,
+            reason,
+            f"{timer['clock']} deadline {what}",
+            key=f"{reason}:{timer['clock']}",
+            sla_deadline=timer["deadline"],
+        )
+        return "fired"
+
+    async def _escalate(
+        self,
+        conn: Conn,
+        need: asyncpg.Record,
+        reason: str,
+        detail: str,
+        *,
+        key: str | None = None,
+        sla_deadline: datetime | None = None,
+    ) -> None:
+        """Tell the community's operators, once per need and key."""
+        now = self.clock.now()
+        first = await store.add_escalation(
+            conn,
+            need["id"],
+            key=key or reason,
+            reason=reason,
+            detail=detail,
+            sla_deadline=sla_deadline,
+            at=now,
+        )
+        if not first:
+            return
+        await self._emit(
+            conn,
+            need["community"],
+            need["id"],
+            NeedEscalated(
+                need_id=need["id"],
+                reason=reason,
+                detail=detail,
+                urgency=Urgency(need["urgency"]),
+                sla_deadline=sla_deadline,
+                escalated_at=now,
+            ),
+        )
+
+    # --- helpers ------------------------------------------------------------------
+
+    async def _need_of(
+        self, conn: Conn, community: str, need_id: uuid.UUID
+    ) -> asyncpg.Record | None:
+        need = await store.lock_need(conn, need_id)
+        if need is None or need["community"] != community:
+            return None
+        return need
+
+    async def _active_assignment(self, conn: Conn, need: asyncpg.Record) -> asyncpg.Record | None:
+        if need["current_assignment"] is None:
+            return None
+        assignment = await store.get_assignment(conn, need["current_assignment"])
+        if assignment is None or assignment["state"] not in ACTIVE_ASSIGNMENT:
+            return None
+        return assignment
+
+    async def _current(
+        self,
+        conn: Conn,
+        community: str,
+        need_id: uuid.UUID,
+        assignment_id: uuid.UUID,
+        provider: tuple[PartyKind, uuid.UUID],
+    ) -> tuple[asyncpg.Record, asyncpg.Record] | None:
+        """The locked need and its active assignment, if the answer is about them.
+
+        An answer for an assignment that is no longer current (expired, declined,
+        re-offered, cancelled) or from someone it was not offered to changes nothing.
+        """
+        need = await self._need_of(conn, community, need_id)
+        if need is None or need["current_assignment"] != assignment_id:
+            log.info("answer for an assignment that is not current; ignored")
+            return None
+        assignment = await self._active_assignment(conn, need)
+        if assignment is None:
+            return None
+        if (assignment["provider_kind"], assignment["provider_id"]) != (
+            provider[0].value,
+            provider[1],
+        ):
+            log.warning("answer from a provider the assignment was not offered to; ignored")
+            return None
+        return need, assignment
+
+    async def _emit(self, conn: Conn, community: str, need_id: uuid.UUID, data: BaseModel) -> None:
+        await outbox.enqueue(
+            conn, new_event(data, community=community, source=SOURCE, subject=str(need_id))
+        )
+
+
+def _party(assignment: asyncpg.Record) -> PartyRef:
+    return PartyRef(kind=PartyKind(assignment["provider_kind"]), id=assignment["provider_id"])

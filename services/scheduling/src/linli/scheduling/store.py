@@ -1,0 +1,580 @@
+"""All of scheduling's SQL. Values are always bound parameters; identifiers never vary.
+
+Concurrency (ADR: reservation without overselling). Several replicas run these
+statements at once, under READ COMMITTED:
+
+* A unit of capacity is taken only by `UPDATE slots SET reserved = reserved + 1 ...
+  WHERE reserved < capacity`; the row lock and the re-checked condition make it
+  impossible to oversell, and the CHECK constraint would refuse it anyway.
+* A need is changed only while its row is locked (`FOR UPDATE`), and at most one
+  assignment per need can be active (a partial unique index).
+* Lock order is need, then slot. Matching skips slots and needs another transaction
+  holds (`SKIP LOCKED`) instead of waiting, so two replicas never deadlock on them.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from linli.contracts.events import SlotPublished
+from linli.contracts.types import NeedKind, PriorityGroup, Urgency
+from linli.servicekit.db import Conn
+
+from .rules import NeedFacts, SlotFacts
+
+NEED_COLUMNS = (
+    "id, community, resident_id, kind, urgency, priority_group, rank, window_earliest, "
+    "window_latest, compound, details, submitted_at, state, current_assignment, attempts, "
+    "received_at, updated_at"
+)
+SLOT_COLUMNS = (
+    "id, community, kind, provider_kind, provider_id, window_earliest, window_latest, "
+    "capacity, compounds, reserved, published_at, updated_at"
+)
+ASSIGNMENT_COLUMNS = (
+    "id, reservation_id, need_id, slot_id, provider_kind, provider_id, attempt, state, "
+    "offered_at, expires_at, answered_at, closed_at, release_reason"
+)
+TIMER_COLUMNS = (
+    "id, kind, need_id, assignment_id, clock, deadline, due_at, traceparent, created_at, "
+    "fired_at, outcome, attempts"
+)
+POLICY_COLUMNS = (
+    "offer_timeout_s",
+    "offer_timeout_emergency_s",
+    "emergency_accept_s",
+    "emergency_onsite_s",
+    "priority_repair_s",
+    "routine_repair_s",
+    "at_risk_fraction",
+)
+
+# The slot a need may take (rules.slot_fits); $1 community, $2 kind, $3 need window
+# earliest, $4 need window latest, $5 need compound, $6 need id, $7 now.
+_SLOT_FITS = """
+    s.community = $1 AND s.kind = $2 AND s.reserved < s.capacity
+    AND s.window_earliest < $4 AND s.window_latest > $3 AND s.window_latest > $7 AND $4 > $7
+    AND (cardinality(s.compounds) = 0 OR $5::text = ANY (s.compounds))
+    AND NOT EXISTS (
+        SELECT 1 FROM need_exclusions x
+        WHERE x.need_id = $6 AND x.provider_kind = s.provider_kind
+          AND x.provider_id = s.provider_id)
+"""
+
+
+def need_facts(row: asyncpg.Record) -> NeedFacts:
+    return NeedFacts(
+        id=row["id"],
+        kind=NeedKind(row["kind"]),
+        urgency=Urgency(row["urgency"]),
+        priority_group=PriorityGroup(row["priority_group"]),
+        window_earliest=row["window_earliest"],
+        window_latest=row["window_latest"],
+        compound=row["compound"],
+        submitted_at=row["submitted_at"],
+    )
+
+
+def slot_facts(row: asyncpg.Record) -> SlotFacts:
+    return SlotFacts(
+        id=row["id"],
+        kind=NeedKind(row["kind"]),
+        provider_kind=row["provider_kind"],
+        provider_id=row["provider_id"],
+        window_earliest=row["window_earliest"],
+        window_latest=row["window_latest"],
+        capacity=row["capacity"],
+        reserved=row["reserved"],
+        compounds=tuple(row["compounds"]),
+        published_at=row["published_at"],
+    )
+
+
+def details_of(row: asyncpg.Record) -> dict[str, Any]:
+    value = row["details"]
+    return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+# --- slots --------------------------------------------------------------------
+
+
+async def upsert_slot(conn: Conn, community: str, slot: SlotPublished) -> asyncpg.Record | None:
+    """Insert a slot, or take a re-publication's window and capacity.
+
+    Capacity never drops below what is already reserved: reservations made in good
+    faith stand, and the slot is simply full. None when the id belongs to a slot of
+    another community.
+    """
+    row = await conn.fetchrow(
+        f"INSERT INTO slots (id, community, kind, provider_kind, provider_id, window_earliest, "
+        f"window_latest, capacity, compounds, published_at) "
+        f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+        f"ON CONFLICT (id) DO UPDATE SET window_earliest = EXCLUDED.window_earliest, "
+        f"window_latest = EXCLUDED.window_latest, "
+        f"capacity = GREATEST(EXCLUDED.capacity, slots.reserved, 1), "
+        f"compounds = EXCLUDED.compounds, published_at = EXCLUDED.published_at, "
+        f"updated_at = now() "
+        f"WHERE slots.community = EXCLUDED.community "
+        f"RETURNING {SLOT_COLUMNS}",
+        slot.slot_id,
+        community,
+        slot.kind.value,
+        slot.provider.kind.value,
+        slot.provider.id,
+        slot.window.earliest,
+        slot.window.latest,
+        slot.capacity,
+        list(slot.compounds),
+        slot.published_at,
+    )
+    return row
+
+
+async def lock_slot(conn: Conn, slot_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {SLOT_COLUMNS} FROM slots WHERE id = $1 FOR UPDATE", slot_id
+    )
+
+
+async def reserve_best_slot(
+    conn: Conn, need: asyncpg.Record, now: datetime
+) -> asyncpg.Record | None:
+    """Take one unit of the earliest-starting slot that fits the need, or None.
+
+    Slots another transaction holds are skipped (`candidate_exists` tells a busy
+    slot from none at all).
+    """
+    return await conn.fetchrow(
+        f"WITH candidate AS ("
+        f"  SELECT s.id FROM slots s WHERE {_SLOT_FITS}"
+        f"  ORDER BY s.window_earliest, s.published_at, s.id LIMIT 1"
+        f"  FOR UPDATE SKIP LOCKED) "
+        f"UPDATE slots SET reserved = reserved + 1, updated_at = now() FROM candidate "
+        f"WHERE slots.id = candidate.id AND slots.reserved < slots.capacity "
+        f"RETURNING {', '.join('slots.' + c.strip() for c in SLOT_COLUMNS.split(','))}",
+        need["community"],
+        need["kind"],
+        need["window_earliest"],
+        need["window_latest"],
+        need["compound"],
+        need["id"],
+        now,
+    )
+
+
+async def candidate_exists(conn: Conn, need: asyncpg.Record, now: datetime) -> bool:
+    """Whether a fitting slot with capacity exists as last committed (maybe locked)."""
+    return bool(
+        await conn.fetchval(
+            f"SELECT EXISTS (SELECT 1 FROM slots s WHERE {_SLOT_FITS})",
+            need["community"],
+            need["kind"],
+            need["window_earliest"],
+            need["window_latest"],
+            need["compound"],
+            need["id"],
+            now,
+        )
+    )
+
+
+async def reserve_slot(conn: Conn, slot_id: uuid.UUID) -> asyncpg.Record | None:
+    """Take one unit of a given slot; None when it is full."""
+    return await conn.fetchrow(
+        f"UPDATE slots SET reserved = reserved + 1, updated_at = now() "
+        f"WHERE id = $1 AND reserved < capacity RETURNING {SLOT_COLUMNS}",
+        slot_id,
+    )
+
+
+async def release_slot(conn: Conn, slot_id: uuid.UUID) -> asyncpg.Record | None:
+    """Give one unit back."""
+    return await conn.fetchrow(
+        f"UPDATE slots SET reserved = reserved - 1, updated_at = now() "
+        f"WHERE id = $1 AND reserved > 0 RETURNING {SLOT_COLUMNS}",
+        slot_id,
+    )
+
+
+async def needs_for_slot(
+    conn: Conn, slot: asyncpg.Record, now: datetime, limit: int
+) -> list[asyncpg.Record]:
+    """Queued needs this slot can serve, in priority order (rules.queue_key), locked.
+
+    Needs another transaction holds are skipped: that transaction is deciding them.
+    """
+    return await conn.fetch(
+        f"SELECT {NEED_COLUMNS} FROM needs n "
+        "WHERE n.community = $1 AND n.kind = $2 AND n.state IN ('waiting', 'escalated') "
+        "AND n.window_earliest < $4 AND n.window_latest > $3 AND n.window_latest > $8 "
+        "AND (cardinality($5::text[]) = 0 OR n.compound = ANY ($5::text[])) "
+        "AND NOT EXISTS (SELECT 1 FROM need_exclusions x WHERE x.need_id = n.id "
+        "  AND x.provider_kind = $6 AND x.provider_id = $7) "
+        "ORDER BY n.rank, n.submitted_at, n.id LIMIT $9 FOR UPDATE SKIP LOCKED",
+        slot["community"],
+        slot["kind"],
+        slot["window_earliest"],
+        slot["window_latest"],
+        list(slot["compounds"]),
+        slot["provider_kind"],
+        slot["provider_id"],
+        now,
+        limit,
+    )
+
+
+# --- needs --------------------------------------------------------------------
+
+
+async def insert_need(
+    conn: Conn,
+    *,
+    community: str,
+    facts: NeedFacts,
+    resident_id: uuid.UUID,
+    details: dict[str, Any],
+) -> bool:
+    """Insert a need in state waiting; False when it is known already."""
+    inserted = await conn.fetchval(
+        "INSERT INTO needs (id, community, resident_id, kind, urgency, priority_group, rank, "
+        "window_earliest, window_latest, compound, details, submitted_at, state) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, 'waiting') "
+        "ON CONFLICT (id) DO NOTHING RETURNING true",
+        facts.id,
+        community,
+        resident_id,
+        facts.kind.value,
+        facts.urgency.value,
+        facts.priority_group.value,
+        facts.rank,
+        facts.window_earliest,
+        facts.window_latest,
+        facts.compound,
+        json.dumps(details),
+        facts.submitted_at,
+    )
+    return bool(inserted)
+
+
+async def lock_need(conn: Conn, need_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {NEED_COLUMNS} FROM needs WHERE id = $1 FOR UPDATE", need_id
+    )
+
+
+async def set_need_state(
+    conn: Conn,
+    need_id: uuid.UUID,
+    state: str,
+    *,
+    assignment_id: uuid.UUID | None,
+    attempts: int | None = None,
+) -> None:
+    await conn.execute(
+        "UPDATE needs SET state = $2, current_assignment = $3, "
+        "attempts = COALESCE($4, attempts), updated_at = now() WHERE id = $1",
+        need_id,
+        state,
+        assignment_id,
+        attempts,
+    )
+
+
+async def add_exclusion(
+    conn: Conn, need_id: uuid.UUID, provider_kind: str, provider_id: uuid.UUID, reason: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO need_exclusions (need_id, provider_kind, provider_id, reason) "
+        "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        need_id,
+        provider_kind,
+        provider_id,
+        reason,
+    )
+
+
+async def has_exclusions(conn: Conn, need_id: uuid.UUID) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM need_exclusions WHERE need_id = $1)", need_id
+        )
+    )
+
+
+# --- assignments --------------------------------------------------------------
+
+
+async def insert_assignment(
+    conn: Conn,
+    *,
+    assignment_id: uuid.UUID,
+    reservation_id: uuid.UUID,
+    need_id: uuid.UUID,
+    slot: asyncpg.Record,
+    attempt: int,
+    offered_at: datetime,
+    expires_at: datetime,
+) -> None:
+    await conn.execute(
+        "INSERT INTO assignments (id, reservation_id, need_id, slot_id, provider_kind, "
+        "provider_id, attempt, state, offered_at, expires_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, 'offered', $8, $9)",
+        assignment_id,
+        reservation_id,
+        need_id,
+        slot["id"],
+        slot["provider_kind"],
+        slot["provider_id"],
+        attempt,
+        offered_at,
+        expires_at,
+    )
+
+
+async def get_assignment(conn: Conn, assignment_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE id = $1", assignment_id
+    )
+
+
+async def answer_assignment(conn: Conn, assignment_id: uuid.UUID, at: datetime) -> None:
+    await conn.execute(
+        "UPDATE assignments SET state = 'accepted', answered_at = $2 WHERE id = $1",
+        assignment_id,
+        at,
+    )
+
+
+async def close_assignment(
+    conn: Conn,
+    assignment_id: uuid.UUID,
+    state: str,
+    at: datetime,
+    release_reason: str | None = None,
+) -> None:
+    await conn.execute(
+        "UPDATE assignments SET state = $2, closed_at = $3, release_reason = $4, "
+        "answered_at = COALESCE(answered_at, $3) WHERE id = $1",
+        assignment_id,
+        state,
+        at,
+        release_reason,
+    )
+
+
+# --- escalations --------------------------------------------------------------
+
+
+async def add_escalation(
+    conn: Conn,
+    need_id: uuid.UUID,
+    *,
+    key: str,
+    reason: str,
+    detail: str | None,
+    sla_deadline: datetime | None,
+    at: datetime,
+) -> bool:
+    """Record an escalation; False when this one was made before (so: once each)."""
+    inserted = await conn.fetchval(
+        "INSERT INTO escalations (need_id, key, reason, detail, sla_deadline, escalated_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true",
+        need_id,
+        key,
+        reason,
+        detail,
+        sla_deadline,
+        at,
+    )
+    return bool(inserted)
+
+
+# --- timers -------------------------------------------------------------------
+
+
+async def add_timer(
+    conn: Conn,
+    *,
+    kind: str,
+    need_id: uuid.UUID,
+    due_at: datetime,
+    assignment_id: uuid.UUID | None = None,
+    clock: str | None = None,
+    deadline: datetime | None = None,
+    traceparent: str | None = None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO timers (kind, need_id, assignment_id, clock, deadline, due_at, traceparent) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        kind,
+        need_id,
+        assignment_id,
+        clock,
+        deadline,
+        due_at,
+        traceparent,
+    )
+    # Wake the timer loops at commit, so a short timer does not wait for a poll.
+    await conn.execute("SELECT pg_notify(current_schema() || '_timers', '')")
+
+
+async def cancel_timers(
+    conn: Conn,
+    need_id: uuid.UUID,
+    *,
+    kinds: list[str] | None = None,
+    clock: str | None = None,
+    outcome: str = "cancelled",
+) -> None:
+    """Cancel a need's pending timers.
+
+    Timers a loop is firing right now are skipped, not waited for: the firing
+    transaction locks the need after us and finds the timer no longer applies.
+    """
+    await conn.execute(
+        "UPDATE timers SET fired_at = now(), outcome = $4 WHERE id IN ("
+        "  SELECT id FROM timers WHERE need_id = $1 AND fired_at IS NULL "
+        "  AND ($2::text[] IS NULL OR kind = ANY ($2::text[])) "
+        "  AND ($3::text IS NULL OR clock = $3) FOR UPDATE SKIP LOCKED)",
+        need_id,
+        kinds,
+        clock,
+        outcome,
+    )
+
+
+async def claim_due_timer(conn: Conn, now: datetime) -> asyncpg.Record | None:
+    """Lock the most overdue timer no other replica holds (call inside a transaction)."""
+    return await conn.fetchrow(
+        f"SELECT {TIMER_COLUMNS} FROM timers WHERE fired_at IS NULL AND due_at <= $1 "
+        "ORDER BY due_at, id LIMIT 1 FOR UPDATE SKIP LOCKED",
+        now,
+    )
+
+
+async def finish_timer(conn: Conn, timer_id: int, outcome: str) -> None:
+    await conn.execute(
+        "UPDATE timers SET fired_at = now(), outcome = $2 WHERE id = $1", timer_id, outcome
+    )
+
+
+async def postpone_timer(
+    conn: Conn, timer_id: int, *, delay_s: float, error: str, give_up_after: int
+) -> bool:
+    """Record a failed attempt and try again later; True when it was given up."""
+    outcome = await conn.fetchval(
+        "UPDATE timers SET attempts = attempts + 1, last_error = $3, "
+        "due_at = now() + make_interval(secs => $2), "
+        "fired_at = CASE WHEN attempts + 1 >= $4 THEN now() END, "
+        "outcome = CASE WHEN attempts + 1 >= $4 THEN 'error' END "
+        "WHERE id = $1 AND fired_at IS NULL RETURNING outcome",
+        timer_id,
+        delay_s,
+        error,
+        give_up_after,
+    )
+    return outcome == "error"
+
+
+async def next_due(conn: Conn) -> datetime | None:
+    value: datetime | None = await conn.fetchval(
+        "SELECT min(due_at) FROM timers WHERE fired_at IS NULL"
+    )
+    return value
+
+
+# --- policy -------------------------------------------------------------------
+
+
+async def policy_overrides(conn: Conn, community: str) -> dict[str, float | None]:
+    """The community's row over the '*' row (column by column)."""
+    rows = await conn.fetch(
+        f"SELECT community, {', '.join(POLICY_COLUMNS)} FROM sla_policies "
+        "WHERE community = $1 OR community = '*' ORDER BY (community = '*') DESC",
+        community,
+    )
+    merged: dict[str, float | None] = {}
+    for row in rows:  # '*' first, then the community's own row wins
+        for column in POLICY_COLUMNS:
+            if row[column] is not None:
+                merged[column] = row[column]
+    return merged
+
+
+async def set_policy(conn: Conn, community: str, values: dict[str, float | None]) -> None:
+    """Insert or update a community's policy row ('*' for every community)."""
+    unknown = set(values) - set(POLICY_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown policy fields: {sorted(unknown)}")
+    params = [values.get(c) for c in POLICY_COLUMNS]
+    await conn.execute(
+        f"INSERT INTO sla_policies (community, {', '.join(POLICY_COLUMNS)}) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (community) DO UPDATE SET "
+        + ", ".join(f"{c} = COALESCE(EXCLUDED.{c}, sla_policies.{c})" for c in POLICY_COLUMNS)
+        + ", updated_at = now()",
+        community,
+        *params,
+    )
+
+
+# --- reads for the API --------------------------------------------------------
+
+
+async def list_needs(
+    conn: Conn, community: str, *, state: str | None, limit: int
+) -> list[asyncpg.Record]:
+    """Open needs first by priority; with a state, only that state."""
+    return await conn.fetch(
+        f"SELECT {NEED_COLUMNS} FROM needs WHERE community = $1 "
+        "AND (($2::text IS NULL AND state NOT IN ('fulfilled', 'cancelled', 'failed')) "
+        "     OR state = $2) "
+        "ORDER BY rank, submitted_at, id LIMIT $3",
+        community,
+        state,
+        limit,
+    )
+
+
+async def get_need(conn: Conn, community: str, need_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {NEED_COLUMNS} FROM needs WHERE community = $1 AND id = $2", community, need_id
+    )
+
+
+async def assignments_for(conn: Conn, need_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE need_id = $1 ORDER BY offered_at, id",
+        need_id,
+    )
+
+
+async def timers_for(conn: Conn, need_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {TIMER_COLUMNS} FROM timers WHERE need_id = ANY ($1::uuid[]) ORDER BY due_at, id",
+        need_ids,
+    )
+
+
+async def escalations_for(conn: Conn, need_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT need_id, key, reason, detail, sla_deadline, escalated_at FROM escalations "
+        "WHERE need_id = ANY ($1::uuid[]) ORDER BY escalated_at",
+        need_ids,
+    )
+
+
+async def list_slots(
+    conn: Conn, community: str, *, kind: str | None, limit: int
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {SLOT_COLUMNS} FROM slots WHERE community = $1 "
+        "AND ($2::text IS NULL OR kind = $2) ORDER BY window_earliest, id LIMIT $3",
+        community,
+        kind,
+        limit,
+    )
