@@ -57,6 +57,30 @@ def stop_stack(proc: subprocess.Popen[bytes]) -> int:
     return proc.wait(timeout=60)
 
 
+DEMO_TYPES = {
+    "linli.slot.reserved.v1",
+    "linli.assignment.offered.v1",
+    "linli.volunteer.confirmed.v1",
+    "linli.meal.delivered.v1",
+    "linli.need.fulfilled.v1",
+    "linli.need.escalated.v1",
+}
+
+
+async def event_types(info: dict) -> set[str]:
+    admin = info["nats"]["admin"]
+    nc = await nats.connect(info["nats"]["url"], user=admin["user"], password=admin["password"])
+    try:
+        js = nc.jetstream()
+        state = (await js.stream_info("LINLI_EVENTS")).state
+        types = set()
+        for seq in range(state.first_seq, state.last_seq + 1):
+            types.add(json.loads((await js.get_msg("LINLI_EVENTS", seq)).data)["type"])
+        return types
+    finally:
+        await nc.close()
+
+
 async def first_event_of_type(info: dict, ce_type: str) -> tuple[str, dict, dict]:
     admin = info["nats"]["admin"]
     nc = await nats.connect(info["nats"]["url"], user=admin["user"], password=admin["password"])
@@ -84,7 +108,7 @@ async def test_make_run_stack(tmp_path: Path) -> None:
         auth = {"Authorization": f"Bearer {info['credentials']['operator']}"}
         async with httpx.AsyncClient(headers=auth, timeout=10) as http:
             demo_needs = (await http.get(f"{base}/needs")).json()["items"]
-            assert len(demo_needs) == 3
+            assert len(demo_needs) >= 3
             resident = (await http.get(f"{base}/residents")).json()["items"][0]["id"]
             start = datetime.now(UTC) + timedelta(hours=1)
             need = {
@@ -141,6 +165,17 @@ async def test_make_run_stack(tmp_path: Path) -> None:
             stored = await http.get(f"{base}/needs/{answer['need_id']}")
             assert stored.status_code == 200
             assert stored.json()["source"]["system"] == "city-hotline"
+        # The demo plays by itself: simulated partners and volunteers take the needs
+        # through the whole lifecycle (the issue asks for this within five minutes).
+        deadline = time.monotonic() + 240
+        seen: set[str] = set()
+        while time.monotonic() < deadline and not seen >= DEMO_TYPES:
+            seen = await event_types(info)
+            await asyncio.sleep(2)
+        assert seen >= DEMO_TYPES, DEMO_TYPES - seen
+        async with httpx.AsyncClient(headers=auth, timeout=10) as http:
+            statuses = {n["status"] for n in (await http.get(f"{base}/needs")).json()["items"]}
+        assert "fulfilled" in statuses
     finally:
         assert stop_stack(proc) == 0, log.read_text()[-3000:]
     assert not (data_dir / "stack.json").exists()
@@ -153,6 +188,5 @@ async def test_make_run_stack(tmp_path: Path) -> None:
         async with httpx.AsyncClient(headers=auth, timeout=10) as http:
             items = (await http.get(f"{again['intake_api']}/needs")).json()["items"]
             assert need_id in {n["id"] for n in items}
-            assert len(items) == 5
     finally:
         assert stop_stack(proc) == 0, log.read_text()[-3000:]

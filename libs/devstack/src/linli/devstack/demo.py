@@ -52,10 +52,61 @@ RESIDENTS: list[dict[str, Any]] = [
 ]
 
 
+OTHER_RESIDENT: dict[str, Any] = {
+    "name": "赵德明",
+    "phone": "13800138004",
+    "address": "丽江花园 5号楼 1单元 301",
+    "compound": "丽江花园",
+    "priority_group": "elderly_living_alone",
+    "consent_to_share_contact": True,
+}
+
+
+SHANGHAI = timezone(timedelta(hours=8))
+
+
+def _next_local(now: datetime, hour: int, minute: int = 0) -> datetime:
+    """The next time it is hour:minute in the communities' time zone (UTC+8)."""
+    local = now.astimezone(SHANGHAI)
+    at = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    return at if at > local else at + timedelta(days=1)
+
+
+def _plans(residents: list[str]) -> list[dict[str, Any]]:
+    """Lunch every day for the resident who lives alone; a visit every afternoon."""
+    today = datetime.now(SHANGHAI).date().isoformat()
+    return [
+        {
+            "resident_id": residents[0],
+            "kind": "meal_delivery",
+            "details": {"diet_needs": ["soft food"], "portions": 1},
+            "schedule": {
+                "weekdays": [1, 2, 3, 4, 5, 6, 7],
+                "start_time": "11:00",
+                "end_time": "12:30",
+                "timezone": "Asia/Shanghai",
+                "starts_on": today,
+            },
+        },
+        {
+            "resident_id": residents[2],
+            "kind": "elder_care_visit",
+            "details": {"purpose": "companionship", "duration_minutes": 60},
+            "schedule": {
+                "weekdays": [1, 2, 3, 4, 5, 6, 7],
+                "start_time": "14:30",
+                "end_time": "16:30",
+                "timezone": "Asia/Shanghai",
+                "starts_on": today,
+            },
+        },
+    ]
+
+
 def _needs(residents: list[str], now: datetime) -> list[dict[str, Any]]:
-    lunch = now.replace(hour=11, minute=0, second=0, microsecond=0)
-    if lunch < now:
-        lunch += timedelta(days=1)
+    # Windows match the demo capacity: lunch rounds 10:30-13:00, visits 14:00-17:00.
+    lunch = _next_local(now, 11)
+    visit = _next_local(now, 14, 30)
     return [
         {
             "kind": "meal_delivery",
@@ -86,8 +137,8 @@ def _needs(residents: list[str], now: datetime) -> list[dict[str, Any]]:
             "kind": "elder_care_visit",
             "resident_id": residents[2],
             "window": {
-                "earliest": (now + timedelta(days=1)).isoformat(),
-                "latest": (now + timedelta(days=1, hours=4)).isoformat(),
+                "earliest": visit.isoformat(),
+                "latest": (visit + timedelta(minutes=90)).isoformat(),
             },
             "details": {"purpose": "companionship", "duration_minutes": 60},
         },
@@ -111,6 +162,8 @@ def load(stack: Stack) -> None:
     for key, (role, communities) in wanted.items():
         # The same demo token works in every service (registered in each).
         stack.ensure_token(key, role, communities)
+    # Capacity first, so the demo's needs find it instead of being escalated.
+    load_partners(stack)
     base = f"{stack.service_url(intake)}/v1/communities/{first}"
     headers = {"Authorization": f"Bearer {stack.state.tokens['operator']}"}
     with httpx.Client(headers=headers, timeout=10) as client:
@@ -125,6 +178,18 @@ def load(stack: Stack) -> None:
             client.post(
                 f"{base}/needs", json=need, headers={"Idempotency-Key": f"demo-{index}"}
             ).raise_for_status()
+        for plan in _plans(ids):
+            client.post(f"{base}/plans", json=plan).raise_for_status()
+    # The second community has no partners yet: its need is escalated to the operator
+    # at once (no capacity), which is what an operator must see.
+    other = f"{stack.service_url(intake)}/v1/communities/{COMMUNITIES[1].slug}"
+    other_headers = {"Authorization": f"Bearer {stack.state.tokens['operator_other']}"}
+    with httpx.Client(headers=other_headers, timeout=10) as client:
+        resident = client.post(f"{other}/residents", json=OTHER_RESIDENT).raise_for_status()
+        need = _needs([resident.json()["id"]] * 3, datetime.now(UTC))[0]
+        client.post(
+            f"{other}/needs", json=need, headers={"Idempotency-Key": "demo-other-0"}
+        ).raise_for_status()
 
 
 PARTNERS: list[dict[str, Any]] = [
@@ -156,8 +221,7 @@ VOLUNTEERS: list[dict[str, Any]] = [
 
 def _slots(partners: list[str], volunteers: list[str], now: datetime) -> list[dict[str, Any]]:
     """A canteen's lunch rounds, repair firms' on-call, volunteers' afternoons (UTC+8)."""
-    shanghai = timezone(timedelta(hours=8))
-    today = now.astimezone(shanghai).replace(hour=0, minute=0, second=0, microsecond=0)
+    today = now.astimezone(SHANGHAI).replace(hour=0, minute=0, second=0, microsecond=0)
     slots: list[dict[str, Any]] = []
     for day in range(3):
         base = today + timedelta(days=day)

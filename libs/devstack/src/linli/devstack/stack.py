@@ -315,7 +315,7 @@ def _print_summary(info: dict[str, Any], root: Path) -> None:
     print(f"\n  everything above, as JSON: {root / 'stack.json'}\n")
 
 
-def run(root: Path, *, demo_data: bool = True, hold: bool = True) -> int:
+def run(root: Path, *, demo_data: bool = True, hold: bool = True, actors: bool = True) -> int:
     stack = Stack(root)
     stopping = False
 
@@ -335,13 +335,21 @@ def run(root: Path, *, demo_data: bool = True, hold: bool = True) -> int:
         stack.start_services()
         if demo_data:
             demo.load(stack)
-            demo.load_partners(stack)
             _save_state(stack.state_file, stack.state)
         info = stack.describe()
         stack_file = root / "stack.json"
         stack_file.touch(mode=0o600)
         stack_file.chmod(0o600)  # it holds passwords and tokens
         stack_file.write_text(json.dumps(info, indent=2, ensure_ascii=False))
+        if actors:
+            logs = root / "logs"
+            stack.procs["actors"] = subprocess.Popen(
+                [sys.executable, "-m", "linli.devstack.actors", "--stack", str(stack_file)],
+                stdout=(logs / "actors.log").open("ab"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            info["actors"] = {"log": str(logs / "actors.log"), "pid": stack.procs["actors"].pid}
         _print_summary(info, root)
         while hold:
             for name, proc in stack.procs.items():
