@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 UV_VERSION := 0.13.9
 export UV_PYTHON_DOWNLOADS := never
-export UV_PYTHON := $(PYTHON)
+
 
 UV := $(shell command -v uv 2>/dev/null)
 ifeq ($(UV),)
@@ -27,7 +27,7 @@ $(CURDIR)/.tools/bin/uv:
 	$(CURDIR)/.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
 
 .venv/.synced: $(UV) uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
-	$(UV) sync --frozen --all-packages
+	$(UV) sync --frozen --all-packages --python $(PYTHON)
 	@touch $@
 
 install: .venv/.synced
