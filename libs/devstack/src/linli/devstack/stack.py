@@ -301,6 +301,15 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: flo
     raise RuntimeError(f"{url} not ready after {timeout}s; see {log}")
 
 
+def _write_stack_file(path: Path, info: dict[str, Any]) -> None:
+    """Atomically (readers never see half a file), readable by the owner only."""
+    tmp = path.with_suffix(".tmp")
+    tmp.touch(mode=0o600)
+    tmp.chmod(0o600)  # it holds passwords and tokens
+    tmp.write_text(json.dumps(info, indent=2, ensure_ascii=False))
+    os.replace(tmp, path)
+
+
 def _print_summary(info: dict[str, Any], root: Path) -> None:
     token = info["credentials"].get("operator", "")
     community = info["communities"][0]
@@ -338,9 +347,7 @@ def run(root: Path, *, demo_data: bool = True, hold: bool = True, actors: bool =
             _save_state(stack.state_file, stack.state)
         info = stack.describe()
         stack_file = root / "stack.json"
-        stack_file.touch(mode=0o600)
-        stack_file.chmod(0o600)  # it holds passwords and tokens
-        stack_file.write_text(json.dumps(info, indent=2, ensure_ascii=False))
+        _write_stack_file(stack_file, info)
         if actors:
             logs = root / "logs"
             stack.procs["actors"] = subprocess.Popen(
@@ -350,6 +357,7 @@ def run(root: Path, *, demo_data: bool = True, hold: bool = True, actors: bool =
                 start_new_session=True,
             )
             info["actors"] = {"log": str(logs / "actors.log"), "pid": stack.procs["actors"].pid}
+            _write_stack_file(stack_file, info)  # now with the actors
         _print_summary(info, root)
         while hold:
             for name, proc in stack.procs.items():

@@ -18,7 +18,7 @@ from linli.servicekit.messaging import consumer_config, decode_event, jstream, s
 from linli.servicekit.runtime import ServiceRuntime, periodic
 from linli.servicekit.settings import ServiceSettings
 
-from . import api, ingress, service
+from . import api, ingress, lifecycle, service
 from .service import Clock
 
 MIGRATIONS_PACKAGE = "linli.intake"
@@ -118,11 +118,17 @@ def _follow_lifecycle(
     )
     async def on_event(msg: NatsMessage) -> None:
         raw = msg.raw_message
+        if not lifecycle.follows(raw.subject):
+            # Intake's own events and any type it does not follow (a future v2, another
+            # service's news) are none of its business: acknowledged, not dead-lettered.
+            await msg.ack()
+            return
 
         async def work() -> None:
             event, data = decode_event(raw.data, raw.headers)
             async with runtime.pool.acquire() as conn:
-                await service.follow_lifecycle(conn, durable, event, data, clock=clock)
+                # One inbox name whatever the durables are called.
+                await service.follow_lifecycle(conn, LIFECYCLE, event, data, clock=clock)
 
         await runtime.deliveries.process(durable, msg, work)
 

@@ -2,8 +2,9 @@
 
 Events may arrive out of order (several relays, redeliveries), so a status only moves
 forward: a late `assignment.offered` never undoes `assigned`, and nothing undoes
-`fulfilled` or `cancelled`. `escalated` and `failed` are not final: a helper may still
-accept, or scheduling may offer again.
+`fulfilled` or `cancelled`. `escalated` is not final: a helper may still accept, or
+scheduling may offer again. `failed` moves only to `escalated` (a welfare check) or a
+final status, as scheduling never offers a failed need again.
 """
 
 from __future__ import annotations
@@ -29,6 +30,31 @@ from linli.contracts.events import (
 )
 
 FINAL = frozenset({"fulfilled", "cancelled"})
+FOLLOWED = frozenset(
+    {
+        "slot.reserved.v1",
+        "slot.released.v1",
+        "assignment.offered.v1",
+        "assignment.expired.v1",
+        "partner.accepted.v1",
+        "partner.declined.v1",
+        "volunteer.confirmed.v1",
+        "volunteer.declined.v1",
+        "meal.delivered.v1",
+        "visit.completed.v1",
+        "repair.completed.v1",
+        "delivery.failed.v1",
+        "need.escalated.v1",
+        "need.fulfilled.v1",
+    }
+)
+
+
+def follows(subject: str) -> bool:
+    """Whether an event subject (`linli.events.<c>.<agg>.<name>.v<N>`) is one intake reads."""
+    return ".".join(subject.split(".")[-3:]) in FOLLOWED
+
+
 _PROGRESS = {"submitted": 0, "scheduled": 1, "offered": 2, "assigned": 3}
 
 
@@ -104,7 +130,11 @@ def next_status(current: str, proposed: str | None) -> str:
         return current
     if proposed in FINAL or proposed in ("escalated", "failed"):
         return proposed
-    if current in ("escalated", "failed"):
+    if current == "failed":
+        # Scheduling does not offer a failed need again; only an escalation (a welfare
+        # check) or a final status follows.
+        return current
+    if current == "escalated":
         return proposed
     if _PROGRESS.get(proposed, 0) > _PROGRESS.get(current, 0):
         return proposed

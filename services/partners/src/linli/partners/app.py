@@ -39,7 +39,7 @@ class PartnersSettings(ServiceSettings):
         description="Base URL of intake, asked for a resident's contact after acceptance.",
     )
     intake_token: SecretStr | None = Field(
-        default=None, description="Bearer token (a system credential issued by intake)."
+        default=None, description="Bearer token (a `service` credential issued by intake)."
     )
     intake_timeout_s: float = Field(default=3.0, gt=0, le=30)
     points_meal_delivery: int = Field(

@@ -175,7 +175,9 @@ def _subscribe_subject(
             await events.handle_message(
                 runtime.pool,
                 scheduler,
-                consumer=durable,
+                # One inbox name whatever the durables are called, so re-scoping the
+                # subscriptions never applies an event twice.
+                consumer="scheduling",
                 subject=raw.subject,
                 payload=raw.data,
                 headers=dict(raw.headers or {}),
