@@ -210,3 +210,48 @@ async def test_no_contact_details_without_consent(intake) -> None:
         headers=await service_token(intake),
     )
     assert got.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "acceptance_first", [True, False], ids=["accepted-then-expired", "expired-then-accepted"]
+)
+async def test_an_acceptance_scheduling_never_honoured_makes_nobody_the_assignee(
+    intake, acceptance_first: bool
+) -> None:
+    from linli.contracts.events import AssignmentExpired
+
+    home = intake.world.home
+    need = await submitted(intake)
+    volunteer = uuid.uuid4()
+    need_id = uuid.UUID(need["id"])
+    assignment, slot = uuid.uuid4(), uuid.uuid4()
+    confirmed = VolunteerConfirmed(
+        assignment_id=assignment,
+        need_id=need_id,
+        slot_id=slot,
+        volunteer_id=volunteer,
+        confirmed_at=NOW,
+    )
+    expired = AssignmentExpired(
+        assignment_id=assignment,
+        need_id=need_id,
+        slot_id=slot,
+        offered_to=PartyRef(kind="volunteer", id=volunteer),
+        expired_at=NOW,
+    )
+    for data in (confirmed, expired) if acceptance_first else (expired, confirmed):
+        await publish_event(intake.js, data, home)
+        await asyncio.sleep(0.5)  # in this order, not in one concurrent batch
+    await asyncio.sleep(0.5)
+    body = (
+        await intake.http.get(
+            f"/v1/communities/{home}/needs/{need['id']}", headers=intake.world.auth()
+        )
+    ).json()
+    assert body["status"] != "assigned"
+    got = await intake.http.get(
+        f"/v1/communities/{home}/needs/{need['id']}/contact",
+        params={"party_kind": "volunteer", "party_id": str(volunteer)},
+        headers=await service_token(intake),
+    )
+    assert got.status_code == 404

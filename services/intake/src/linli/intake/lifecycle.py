@@ -68,6 +68,7 @@ class Step:
     note: str | None = None
     assignee: tuple[str, Any] | None = None
     assignment_id: Any = None
+    closes: Any = None  # the assignment this event closes (expired or declined)
 
 
 def step_for(data: Any) -> Step | None:
@@ -79,7 +80,9 @@ def step_for(data: Any) -> Step | None:
             party = f"{data.offered_to.kind.value}:{data.offered_to.id}"
             return Step(data.need_id, "offered", "scheduling", f"offered to {party}")
         case AssignmentExpired():
-            return Step(data.need_id, None, "scheduling", "offer expired")
+            return Step(
+                data.need_id, None, "scheduling", "offer expired", closes=data.assignment_id
+            )
         case SlotReleased():
             return Step(data.need_id, None, "scheduling", f"slot released: {data.reason.value}")
         case PartnerAccepted():
@@ -101,9 +104,21 @@ def step_for(data: Any) -> Step | None:
                 data.assignment_id,
             )
         case PartnerDeclined():
-            return Step(data.need_id, None, f"partner:{data.partner_id}", "declined")
+            return Step(
+                data.need_id,
+                None,
+                f"partner:{data.partner_id}",
+                "declined",
+                closes=data.assignment_id,
+            )
         case VolunteerDeclined():
-            return Step(data.need_id, None, f"volunteer:{data.volunteer_id}", "declined")
+            return Step(
+                data.need_id,
+                None,
+                f"volunteer:{data.volunteer_id}",
+                "declined",
+                closes=data.assignment_id,
+            )
         case MealDelivered():
             party = f"{data.delivered_by.kind.value}:{data.delivered_by.id}"
             return Step(data.need_id, None, party, f"delivered, handed to {data.handed_to.value}")

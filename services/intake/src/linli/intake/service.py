@@ -271,18 +271,34 @@ async def follow_lifecycle(
     step = lifecycle.step_for(data)
     if step is None:
         return False
+    at = event.time or clock.now()
     async with conn.transaction():
         if not await inbox.claim(conn, consumer, event.id):
             return False
         row = await store.need_state(conn, event.community, step.need_id)
         if row is None:
             return False
+        if step.closes is not None:
+            await store.close_assignment(conn, step.need_id, step.closes)
+            if row["assignment_id"] == step.closes and row["status"] == "assigned":
+                # Scheduling never heard this acceptance in time: nobody is assigned.
+                await store.clear_assignee(conn, step.need_id, "offered", at)
+                await store.add_timeline(
+                    conn, step.need_id, "offered", step.actor, f"{step.note}; assignee removed"
+                )
+                return True
+        if step.assignee is not None and await store.assignment_closed(conn, step.assignment_id):
+            # An answer to an offer that had already closed changes nothing.
+            await store.add_timeline(
+                conn, step.need_id, row["status"], step.actor, "late answer to a closed offer"
+            )
+            return True
         status = lifecycle.next_status(row["status"], step.status)
         assignee = None
         if step.assignee is not None and status == "assigned":
             assignee = (step.assignee[0], step.assignee[1])
         await store.update_need_progress(
-            conn, step.need_id, status, event.time or clock.now(), assignee, step.assignment_id
+            conn, step.need_id, status, at, assignee, step.assignment_id if assignee else None
         )
         await store.add_timeline(
             conn, step.need_id, step.status or row["status"], step.actor, step.note

@@ -273,7 +273,7 @@ def details_of(row: asyncpg.Record) -> dict[str, Any]:
 async def need_state(conn: Conn, community: str, need_id: uuid.UUID) -> asyncpg.Record | None:
     """Status and assignee of a need, locked for the lifecycle update."""
     return await conn.fetchrow(
-        "SELECT id, status, assignee_kind, assignee_id FROM needs "
+        "SELECT id, status, assignee_kind, assignee_id, assignment_id FROM needs "
         "WHERE community = $1 AND id = $2 FOR UPDATE",
         community,
         need_id,
@@ -443,3 +443,30 @@ async def forget_occurrences(conn: Conn, plan_id: uuid.UUID, need_ids: list[uuid
         need_ids,
     )
     await conn.execute("UPDATE plans SET generated_until = NULL WHERE id = $1", plan_id)
+
+
+async def close_assignment(conn: Conn, need_id: uuid.UUID, assignment_id: uuid.UUID) -> None:
+    await conn.execute(
+        "INSERT INTO closed_assignments (assignment_id, need_id) VALUES ($1, $2) "
+        "ON CONFLICT DO NOTHING",
+        assignment_id,
+        need_id,
+    )
+
+
+async def assignment_closed(conn: Conn, assignment_id: uuid.UUID) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT true FROM closed_assignments WHERE assignment_id = $1", assignment_id
+        )
+    )
+
+
+async def clear_assignee(conn: Conn, need_id: uuid.UUID, status: str, at: datetime) -> None:
+    await conn.execute(
+        "UPDATE needs SET assignee_kind = NULL, assignee_id = NULL, assignment_id = NULL, "
+        "status = $2, updated_at = $3 WHERE id = $1",
+        need_id,
+        status,
+        at,
+    )

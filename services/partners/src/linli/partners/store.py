@@ -323,10 +323,14 @@ async def withdrawal_for(conn: Conn, assignment_id: uuid.UUID, need_id: uuid.UUI
 async def withdraw_offer(
     conn: Conn, community: str, assignment_id: uuid.UUID, reason: str, at: datetime
 ) -> None:
-    """Withdraw an open offer; remember the withdrawal in case the offer comes later."""
+    """Withdraw an open offer; remember the withdrawal in case the offer comes later.
+
+    An `accepted` offer is withdrawn too: scheduling expires an assignment only when it
+    never heard the acceptance (it came too late), so nobody may go to the door.
+    """
     await conn.execute(
         "UPDATE offers SET status = 'withdrawn', status_reason = $3, answered_at = $4 "
-        "WHERE assignment_id = $1 AND community = $2 AND status = 'open'",
+        "WHERE assignment_id = $1 AND community = $2 AND status IN ('open', 'accepted')",
         assignment_id,
         community,
         reason,

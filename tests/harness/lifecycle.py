@@ -1,0 +1,645 @@
+"""intake, partners and scheduling as separate processes for one test.
+
+`Lifecycle` runs the three services on the session's NATS and PostgreSQL the way
+`make run` wires them (libs/devstack/src/linli/devstack/stack.py), isolated per test:
+
+* each service has its own schema (`names.schema("intake")`, …); all three share the
+  test's streams (`names.stream("events")`, `names.stream("ingress")`) and communities
+  (`names.community("home")`, `names.community("other")`);
+* one operator token, registered in all three; partners asks intake for contact details
+  with a `service` token issued in intake (LINLI_INTAKE_URL / LINLI_INTAKE_TOKEN);
+* free HTTP ports, fast outbox and timer polling, and `LINLI_TIME_SCALE` for scheduling
+  chosen per test.
+
+Everything a test does goes through the services' HTTP APIs, except reading the truth
+afterwards: the events stream (`events`) and scheduling's tables (`sql`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+import secrets
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import nats
+from nats.aio.client import Client as NatsClient
+
+from linli.contracts.binding import from_nats
+from linli.contracts.envelope import CloudEvent
+from linli.contracts.types import Role
+from linli.devstack.servers import free_port
+from linli.intake.app import IntakeSettings
+from linli.partners.app import PartnersSettings
+from linli.scheduling.app import SchedulingSettings
+from linli.servicekit.auth import issue_credential
+from linli.servicekit.db import create_pool, migrate, service_migrations
+from linli.servicekit.messaging import provision_streams
+from linli.servicekit.outbox import OutboxRelay
+from linli.servicekit.settings import ServiceSettings
+
+from .intake import settings_env
+from .names import Names
+from .procs import ProcessGroup, ServiceProcess
+
+SERVICES = ("intake", "partners", "scheduling")
+MODULES = {name: f"linli.{name}" for name in SERVICES}
+
+
+def new_token() -> str:
+    return "lnl_" + secrets.token_urlsafe(32)
+
+
+def window(start_in_min: float, minutes: float) -> dict[str, str]:
+    """A time window as the HTTP APIs take it, relative to now."""
+    start = datetime.now(UTC) + timedelta(minutes=start_in_min)
+    return {
+        "earliest": start.isoformat(),
+        "latest": (start + timedelta(minutes=minutes)).isoformat(),
+    }
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+# --- the events stream -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One message of the test's events stream, decoded."""
+
+    seq: int
+    subject: str
+    msg_id: str | None
+    event: CloudEvent[dict[str, Any]]
+
+    @property
+    def short(self) -> str:
+        """`slot.reserved` for `linli.slot.reserved.v1`."""
+        return self.event.type.removeprefix("linli.").rsplit(".v", 1)[0]
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.event.data or {}
+
+    @property
+    def need_id(self) -> str | None:
+        value = self.data.get("need_id")
+        return str(value) if value is not None else None
+
+
+class EventLog:
+    """Reads the test's events stream incrementally (everything ever published)."""
+
+    def __init__(self, nc: NatsClient, stream: str) -> None:
+        self._js = nc.jetstream()
+        self.stream = stream
+        self._next = 1
+        self.items: list[StreamEvent] = []
+        self._lock = asyncio.Lock()
+
+    async def refresh(self) -> list[StreamEvent]:
+        async with self._lock:
+            info = await self._js.stream_info(self.stream)
+            first = max(self._next, info.state.first_seq)
+            last = info.state.last_seq
+            for start in range(first, last + 1, 100):
+                seqs = range(start, min(start + 100, last + 1))
+                msgs = await asyncio.gather(
+                    *(self._js.get_msg(self.stream, s) for s in seqs), return_exceptions=True
+                )
+                for seq, msg in zip(seqs, msgs, strict=True):
+                    if isinstance(msg, BaseException):
+                        continue  # deleted; we never delete, but do not trip over it
+                    headers = dict(msg.headers or {})
+                    self.items.append(
+                        StreamEvent(
+                            seq,
+                            msg.subject,
+                            headers.get("Nats-Msg-Id"),
+                            from_nats(msg.data or b"", headers),
+                        )
+                    )
+            self._next = max(self._next, last + 1)
+            return self.items
+
+    def of(self, short: str | None = None, **match: Any) -> list[StreamEvent]:
+        """Events of one short type (e.g. "slot.reserved"; None for all) whose data
+        matches `match` (values compared as strings)."""
+        found = []
+        for item in self.items:
+            if short is not None and item.short != short:
+                continue
+            if all(str(item.data.get(k)) == str(v) for k, v in match.items()):
+                found.append(item)
+        return found
+
+
+# --- one service process (or several replicas) --------------------------------------------
+
+
+@dataclass
+class Replica:
+    """One process of a service and where it listens."""
+
+    proc: ServiceProcess
+    url: str
+
+
+@dataclass
+class Service:
+    name: str
+    settings: ServiceSettings
+    env: dict[str, str]
+    port: int
+    replicas: list[Replica] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        """A running replica's base URL (the first one's port when none runs)."""
+        running = [r.url for r in self.replicas if r.proc.running]
+        return running[0] if running else f"http://127.0.0.1:{self.port}"
+
+
+class ServiceDown(AssertionError):
+    """A service process died although the test did not stop it."""
+
+
+class Lifecycle:
+    """The three services for one test; `await prepare()`, then `await start()`."""
+
+    def __init__(
+        self,
+        names: Names,
+        nats_url: str,
+        database_url: str,
+        procs: ProcessGroup,
+        *,
+        time_scale: float = 1.0,
+        scheduling_env: Mapping[str, str] | None = None,
+        partners_env: Mapping[str, str] | None = None,
+        intake_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.names = names
+        self.nats_url = nats_url
+        self.database_url = database_url
+        self.procs = procs
+        self.home = names.community("home")
+        self.other = names.community("other")
+        self.events_stream = names.stream("events")
+        self.ingress_stream = names.stream("ingress")
+        self.operator_token = new_token()
+        self.service_token = new_token()
+        common: dict[str, Any] = {
+            "environment": "test",
+            "database_url": database_url,
+            "nats_url": nats_url,
+            "events_stream": self.events_stream,
+            "ingress_stream": self.ingress_stream,
+            "stream_communities": f"{self.home},{self.other}",
+            "outbox_poll_interval_s": 0.2,
+            "retry_base_delay_s": 0.1,
+            "consumer_ack_wait_s": 5.0,
+            "db_pool_max": 6,
+            "log_json": False,
+        }
+        ports = {name: free_port() for name in SERVICES}
+        settings: dict[str, ServiceSettings] = {
+            "intake": IntakeSettings(
+                **common, db_schema=names.schema("intake"), http_port=ports["intake"]
+            ),
+            "partners": PartnersSettings(
+                **common,
+                db_schema=names.schema("partners"),
+                http_port=ports["partners"],
+                intake_url=f"http://127.0.0.1:{ports['intake']}",
+                intake_token=self.service_token,
+            ),
+            "scheduling": SchedulingSettings(
+                **common,
+                db_schema=names.schema("scheduling"),
+                http_port=ports["scheduling"],
+                time_scale=time_scale,
+                timer_poll_interval_s=0.2,
+                rematch_delay_s=0.2,
+            ),
+        }
+        extra = {"intake": intake_env, "partners": partners_env, "scheduling": scheduling_env}
+        self.services = {
+            name: Service(
+                name,
+                settings[name],
+                {**settings_env(settings[name]), **dict(extra[name] or {})},
+                ports[name],
+            )
+            for name in SERVICES
+        }
+        self._nc: NatsClient | None = None
+        self._events: EventLog | None = None
+        self._pools: dict[str, asyncpg.Pool] = {}
+        self._stopped: set[int] = set()
+        self.http = httpx.AsyncClient(
+            timeout=15, headers={"Authorization": f"Bearer {self.operator_token}"}
+        )
+
+    # --- set-up and tear-down ----------------------------------------------------------
+
+    def schema(self, service: str) -> str:
+        return self.services[service].settings.db_schema
+
+    async def _connect(self, service: str) -> asyncpg.Connection:
+        return await asyncpg.connect(
+            self.database_url, server_settings={"search_path": f"{self.schema(service)},public"}
+        )
+
+    async def prepare(self) -> None:
+        """Migrate the schemas, add the communities, register the tokens, make the streams
+        (what `make run` does with the CLIs before it starts the services)."""
+
+        async def one(service: str) -> None:
+            conn = await self._connect(service)
+            try:
+                await migrate(
+                    conn, self.schema(service), service_migrations(MODULES[service], service)
+                )
+                if service == "intake":
+                    for slug in (self.home, self.other):
+                        await conn.execute(
+                            "INSERT INTO communities (slug, name) VALUES ($1, $2) "
+                            "ON CONFLICT DO NOTHING",
+                            slug,
+                            f"Community {slug}",
+                        )
+                    await issue_credential(
+                        conn,
+                        role=Role.SERVICE,
+                        communities=["*"],
+                        label="partners service",
+                        token=self.service_token,
+                    )
+                await issue_credential(
+                    conn,
+                    role=Role.OPERATOR,
+                    communities=[self.home],
+                    label="test operator",
+                    token=self.operator_token,
+                )
+            finally:
+                await conn.close()
+
+        await asyncio.gather(*(one(s) for s in SERVICES))
+        self._nc = await nats.connect(self.nats_url)
+        await provision_streams(self._nc.jetstream(), self.services["intake"].settings)
+        self._events = EventLog(self._nc, self.events_stream)
+
+    async def start(self, *, scheduling_replicas: int = 1) -> None:
+        """Start intake, partners and scheduling (in parallel) and wait for /readyz."""
+        started = [self._spawn("intake"), self._spawn("partners")]
+        started += [self._spawn("scheduling") for _ in range(scheduling_replicas)]
+        await asyncio.gather(*(r.proc.wait_http_async(r.url, 45) for r in started))
+
+    def _spawn(self, service: str) -> Replica:
+        svc = self.services[service]
+        env = dict(svc.env)
+        if any(r.proc.running for r in svc.replicas):
+            env["LINLI_HTTP_PORT"] = str(free_port())  # another replica listens elsewhere
+        index = len(svc.replicas)
+        proc = self.procs.start(
+            MODULES[service], "serve", env=env, name=f"{service}-{index}" if index else service
+        )
+        replica = Replica(proc, f"http://127.0.0.1:{env['LINLI_HTTP_PORT']}")
+        svc.replicas.append(replica)
+        return replica
+
+    async def start_replica(self, service: str = "scheduling") -> ServiceProcess:
+        """One more process of a service (a replica, or a restart after a kill)."""
+        replica = self._spawn(service)
+        await replica.proc.wait_http_async(replica.url, 45)
+        return replica.proc
+
+    def processes(self, service: str) -> list[ServiceProcess]:
+        return [r.proc for r in self.services[service].replicas]
+
+    def kill(self, proc: ServiceProcess) -> None:
+        """SIGKILL a service process: a crash, not a shutdown."""
+        self._stopped.add(id(proc))
+        proc.kill()
+
+    async def close(self) -> None:
+        """Stop every process, drop the three schemas, delete the streams."""
+        running = [p for p in self.procs.processes if p.running]
+        await asyncio.gather(*(asyncio.to_thread(p.terminate, 8.0) for p in running))
+        await self.http.aclose()
+        for pool in self._pools.values():
+            with contextlib.suppress(Exception):
+                await pool.close()
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            for service in SERVICES:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema(service)}" CASCADE')
+        finally:
+            await conn.close()
+        if self._nc is None:
+            with contextlib.suppress(Exception):
+                self._nc = await nats.connect(self.nats_url)
+        if self._nc is not None:
+            js = self._nc.jetstream()
+            for stream in (self.events_stream, self.ingress_stream):
+                with contextlib.suppress(Exception):
+                    await js.delete_stream(stream)
+            await self._nc.close()
+
+    def check_alive(self) -> None:
+        """Fail at once, with the log, when a process died that the test did not stop."""
+        for svc in self.services.values():
+            for proc in (r.proc for r in svc.replicas):
+                if id(proc) not in self._stopped and not proc.running:
+                    raise ServiceDown(
+                        f"{proc.name} exited with {proc.returncode}\n{proc.log_tail(80)}"
+                    )
+
+    # --- reading the truth -----------------------------------------------------------------
+
+    async def events(self, short: str | None = None, **match: Any) -> list[StreamEvent]:
+        """Every event on the test's stream so far, of one short type, matching `match`."""
+        assert self._events is not None, "prepare() first"
+        await self._events.refresh()
+        return self._events.of(short, **match)
+
+    @property
+    def nats(self) -> NatsClient:
+        assert self._nc is not None, "prepare() first"
+        return self._nc
+
+    async def outbox_relay(self, service: str) -> OutboxRelay:
+        """A relay for a service's outbox that the test starts and stops itself (run the
+        service with LINLI_RUN_RELAY=false), to hold its events back like a NATS outage."""
+        return OutboxRelay(
+            await self.pool(service),
+            self.nats.jetstream(),
+            self.schema(service),
+            dsn=self.database_url,
+            poll_interval=0.1,
+        )
+
+    async def pool(self, service: str) -> asyncpg.Pool:
+        if service not in self._pools:
+            self._pools[service] = await create_pool(
+                self.database_url, self.schema(service), min_size=1, max_size=3
+            )
+        return self._pools[service]
+
+    async def sql(self, service: str, query: str, *args: Any) -> list[asyncpg.Record]:
+        """Read a service's own tables (the checks of RELIABILITY.md)."""
+        return list(await (await self.pool(service)).fetch(query, *args))
+
+    async def sql_value(self, service: str, query: str, *args: Any) -> Any:
+        return await (await self.pool(service)).fetchval(query, *args)
+
+    async def wait_for(
+        self,
+        predicate: Callable[[], Awaitable[Any] | Any],
+        timeout: float = 15.0,
+        *,
+        what: str = "condition",
+        interval: float = 0.1,
+    ) -> Any:
+        """Poll `predicate` until it returns something truthy; that value is returned.
+
+        Fails after `timeout` seconds, or at once when a service died unexpectedly.
+        """
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while True:
+            self.check_alive()
+            last = predicate()
+            if inspect.isawaitable(last):
+                last = await last
+            if last:
+                return last
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}: {last!r}")
+            await asyncio.sleep(interval)
+
+    async def wait_slots(self, count: int, timeout: float = 15.0) -> None:
+        """Wait until scheduling holds `count` slots (each committed with its matching)."""
+        await self.wait_for(
+            lambda: self.sql_value("scheduling", "SELECT count(*) >= $1 FROM slots", count),
+            timeout,
+            what=f"{count} slots in scheduling",
+        )
+
+    async def wait_events(
+        self, short: str, count: int = 1, *, timeout: float = 15.0, **match: Any
+    ) -> list[StreamEvent]:
+        """Wait until at least `count` events of a type (matching `match`) are on the stream."""
+
+        async def enough() -> list[StreamEvent] | None:
+            found = await self.events(short, **match)
+            return found if len(found) >= count else None
+
+        result: list[StreamEvent] = await self.wait_for(
+            enough, timeout, what=f"{count} x {short} {match}"
+        )
+        return result
+
+    # --- HTTP ------------------------------------------------------------------------------
+
+    def url(self, service: str, path: str) -> str:
+        return f"{self.services[service].url}{path}"
+
+    def c(self, service: str, path: str = "", community: str | None = None) -> str:
+        """URL of a community-scoped route: /v1/communities/<home><path>."""
+        return self.url(service, f"/v1/communities/{community or self.home}{path}")
+
+    @staticmethod
+    def bearer(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    @staticmethod
+    def ok(response: httpx.Response, *expected: int) -> Any:
+        codes = expected or (200, 201)
+        assert response.status_code in codes, (
+            f"{response.request.method} {response.request.url} -> "
+            f"{response.status_code}: {response.text[:2000]}"
+        )
+        return response.json() if response.content else None
+
+    # intake
+
+    async def create_resident(self, **overrides: Any) -> str:
+        from .intake import resident_body
+
+        body = resident_body(**overrides)
+        created = self.ok(await self.http.post(self.c("intake", "/residents"), json=body), 201)
+        return str(created["id"])
+
+    async def submit_need(self, body: dict[str, Any]) -> dict[str, Any]:
+        created: dict[str, Any] = self.ok(
+            await self.http.post(self.c("intake", "/needs"), json=body), 201
+        )
+        return created
+
+    async def need(self, need_id: str) -> dict[str, Any]:
+        view: dict[str, Any] = self.ok(await self.http.get(self.c("intake", f"/needs/{need_id}")))
+        return view
+
+    async def need_status(self, need_id: str) -> str:
+        return str((await self.need(need_id))["status"])
+
+    async def wait_status(
+        self, need_id: str, *statuses: str, timeout: float = 15.0
+    ) -> dict[str, Any]:
+        """Intake's view of a need once its status is one of `statuses`."""
+
+        async def reached() -> dict[str, Any] | None:
+            view = await self.need(need_id)
+            return view if view["status"] in statuses else None
+
+        view: dict[str, Any] = await self.wait_for(
+            reached, timeout, what=f"need {need_id} in intake to be {'/'.join(statuses)}"
+        )
+        return view
+
+    # partners
+
+    async def create_partner(
+        self, name: str, kind: str, need_kinds: list[str], **extra: Any
+    ) -> str:
+        body = {
+            "name": name,
+            "kind": kind,
+            "services": [
+                {"name": f"{k} service", "need_kind": k, "cost_option": "free"} for k in need_kinds
+            ],
+            **extra,
+        }
+        created = self.ok(await self.http.post(self.c("partners", "/partners"), json=body), 201)
+        return str(created["id"])
+
+    async def create_volunteer(self, display_name: str, skills: list[str], **extra: Any) -> str:
+        body = {"display_name": display_name, "skills": skills, **extra}
+        created = self.ok(await self.http.post(self.c("partners", "/volunteers"), json=body), 201)
+        return str(created["id"])
+
+    async def party_token(self, kind: str, party_id: str) -> str:
+        """A partner's or volunteer's own token (as `credentials issue --subject-id`)."""
+        conn = await self._connect("partners")
+        try:
+            _, token = await issue_credential(
+                conn,
+                role=Role(kind),
+                communities=[self.home],
+                label=f"{kind} {party_id}",
+                subject_id=uuid.UUID(party_id),
+            )
+        finally:
+            await conn.close()
+        return token
+
+    async def publish_slot(
+        self,
+        kind: str,
+        *,
+        provider: tuple[str, str] | None = None,
+        window: dict[str, str],
+        capacity: int = 1,
+        token: str | None = None,
+        compounds: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Publish capacity through partners (as an operator, or as the party itself)."""
+        body: dict[str, Any] = {"kind": kind, "window": window, "capacity": capacity}
+        if provider is not None:
+            body["provider"] = {"kind": provider[0], "id": provider[1]}
+        if compounds:
+            body["compounds"] = compounds
+        headers = self.bearer(token) if token else None
+        slot: dict[str, Any] = self.ok(
+            await self.http.post(self.c("partners", "/slots"), json=body, headers=headers), 201
+        )
+        return slot
+
+    async def offers(self, token: str, status: str | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": 200}
+        if status:
+            params["status"] = status
+        page = self.ok(
+            await self.http.get(
+                self.url("partners", "/v1/me/offers"), params=params, headers=self.bearer(token)
+            )
+        )
+        items: list[dict[str, Any]] = page["items"]
+        return items
+
+    async def offer(self, token: str, assignment_id: str) -> httpx.Response:
+        return await self.http.get(
+            self.url("partners", f"/v1/me/offers/{assignment_id}"), headers=self.bearer(token)
+        )
+
+    async def answer(
+        self, token: str, assignment_id: str, action: str, body: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        """`accept` or `decline` an offer in the party's inbox."""
+        return await self.http.post(
+            self.url("partners", f"/v1/me/offers/{assignment_id}/{action}"),
+            json=body,
+            headers=self.bearer(token),
+        )
+
+    async def report(self, token: str, assignment_id: str, body: dict[str, Any]) -> httpx.Response:
+        return await self.http.post(
+            self.url("partners", f"/v1/me/offers/{assignment_id}/report"),
+            json=body,
+            headers=self.bearer(token),
+        )
+
+    async def my_points(self, token: str) -> dict[str, Any]:
+        points: dict[str, Any] = self.ok(
+            await self.http.get(self.url("partners", "/v1/me/points"), headers=self.bearer(token))
+        )
+        return points
+
+    async def wait_offer(
+        self, token: str, need_id: str, *, status: str = "open", timeout: float = 15.0
+    ) -> dict[str, Any]:
+        """The party's offer for a need, once it shows up in its inbox."""
+
+        async def find() -> dict[str, Any] | None:
+            for item in await self.offers(token):
+                if item["need_id"] == need_id and item["status"] == status:
+                    return item
+            return None
+
+        found: dict[str, Any] = await self.wait_for(
+            find, timeout, what=f"a {status} offer for need {need_id}"
+        )
+        return found
+
+    # CLIs
+
+    async def cli(self, service: str, *args: str) -> str:
+        """`python -m linli.<service> <args>` with the service's settings."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            MODULES[service],
+            *args,
+            env={**os.environ, **self.services[service].env},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, f"{service} {' '.join(args)}: {err.decode()[-2000:]}"
+        return out.decode()
