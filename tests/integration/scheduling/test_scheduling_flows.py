@@ -103,7 +103,7 @@ async def test_decline_goes_to_the_next_partner_who_accepts(start_scheduling) ->
         assert offer1["offered_to"]["id"] == str(first.id)
         assert offer1["attempt"] == 1
         at = datetime.fromisoformat(offer1["offered_at"])
-        assert datetime.fromisoformat(offer1["expires_at"]) - at == timedelta(minutes=10)
+        assert datetime.fromisoformat(offer1["expires_at"]) - at == timedelta(minutes=3)
 
         await s.bus.publish(
             PartnerDeclined(

@@ -169,7 +169,7 @@ def test_time_scale_compresses_durations_but_not_windows() -> None:
     meal = need()
     assert sla_clocks(meal, DEFAULT_POLICY, time_scale=3600)[0].deadline == meal.window_latest
     assert offer_timeout("routine", DEFAULT_POLICY, 60) == timedelta(seconds=30)
-    assert offer_timeout("emergency", DEFAULT_POLICY) == timedelta(minutes=10)
+    assert offer_timeout("emergency", DEFAULT_POLICY) == timedelta(minutes=3)
     assert offer_timeout("routine", DEFAULT_POLICY, 1e6) == timedelta(milliseconds=100)
 
 

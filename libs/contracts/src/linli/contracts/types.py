@@ -144,7 +144,10 @@ class RepairCategory(StrEnum):
 
 
 class RepairHazard(StrEnum):
-    """Hazard reported with a repair; anything but none shortens the SLA."""
+    """Hazard reported with a repair, for the helper's preparation and operator triage.
+
+    The SLA follows urgency and priority group; a hazard does not change it by itself
+    (the requester or operator sets urgency accordingly)."""
 
     NONE = "none"
     WATER_LEAK = "water_leak"

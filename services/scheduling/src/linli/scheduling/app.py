@@ -42,7 +42,10 @@ class SchedulingSettings(ServiceSettings):
         default=30 * 60.0, gt=0, description="How long a candidate has to answer (SLA seconds)."
     )
     offer_timeout_emergency_s: float = Field(
-        default=10 * 60.0, gt=0, description="The same for emergencies (SLA seconds)."
+        default=3 * 60.0,
+        gt=0,
+        description="The same for emergencies (SLA seconds): short enough that a second "
+        "candidate can still accept inside the 10-minute acceptance promise.",
     )
     sla_at_risk_fraction: float = Field(
         default=0.8, gt=0, lt=1, description="Share of an SLA clock after which it is at risk."

@@ -211,7 +211,7 @@ class Policy:
     """
 
     offer_timeout_s: float = 30 * 60.0
-    offer_timeout_emergency_s: float = 10 * 60.0
+    offer_timeout_emergency_s: float = 3 * 60.0
     emergency_accept_s: float = 10 * 60.0
     emergency_onsite_s: float = 30 * 60.0
     priority_repair_s: float = 24 * 3600.0
