@@ -578,3 +578,11 @@ async def list_slots(
         kind,
         limit,
     )
+
+
+async def purge_fired_timers(conn: Conn, *, days: int) -> int:
+    """Delete timers that fired more than `days` ago."""
+    result: str = await conn.execute(
+        "DELETE FROM timers WHERE fired_at < now() - make_interval(days => $1)", days
+    )
+    return int(result.split()[-1])

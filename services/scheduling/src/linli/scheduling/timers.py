@@ -87,11 +87,18 @@ class TimerLoop:
 
     async def _run(self) -> None:
         backoff = self._poll
+        loop = asyncio.get_running_loop()
+        purged_at = 0.0
         while True:
             try:
                 await self._listen()
                 while await self.fire_due() == self._batch:
                     pass
+                if loop.time() - purged_at > 600:
+                    # Fired timers are history (shown by the API) for a month, then go.
+                    async with self._pool.acquire() as conn:
+                        await store.purge_fired_timers(conn, days=30)
+                    purged_at = loop.time()
                 backoff = self._poll
             except asyncio.CancelledError:
                 raise
