@@ -8,6 +8,7 @@ everything; starting again keeps the data (and the demo credentials).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -48,6 +49,7 @@ SERVICES = [
         2,
     ),
     ServiceSpec("scheduling", "linli.scheduling", ["slot", "assignment", "need"], 3),
+    ServiceSpec("notifications", "linli.notifications", ["notification"], 4),
 ]
 
 
@@ -60,6 +62,12 @@ class StackState:
     http_base: int = 8100
     passwords: dict[str, str] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
+
+    def fernet_key(self) -> str:
+        """The key that seals webhook secrets at rest (notifications)."""
+        if "fernet" not in self.passwords:
+            self.passwords["fernet"] = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+        return self.passwords["fernet"]
 
     def password(self, name: str) -> str:
         if name not in self.passwords:
@@ -156,6 +164,12 @@ class Stack:
         if spec.name == "scheduling":
             # Demo time: one real second is a minute of SLA and offer time.
             env.setdefault("LINLI_TIME_SCALE", "60")
+        if spec.name == "notifications":
+            # Local receivers (http://127.0.0.1) are allowed in development only.
+            env.setdefault("LINLI_ALLOW_INSECURE_ENDPOINTS", "true")
+            env["LINLI_SECRETS_KEY"] = self.state.fernet_key()
+            env.setdefault("LINLI_SMS_PROVIDER", "file")
+            env.setdefault("LINLI_SMS_FILE", str(self.root / "sms.jsonl"))
         if spec.name == "partners":
             # Partners asks intake for contact details on behalf of the accepted helper.
             env["LINLI_INTAKE_URL"] = self.service_url(SERVICES[0])

@@ -1,0 +1,154 @@
+"""The durable consumer: every domain event becomes one delivery per matching
+subscription, written in the inbox transaction (so a redelivered event adds nothing)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from linli.contracts.binding import CE_HEADER_PREFIX, to_structured
+from linli.contracts.envelope import CloudEvent
+from linli.servicekit import inbox
+from linli.servicekit.db import Conn
+from linli.servicekit.messaging import decode_event
+
+CONSUMER = "notifications"
+NOTIFICATION_FAILED = "linli.notification.failed.v1"
+
+
+def structured_body(data: bytes, headers: Mapping[str, str], event: CloudEvent[Any]) -> bytes:
+    """The structured CloudEvent JSON: the message body as on the stream, or built from
+    a binary-mode message's ce- headers."""
+    if any(k.lower().startswith(CE_HEADER_PREFIX) for k in headers):
+        body, _ = to_structured(event)
+        return body
+    return data
+
+
+def need_kind_in(data: Any) -> tuple[uuid.UUID | None, str | None]:
+    """(need id, need kind) when the event data says them."""
+    if not isinstance(data, dict):
+        return None, None
+    need_id: uuid.UUID | None = None
+    raw_id = data.get("need_id")
+    if raw_id is not None:
+        try:
+            need_id = uuid.UUID(str(raw_id))
+        except ValueError:
+            need_id = None
+    kind = data.get("kind")
+    return need_id, kind if isinstance(kind, str) else None
+
+
+def _failed_subscription(ce_type: str, data: Any) -> uuid.UUID | None:
+    if ce_type != NOTIFICATION_FAILED or not isinstance(data, dict):
+        return None
+    try:
+        return uuid.UUID(str(data.get("subscription_id")))
+    except ValueError:
+        return None
+
+
+async def handle_message(
+    pool: asyncpg.Pool, *, subject: str, payload: bytes, headers: Mapping[str, str]
+) -> int:
+    """Record the deliveries of one event; returns how many were added.
+
+    Subscriptions filtering on need kinds need the kind of events that do not carry it
+    (meal.delivered, need.cancelled, ...): it is remembered from the need's events that
+    do. An event that arrives before its need's kind is known is parked and fanned out
+    to those subscriptions when the kind arrives; a per-need advisory lock orders the
+    two transactions.
+    """
+    event, _ = decode_event(payload, headers)
+    body = structured_body(payload, headers, event)
+    data = event.model_dump(mode="json").get("data")
+    need_id, kind = need_kind_in(data)
+    about = _failed_subscription(event.type, data)
+    fields = (event.id, event.type, event.community, event.time, body)
+    async with pool.acquire() as conn, conn.transaction():
+        if not await inbox.claim(conn, CONSUMER, event.id):
+            return 0
+        added = 0
+        if need_id is not None:
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('linli-need-kind:' || $1::text))",
+                str(need_id),
+            )
+            if kind is not None:
+                added += await _remember_kind(conn, need_id, kind)
+            else:
+                kind = await conn.fetchval(
+                    "SELECT kind FROM need_kinds WHERE need_id = $1", need_id
+                )
+        added += await _fan_out(conn, fields, kind, about, only_kind_filtered=False)
+        if need_id is not None and kind is None:
+            await conn.execute(
+                "INSERT INTO parked_events "
+                "(need_id, event_id, event_type, community, event_time, payload) "
+                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                need_id,
+                *fields,
+            )
+        if added:
+            await conn.execute("SELECT pg_notify(current_schema() || '_deliveries', '')")
+        return added
+
+
+async def _remember_kind(conn: Conn, need_id: uuid.UUID, kind: str) -> int:
+    """Record a need's kind and release the events parked waiting for it."""
+    await conn.execute(
+        "INSERT INTO need_kinds (need_id, kind) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        need_id,
+        kind,
+    )
+    parked = await conn.fetch(
+        "DELETE FROM parked_events WHERE need_id = $1 "
+        "RETURNING event_id, event_type, community, event_time, payload",
+        need_id,
+    )
+    added = 0
+    for row in parked:
+        fields = (
+            row["event_id"],
+            row["event_type"],
+            row["community"],
+            row["event_time"],
+            bytes(row["payload"]),
+        )
+        added += await _fan_out(conn, fields, kind, None, only_kind_filtered=True)
+    return added
+
+
+async def _fan_out(
+    conn: Conn,
+    fields: tuple[str, str, str, datetime | None, bytes],
+    kind: str | None,
+    about: uuid.UUID | None,
+    *,
+    only_kind_filtered: bool,
+) -> int:
+    """One delivery per matching subscription (active or paused)."""
+    # notification.failed tells the owner of the failing subscription through its other
+    # subscriptions; no other app learns about it.
+    result: str = await conn.execute(
+        """INSERT INTO deliveries
+               (subscription_id, event_id, event_type, community, event_time, payload)
+           SELECT id, $1, $2, $3, $4, $5 FROM subscriptions
+           WHERE state IN ('active', 'paused')
+             AND $3 = ANY(communities)
+             AND (cardinality(event_types) = 0 OR $2 = ANY(event_types))
+             AND ((cardinality(need_kinds) = 0 AND NOT $8) OR $6::text = ANY(need_kinds))
+             AND ($7::uuid IS NULL OR (id <> $7 AND owner_credential =
+                  (SELECT owner_credential FROM subscriptions WHERE id = $7)))
+           ON CONFLICT (subscription_id, event_id) DO NOTHING""",
+        *fields,
+        kind,
+        about,
+        only_kind_filtered,
+    )
+    return int(result.split()[-1])

@@ -1,0 +1,73 @@
+"""Notifications' settings: the shared ones plus webhooks, retries and streams."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+
+from linli.servicekit.settings import Environment, ServiceSettings
+
+from .sealing import encryption_available
+
+DEFAULT_RETRY_SCHEDULE = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0]
+
+
+class NotificationsSettings(ServiceSettings):
+    """Notifications' settings (LINLI_*)."""
+
+    service_name: str = "notifications"
+    http_port: int = 8104
+    allow_insecure_endpoints: bool = Field(
+        default=False,
+        description="Development only: allow http and loopback/private webhook receivers. "
+        "`make run` turns it on; production refuses it.",
+    )
+    secrets_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key (LINLI_SECRETS_KEY) sealing webhook secrets at rest; "
+        "required in production.",
+    )
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=60, description="Per attempt.")
+    retry_schedule_s: list[float] = Field(
+        default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE),
+        min_length=1,
+        max_length=50,
+        description="Delay before each retry (seconds, before jitter); about a day in all. "
+        "A delivery is abandoned when the schedule is spent.",
+    )
+    retry_jitter: float = Field(
+        default=0.2, ge=0, le=1, description="Each delay is scaled by 1 +/- this fraction."
+    )
+    retry_after_max_s: float = Field(
+        default=24 * 3600.0, gt=0, description="Longest Retry-After honoured."
+    )
+    disable_after_s: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="An endpoint failing without a single success for this long is disabled.",
+    )
+    max_in_flight_per_endpoint: int = Field(default=4, ge=1, le=100)
+    delivery_poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+    delivery_endpoints_per_pass: int = Field(default=500, ge=1, le=10000)
+    run_delivery: bool = Field(default=True, description="Send webhooks from this process.")
+    rotation_overlap_s: float = Field(
+        default=24 * 3600.0,
+        ge=0,
+        le=7 * 24 * 3600.0,
+        description="How long the previous secret still signs after a rotation.",
+    )
+    sse_heartbeat_s: float = Field(default=15.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _check_notifications(self) -> Self:
+        if self.environment is Environment.PRODUCTION:
+            if self.allow_insecure_endpoints:
+                raise ValueError("allow_insecure_endpoints is refused in production")
+            if not encryption_available():
+                raise ValueError(
+                    "production requires the `cryptography` package to seal webhook secrets"
+                )
+            if self.secrets_key is None:
+                raise ValueError("production requires LINLI_SECRETS_KEY (a Fernet key)")
+        return self

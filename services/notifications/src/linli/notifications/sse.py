@@ -1,0 +1,133 @@
+"""`GET /v1/communities/{community}/events`: a resumable Server-Sent Events stream.
+
+Backed by JetStream replay: each request opens an ephemeral ordered consumer on the
+events stream filtered to `linli.events.<community>.>`, starting after `Last-Event-ID`
+(the stream sequence, which is each frame's `id`), at `?since=` (a time), or with new
+events only. The sequence is global to the stream, so a resumed stream has no gap and
+no repeat; frames never go backwards (anything at or below the last sent id is skipped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import nats.errors
+from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi.responses import StreamingResponse
+from nats.js import api
+
+from linli.contracts.binding import from_nats
+from linli.contracts.envelope import EnvelopeError
+from linli.contracts.subjects import community_events_filter
+from linli.contracts.types import Role
+from linli.servicekit.auth import CurrentPrincipal
+from linli.servicekit.runtime import ServiceRuntime
+
+from .events import structured_body
+from .settings import NotificationsSettings
+
+router = APIRouter(tags=["streams"])
+
+READERS = (Role.SYSTEM, Role.ADMIN, Role.OPERATOR)
+
+
+def frame(seq: int, ce_type: str, body: bytes) -> bytes:
+    """One SSE frame; `data` is the structured CloudEvent JSON as on the stream (one
+    `data:` line per line of it, which an SSE client joins back with newlines)."""
+    text = body.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    data = "".join(f"data: {line}\n" for line in text.split("\n"))
+    return f"id: {seq}\nevent: {ce_type}\n{data}\n".encode()
+
+
+def start_config(last_event_id: str | None, since: datetime | None) -> api.ConsumerConfig:
+    if last_event_id is not None:
+        try:
+            seq = int(last_event_id)
+        except ValueError as exc:
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST, detail="Last-Event-ID must be a stream sequence"
+            ) from exc
+        if seq < 0:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="Last-Event-ID is negative")
+        return api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq + 1
+        )
+    if since is not None:
+        return api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_TIME,
+            opt_start_time=since.astimezone(UTC),
+        )
+    return api.ConsumerConfig(deliver_policy=api.DeliverPolicy.NEW)
+
+
+@router.get(
+    "/v1/communities/{community}/events",
+    summary="The community's events as Server-Sent Events (resumable)",
+    response_class=StreamingResponse,
+)
+async def community_events(
+    request: Request,
+    community: str,
+    principal: CurrentPrincipal,
+    since: Annotated[datetime | None, Query(description="Start at this time (RFC 3339).")] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+) -> StreamingResponse:
+    principal.require_community(community)
+    principal.require_role(*READERS)
+    if since is not None and since.tzinfo is None:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="since needs a time zone")
+    runtime: ServiceRuntime = request.app.state.runtime
+    settings: NotificationsSettings = runtime.settings  # type: ignore[assignment]
+    config = start_config(last_event_id, since)
+    subject = community_events_filter(community)
+    sub = await runtime.js.subscribe(
+        subject,
+        stream=settings.events_stream,
+        ordered_consumer=True,
+        config=config,
+        idle_heartbeat=5.0,
+    )
+    after = int(last_event_id) if last_event_id is not None else 0
+    return StreamingResponse(
+        _frames(request, sub, settings.sse_heartbeat_s, after),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _frames(request: Request, sub: Any, heartbeat: float, after: int) -> AsyncIterator[bytes]:
+    last = after
+    loop = asyncio.get_running_loop()
+    next_ping = loop.time() + heartbeat
+    try:
+        yield b": connected\n\n"
+        while True:
+            wait = max(0.05, min(1.0, next_ping - loop.time()))
+            try:
+                msg = await sub.next_msg(timeout=wait)
+            except nats.errors.TimeoutError:
+                if await request.is_disconnected():
+                    return
+                if loop.time() >= next_ping:
+                    yield b": ping\n\n"
+                    next_ping = loop.time() + heartbeat
+                continue
+            seq = msg.metadata.sequence.stream
+            if seq <= last:
+                continue
+            headers = dict(msg.headers or {})
+            try:
+                event = from_nats(msg.data, headers)
+            except EnvelopeError:
+                last = seq
+                continue
+            last = seq
+            yield frame(seq, event.type, structured_body(msg.data, headers, event))
+            next_ping = loop.time() + heartbeat
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
