@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
+from standardwebhooks import Webhook
 
 from linli.contracts.binding import from_nats
 from linli.devstack.servers import free_port
@@ -96,6 +97,64 @@ async def first_event_of_type(info: dict, ce_type: str) -> tuple[str, dict, dict
     raise AssertionError(f"no {ce_type} on LINLI_EVENTS")
 
 
+class Receiver:
+    """A community app's webhook endpoint on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.port = 0
+        self.server: asyncio.base_events.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")[1:]
+        headers = {}
+        for line in lines:
+            if ":" in line:
+                name, value = line.split(":", 1)
+                headers[name.strip().lower()] = value.strip()
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        self.received.append((headers, body))
+        writer.write(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+async def start_receiver() -> Receiver:
+    receiver = Receiver()
+    receiver.server = await asyncio.start_server(receiver.handle, "127.0.0.1", 0)
+    receiver.port = receiver.server.sockets[0].getsockname()[1]
+    return receiver
+
+
+async def read_sse(
+    url: str, headers: dict[str, str], *, count: int, params: dict[str, str]
+) -> list[tuple[str, dict]]:
+    """The first `count` frames of a Server-Sent Events stream: (id, CloudEvent)."""
+    frames: list[tuple[str, dict]] = []
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(30, read=30)) as client,
+        client.stream("GET", url, headers=headers, params=params) as response,
+    ):
+        assert response.status_code == 200
+        frame_id, data = None, None
+        async for line in response.aiter_lines():
+            if line.startswith("id:"):
+                frame_id = line[3:].strip()
+            elif line.startswith("data:"):
+                data = json.loads(line[5:].strip())
+            elif line == "" and frame_id is not None and data is not None:
+                frames.append((frame_id, data))
+                frame_id, data = None, None
+                if len(frames) == count:
+                    break
+    return frames
+
+
 async def test_make_run_stack(tmp_path: Path) -> None:
     data_dir = tmp_path / "linli"
     log = tmp_path / "stack.log"
@@ -165,6 +224,24 @@ async def test_make_run_stack(tmp_path: Path) -> None:
             stored = await http.get(f"{base}/needs/{answer['need_id']}")
             assert stored.status_code == 200
             assert stored.json()["source"]["system"] == "city-hotline"
+        # A community app registers a webhook (a local receiver: make run allows http
+        # on 127.0.0.1) and follows the community's stream.
+        receiver = await start_receiver()
+        notifications = info["services"]["notifications"]["url"]
+        system = {"Authorization": f"Bearer {info['credentials']['system']}"}
+        async with httpx.AsyncClient(headers=system, timeout=10) as http:
+            sub = await http.post(
+                f"{notifications}/v1/subscriptions",
+                json={
+                    "url": f"http://127.0.0.1:{receiver.port}/hook",
+                    "communities": [community],
+                    "event_types": [],
+                    "description": "e2e app",
+                },
+            )
+            assert sub.status_code == 201, sub.text
+            secret = sub.json()["secret"]
+
         # The demo plays by itself: simulated partners and volunteers take the needs
         # through the whole lifecycle (the issue asks for this within five minutes).
         deadline = time.monotonic() + 240
@@ -176,6 +253,26 @@ async def test_make_run_stack(tmp_path: Path) -> None:
         async with httpx.AsyncClient(headers=auth, timeout=10) as http:
             statuses = {n["status"] for n in (await http.get(f"{base}/needs")).json()["items"]}
         assert "fulfilled" in statuses
+
+        # Webhooks arrive signed (Standard Webhooks) and only for this community.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(receiver.received) < 3:
+            await asyncio.sleep(0.5)
+        assert len(receiver.received) >= 3
+        verifier = Webhook(secret)
+        for headers, body in receiver.received:
+            event = verifier.verify(body, headers)
+            assert event["community"] == community
+
+        # The same community's stream over SSE, resumed from Last-Event-ID.
+        url = f"{notifications}/v1/communities/{community}/events"
+        first = await read_sse(url, system, count=3, params={"since": "2000-01-01T00:00:00Z"})
+        resumed = await read_sse(url, {**system, "Last-Event-ID": first[-1][0]}, count=3, params={})
+        ids = [int(i) for i, _ in first + resumed]
+        assert ids == sorted(ids)
+        assert len(set(ids)) == len(ids)
+        assert int(resumed[0][0]) == int(first[-1][0]) + 1 or int(resumed[0][0]) > int(first[-1][0])
+        receiver.close()
     finally:
         assert stop_stack(proc) == 0, log.read_text()[-3000:]
     assert not (data_dir / "stack.json").exists()

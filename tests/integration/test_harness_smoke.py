@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import asyncpg
@@ -152,3 +153,37 @@ async def test_roles_log_in_and_stay_in_their_own_schema(
         assert await alice.fetchval("SELECT count(*) FROM notes") == 0
     finally:
         await alice.close()
+
+
+async def test_community_app_reads_only_its_own_events(
+    nats_server_factory: Callable[..., NatsServer], names: Names
+) -> None:
+    from linli.devstack.natsconf import community_app_user
+
+    mine, theirs = names.community("app"), names.community("other")
+    config = render_config(users=[community_app_user(mine, "app-pw"), admin_user("admin-pw")])
+    server = nats_server_factory(config=config)
+    errors: list[Exception] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(exc)
+
+    admin = await nats.connect(server.url, user="admin", password="admin-pw")
+    app = await nats.connect(server.url, user=f"app-{mine}", password="app-pw", error_cb=on_error)
+    try:
+        own = await app.subscribe(f"linli.events.{mine}.>")
+        await app.subscribe(f"linli.events.{theirs}.>")
+        await app.publish(f"linli.events.{mine}.need.submitted.v1", b"forged")
+        await app.flush()
+        await admin.publish(f"linli.events.{mine}.need.submitted.v1", b"mine")
+        await admin.publish(f"linli.events.{theirs}.need.submitted.v1", b"theirs")
+        await admin.flush()
+        got = await own.next_msg(timeout=10)
+        assert got.data == b"mine"  # not the forged one: the app may not publish
+        await asyncio.sleep(0.5)
+        text = " ".join(str(e).lower() for e in errors)
+        assert "permissions violation" in text
+        assert f"linli.events.{theirs}" in text
+    finally:
+        await app.close()
+        await admin.close()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 __all__ = [
     "NatsUser",
     "admin_user",
+    "community_app_user",
     "community_system_user",
     "render_config",
     "service_user",
@@ -104,7 +105,10 @@ def render_config(
                 f"      user: {_quote(user.name)}",
                 f"      password: {_quote(user.password)}",
                 "      permissions: {",
-                f"        publish: {{ allow: {_render_list(user.publish)} }}",
+                # An empty allow list would mean "no restriction"; nothing means deny all.
+                f"        publish: {{ allow: {_render_list(user.publish)} }}"
+                if user.publish
+                else '        publish: { deny: [">"] }',
                 f"        subscribe: {{ allow: {_render_list(user.subscribe)} }}",
                 "      }",
                 "    }",
@@ -147,6 +151,21 @@ def community_system_user(community: str, password: str, inbox_prefix: str = "_I
         password=password,
         publish=[f"linli.ingress.{community}.>"],
         subscribe=[f"{inbox_prefix}.>"],
+    )
+
+
+def community_app_user(community: str, password: str) -> NatsUser:
+    """A community app reading its community's events directly (core NATS subscription).
+
+    It may subscribe to `linli.events.<community>.>` and nothing else, and publish nothing:
+    another community's events are a permissions violation.
+    """
+    _check_token(community, _COMMUNITY, "community slug")
+    return NatsUser(
+        name=f"app-{community}",
+        password=password,
+        publish=[],
+        subscribe=[f"linli.events.{community}.>"],
     )
 
 

@@ -24,7 +24,13 @@ from typing import Any
 import httpx
 
 from . import demo
-from .natsconf import admin_user, community_system_user, render_config, service_user
+from .natsconf import (
+    admin_user,
+    community_app_user,
+    community_system_user,
+    render_config,
+    service_user,
+)
 from .servers import NatsServer, PostgresServer, ensure_database, ensure_role, run_sync
 
 DATABASE = "linli"
@@ -127,6 +133,11 @@ class Stack:
         ]
         users.append(admin_user(self.state.password("nats-admin")))
         for community in demo.COMMUNITIES:
+            users.append(
+                community_app_user(
+                    community.slug, self.state.password(f"nats-app-{community.slug}")
+                )
+            )
             # Each community gets its own reply prefix so none can read another's answers.
             users.append(
                 community_system_user(
@@ -277,6 +288,14 @@ class Stack:
             "nats": {
                 "url": self.nats.url,
                 "admin": {"user": "admin", "password": self.state.password("nats-admin")},
+                "apps": {
+                    c.slug: {
+                        "user": f"app-{c.slug}",
+                        "password": self.state.password(f"nats-app-{c.slug}"),
+                        "subscribe": f"linli.events.{c.slug}.>",
+                    }
+                    for c in demo.COMMUNITIES
+                },
                 "systems": {
                     c.slug: {
                         "user": f"community-{c.slug}",
