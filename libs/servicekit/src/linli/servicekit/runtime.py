@@ -15,14 +15,26 @@ from typing import Any
 
 import asyncpg
 from fastapi import FastAPI
-from faststream.nats import NatsBroker
+from faststream import AckPolicy
+from faststream.nats import NatsBroker, NatsMessage, PullSub
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from opentelemetry.sdk.trace import SpanProcessor
+
+from linli.contracts.subjects import EVENTS_PREFIX
 
 from . import failpoints
 from .db import Migration, create_pool, migrate, pending_migrations
 from .logs import configure_logging
-from .messaging import Deliveries, build_broker, capture_max_deliveries, provision_streams
+from .messaging import (
+    Deliveries,
+    build_broker,
+    capture_max_deliveries,
+    consumer_config,
+    jstream,
+    provision_streams,
+    stream_subjects,
+)
 from .outbox import OutboxRelay
 from .settings import ServiceSettings
 from .telemetry import setup_tracing
@@ -60,6 +72,59 @@ class ServiceRuntime:
     def background(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         """Run `run()` as a task from start to stop (timers, generators, sweepers)."""
         self._background.append((name, run))
+
+    def consume_events(
+        self,
+        name: str,
+        handle: Callable[[Msg], Awaitable[None]],
+        *,
+        wants: Callable[[str], bool] | None = None,
+        description: str = "",
+    ) -> list[str]:
+        """Consume the domain-event stream reliably with durable `name`.
+
+        One durable per subject of the stream's scope (`name`, or `name-0`, `name-1`, …
+        when `LINLI_STREAM_COMMUNITIES` names several communities), explicit ack with
+        bounded, backed-off redelivery and dead letters (`Deliveries.process`). Messages
+        whose subject `wants` declines are acknowledged untouched. `handle` gets the raw
+        message and runs its effect (inbox + state + outbox in one transaction).
+        Returns the durable names.
+        """
+        subjects = stream_subjects(EVENTS_PREFIX, self.settings)
+        names = []
+        for index, subject in enumerate(subjects):
+            durable = name if len(subjects) == 1 else f"{name}-{index}"
+            self.durable(self.settings.events_stream, durable)
+            self._subscribe_durable(subject, durable, handle, wants, description)
+            names.append(durable)
+        return names
+
+    def _subscribe_durable(
+        self,
+        subject: str,
+        durable: str,
+        handle: Callable[[Msg], Awaitable[None]],
+        wants: Callable[[str], bool] | None,
+        description: str,
+    ) -> None:
+        settings = self.settings
+
+        @self.broker.subscriber(
+            subject,
+            stream=jstream(settings.events_stream),
+            durable=durable,
+            config=consumer_config(settings, durable, filter_subject=subject),
+            pull_sub=PullSub(batch_size=settings.consumer_batch, timeout=1.0),
+            ack_policy=AckPolicy.MANUAL,
+            title=f"{durable}:{subject}",
+            description=description,
+        )
+        async def on_event(msg: NatsMessage) -> None:
+            raw = msg.raw_message
+            if wants is not None and not wants(raw.subject):
+                await msg.ack()
+                return
+            await self.deliveries.process(durable, msg, lambda: handle(raw))
 
     def durable(self, stream: str, durable: str) -> str:
         """Register a durable consumer so messages it gives up on are dead-lettered."""

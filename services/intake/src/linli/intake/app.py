@@ -8,10 +8,11 @@ import time
 from fastapi import FastAPI
 from faststream import AckPolicy
 from faststream.nats import NatsMessage, PullSub
+from nats.aio.msg import Msg
 from opentelemetry.sdk.trace import SpanProcessor
 from pydantic import Field
 
-from linli.contracts.subjects import EVENTS_PREFIX, INGRESS_PREFIX
+from linli.contracts.subjects import INGRESS_PREFIX
 from linli.servicekit.db import service_migrations
 from linli.servicekit.http import create_http_app
 from linli.servicekit.messaging import consumer_config, decode_event, jstream, stream_subjects
@@ -89,10 +90,7 @@ def build_app(
 
 def _subscriptions(runtime: ServiceRuntime, settings: IntakeSettings, clock: Clock) -> None:
     """All of intake's subscriptions, in one place."""
-    for index, subject in enumerate(events := stream_subjects(EVENTS_PREFIX, settings)):
-        durable = LIFECYCLE if len(events) == 1 else f"{LIFECYCLE}-{index}"
-        runtime.durable(settings.events_stream, durable)
-        _follow_lifecycle(runtime, settings, clock, subject, durable)
+    _follow_lifecycle(runtime, clock)
     subjects = stream_subjects(INGRESS_PREFIX, settings)
     for index, subject in enumerate(subjects):
         durable = ingress.CONSUMER if len(subjects) == 1 else f"{ingress.CONSUMER}-{index}"
@@ -103,34 +101,21 @@ def _subscriptions(runtime: ServiceRuntime, settings: IntakeSettings, clock: Clo
 LIFECYCLE = "intake-lifecycle"
 
 
-def _follow_lifecycle(
-    runtime: ServiceRuntime, settings: IntakeSettings, clock: Clock, subject: str, durable: str
-) -> None:
-    @runtime.broker.subscriber(
-        subject,
-        stream=jstream(settings.events_stream),
-        durable=durable,
-        config=consumer_config(settings, durable, filter_subject=subject),
-        pull_sub=PullSub(batch_size=settings.consumer_batch, timeout=1.0),
-        ack_policy=AckPolicy.MANUAL,
-        title=f"intake-lifecycle:{subject}",
+def _follow_lifecycle(runtime: ServiceRuntime, clock: Clock) -> None:
+    async def handle(raw: Msg) -> None:
+        event, data = decode_event(raw.data, raw.headers)
+        async with runtime.pool.acquire() as conn:
+            # One inbox name whatever the durables are called.
+            await service.follow_lifecycle(conn, LIFECYCLE, event, data, clock=clock)
+
+    # Intake's own events and any type it does not follow (a future v2, another
+    # service's news) are none of its business: acknowledged, not dead-lettered.
+    runtime.consume_events(
+        LIFECYCLE,
+        handle,
+        wants=lifecycle.follows,
         description="lifecycle events from scheduling and partners: status and timeline",
     )
-    async def on_event(msg: NatsMessage) -> None:
-        raw = msg.raw_message
-        if not lifecycle.follows(raw.subject):
-            # Intake's own events and any type it does not follow (a future v2, another
-            # service's news) are none of its business: acknowledged, not dead-lettered.
-            await msg.ack()
-            return
-
-        async def work() -> None:
-            event, data = decode_event(raw.data, raw.headers)
-            async with runtime.pool.acquire() as conn:
-                # One inbox name whatever the durables are called.
-                await service.follow_lifecycle(conn, LIFECYCLE, event, data, clock=clock)
-
-        await runtime.deliveries.process(durable, msg, work)
 
 
 def _subscribe_subject(

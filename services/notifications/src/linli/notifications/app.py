@@ -6,14 +6,11 @@ import importlib
 import logging
 
 from fastapi import FastAPI
-from faststream import AckPolicy
-from faststream.nats import NatsMessage, PullSub
+from nats.aio.msg import Msg
 from opentelemetry.sdk.trace import SpanProcessor
 
-from linli.contracts.subjects import EVENTS_PREFIX
 from linli.servicekit.db import service_migrations
 from linli.servicekit.http import create_http_app
-from linli.servicekit.messaging import consumer_config, jstream, stream_subjects
 from linli.servicekit.runtime import ServiceRuntime
 
 from . import api, events, sse
@@ -89,43 +86,20 @@ def _register_people(
 def _subscribe_events(
     runtime: ServiceRuntime, settings: NotificationsSettings, worker: DeliveryWorker
 ) -> None:
-    """One durable on the events stream (one per community subject when
-    LINLI_STREAM_COMMUNITIES names several)."""
-    subjects = stream_subjects(EVENTS_PREFIX, settings)
-    for index, subject in enumerate(subjects):
-        durable = events.CONSUMER if len(subjects) == 1 else f"{events.CONSUMER}-{index}"
-        runtime.durable(settings.events_stream, durable)
-        _subscribe_subject(runtime, settings, worker, subject, durable)
+    """One durable on the events stream: every domain event, one delivery per match."""
 
+    async def handle(raw: Msg) -> None:
+        added = await events.handle_message(
+            runtime.pool,
+            subject=raw.subject,
+            payload=raw.data,
+            headers=dict(raw.headers or {}),
+        )
+        if added:
+            worker.wake.set()
 
-def _subscribe_subject(
-    runtime: ServiceRuntime,
-    settings: NotificationsSettings,
-    worker: DeliveryWorker,
-    subject: str,
-    durable: str,
-) -> None:
-    @runtime.broker.subscriber(
-        subject,
-        stream=jstream(settings.events_stream),
-        durable=durable,
-        config=consumer_config(settings, durable, filter_subject=subject),
-        pull_sub=PullSub(batch_size=settings.consumer_batch, timeout=1.0),
-        ack_policy=AckPolicy.MANUAL,
-        title=f"notifications-events:{subject}",
+    runtime.consume_events(
+        events.CONSUMER,
+        handle,
         description="every domain event; one webhook delivery per matching subscription",
     )
-    async def on_event(msg: NatsMessage) -> None:
-        raw = msg.raw_message
-
-        async def work() -> None:
-            added = await events.handle_message(
-                runtime.pool,
-                subject=raw.subject,
-                payload=raw.data,
-                headers=dict(raw.headers or {}),
-            )
-            if added:
-                worker.wake.set()
-
-        await runtime.deliveries.process(durable, msg, work)

@@ -7,18 +7,17 @@ from collections.abc import AsyncIterator
 from typing import Any, Self
 
 from fastapi import FastAPI
-from faststream import AckPolicy
-from faststream.nats import NatsMessage, PullSub
+from nats.aio.msg import Msg
 from opentelemetry.sdk.trace import SpanProcessor
 from pydantic import Field, SecretStr, model_validator
 
 from linli.contracts.binding import from_nats
 from linli.contracts.envelope import EnvelopeError
-from linli.contracts.subjects import EVENTS_PREFIX, SubjectError, parse_subject
+from linli.contracts.subjects import SubjectError, parse_subject
 from linli.contracts.types import NeedKind, Reason
 from linli.servicekit.db import service_migrations
 from linli.servicekit.http import create_http_app
-from linli.servicekit.messaging import PoisonMessage, consumer_config, jstream, stream_subjects
+from linli.servicekit.messaging import PoisonMessage
 from linli.servicekit.runtime import ServiceRuntime
 from linli.servicekit.settings import Environment, ServiceSettings
 
@@ -126,47 +125,25 @@ def _close_on_shutdown(app: FastAPI, directory: ContactDirectory) -> None:
 
 def _subscribe_events(runtime: ServiceRuntime, settings: PartnersSettings, clock: Clock) -> None:
     """All of partners' subscriptions, in one place."""
-    subjects = stream_subjects(EVENTS_PREFIX, settings)
-    for index, subject in enumerate(subjects):
-        durable = service.CONSUMER if len(subjects) == 1 else f"{service.CONSUMER}-{index}"
-        runtime.durable(settings.events_stream, durable)
-        _subscribe_subject(runtime, settings, clock, subject, durable)
 
+    async def handle(raw: Msg) -> None:
+        event = _decode(raw.subject, raw.data, dict(raw.headers or {}))
+        if event is None:
+            return
+        async with runtime.pool.acquire() as conn:
+            try:
+                # One inbox name whatever the durables are called, so re-scoping the
+                # subscriptions never applies an event twice.
+                await service.handle_event(conn, event, clock=clock)
+            except EnvelopeError as exc:
+                raise PoisonMessage(exc.reasons) from None
 
-def _subscribe_subject(
-    runtime: ServiceRuntime,
-    settings: PartnersSettings,
-    clock: Clock,
-    subject: str,
-    durable: str,
-) -> None:
-    @runtime.broker.subscriber(
-        subject,
-        stream=jstream(settings.events_stream),
-        durable=durable,
-        config=consumer_config(settings, durable, filter_subject=subject),
-        pull_sub=PullSub(batch_size=settings.consumer_batch, timeout=1.0),
-        ack_policy=AckPolicy.MANUAL,
-        title=f"partners-dispatch:{subject}",
+    runtime.consume_events(
+        service.CONSUMER,
+        handle,
         description="assignment.offered into the offered party's inbox; assignment.expired, "
         "need.cancelled and need.fulfilled withdraw offers; other events are skipped",
     )
-    async def on_event(msg: NatsMessage) -> None:
-        raw = msg.raw_message
-
-        async def work() -> None:
-            event = _decode(raw.subject, raw.data, dict(raw.headers or {}))
-            if event is None:
-                return
-            async with runtime.pool.acquire() as conn:
-                try:
-                    # One inbox name whatever the durables are called, so re-scoping the
-                    # subscriptions never applies an event twice.
-                    await service.handle_event(conn, event, clock=clock)
-                except EnvelopeError as exc:
-                    raise PoisonMessage(exc.reasons) from None
-
-        await runtime.deliveries.process(durable, msg, work)
 
 
 def _decode(subject: str, data: bytes, headers: dict[str, str]) -> Any:

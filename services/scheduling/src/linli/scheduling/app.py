@@ -6,15 +6,12 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from faststream import AckPolicy
-from faststream.nats import NatsMessage, PullSub
+from nats.aio.msg import Msg
 from opentelemetry.sdk.trace import SpanProcessor
 from pydantic import Field
 
-from linli.contracts.subjects import EVENTS_PREFIX
 from linli.servicekit.db import service_migrations
 from linli.servicekit.http import create_http_app
-from linli.servicekit.messaging import consumer_config, jstream, stream_subjects
 from linli.servicekit.runtime import ServiceRuntime
 from linli.servicekit.settings import ServiceSettings
 
@@ -142,48 +139,23 @@ def _run_timers(
 def _subscribe_events(
     runtime: ServiceRuntime, settings: SchedulingSettings, scheduler: Scheduler
 ) -> None:
-    """All of scheduling's subscriptions, in one place: one durable on the events stream
-    (one per community subject when LINLI_STREAM_COMMUNITIES names several)."""
-    subjects = stream_subjects(EVENTS_PREFIX, settings)
-    for index, subject in enumerate(subjects):
-        durable = events.CONSUMER if len(subjects) == 1 else f"{events.CONSUMER}-{index}"
-        runtime.durable(settings.events_stream, durable)
-        _subscribe_subject(runtime, settings, scheduler, subject, durable)
+    """All of scheduling's subscriptions, in one place: one durable on the events stream."""
 
+    async def handle(raw: Msg) -> None:
+        await events.handle_message(
+            runtime.pool,
+            scheduler,
+            # One inbox name whatever the durables are called, so re-scoping the
+            # subscriptions never applies an event twice.
+            consumer="scheduling",
+            subject=raw.subject,
+            payload=raw.data,
+            headers=dict(raw.headers or {}),
+        )
 
-def _subscribe_subject(
-    runtime: ServiceRuntime,
-    settings: SchedulingSettings,
-    scheduler: Scheduler,
-    subject: str,
-    durable: str,
-) -> None:
-    @runtime.broker.subscriber(
-        subject,
-        stream=jstream(settings.events_stream),
-        durable=durable,
-        config=consumer_config(settings, durable, filter_subject=subject),
-        pull_sub=PullSub(batch_size=settings.consumer_batch, timeout=1.0),
-        ack_policy=AckPolicy.MANUAL,
-        title=f"scheduling-events:{subject}",
+    runtime.consume_events(
+        events.CONSUMER,
+        handle,
+        wants=events.consumes,
         description="needs, capacity, answers and completions; applied once each",
     )
-    async def on_event(msg: NatsMessage) -> None:
-        raw = msg.raw_message
-        if not events.consumes(raw.subject):
-            await msg.ack()
-            return
-
-        async def work() -> None:
-            await events.handle_message(
-                runtime.pool,
-                scheduler,
-                # One inbox name whatever the durables are called, so re-scoping the
-                # subscriptions never applies an event twice.
-                consumer="scheduling",
-                subject=raw.subject,
-                payload=raw.data,
-                headers=dict(raw.headers or {}),
-            )
-
-        await runtime.deliveries.process(durable, msg, work)

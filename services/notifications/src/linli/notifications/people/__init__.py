@@ -20,14 +20,9 @@ fields, else read from the environment.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI
-from faststream import AckPolicy
-from faststream.nats import NatsMessage, PullSub
+from nats.aio.msg import Msg
 
-from linli.contracts.subjects import EVENTS_PREFIX
-from linli.servicekit.messaging import consumer_config, jstream, stream_subjects
 from linli.servicekit.runtime import ServiceRuntime
 from linli.servicekit.settings import ServiceSettings
 
@@ -83,54 +78,27 @@ def register(
     people = people_settings or people_settings_from(settings)
     sender = Sender(lambda: runtime.pool, providers or build_providers(people), people)
     tz = zone(people.people_timezone)
-    subjects = stream_subjects(EVENTS_PREFIX, settings)
-    durables = []
-    for index, subject in enumerate(subjects):
-        durable = CONSUMER if len(subjects) == 1 else f"{CONSUMER}-{index}"
-        runtime.durable(settings.events_stream, durable)
-        _subscribe(runtime, settings, subject, durable, sender, tz)
-        durables.append(durable)
+
+    async def handle(raw: Msg) -> None:
+        added = await consumer.handle_message(
+            runtime.pool,
+            subject=raw.subject,
+            payload=raw.data,
+            headers=dict(raw.headers or {}),
+            tz=tz,
+        )
+        if added:
+            sender.wake.set()
+
+    durables = runtime.consume_events(
+        CONSUMER,
+        handle,
+        wants=consumer.consumes,
+        description="events that people are told about; one message per event and person",
+    )
     if people.people_run_sender:
         runtime.background("notifications-people-sender", sender.run)
     app.include_router(api.router)
     result = People(people, sender, durables)
     app.state.people = result
     return result
-
-
-def _subscribe(
-    runtime: ServiceRuntime,
-    settings: ServiceSettings,
-    subject: str,
-    durable: str,
-    sender: Sender,
-    tz: Any,
-) -> None:
-    @runtime.broker.subscriber(
-        subject,
-        stream=jstream(settings.events_stream),
-        durable=durable,
-        config=consumer_config(settings, durable, filter_subject=subject),
-        pull_sub=PullSub(batch_size=settings.consumer_batch, timeout=1.0),
-        ack_policy=AckPolicy.MANUAL,
-        title=f"notifications-people:{subject}",
-        description="events that people are told about; one message per event and person",
-    )
-    async def on_event(msg: NatsMessage) -> None:
-        raw = msg.raw_message
-        if not consumer.consumes(raw.subject):
-            await msg.ack()
-            return
-
-        async def work() -> None:
-            added = await consumer.handle_message(
-                runtime.pool,
-                subject=raw.subject,
-                payload=raw.data,
-                headers=dict(raw.headers or {}),
-                tz=tz,
-            )
-            if added:
-                sender.wake.set()
-
-        await runtime.deliveries.process(durable, msg, work)
