@@ -43,6 +43,7 @@ from linli.servicekit.messaging import provision_streams
 from linli.servicekit.runtime import ServiceRuntime
 from linli.servicekit.settings import ServiceSettings
 
+from .common import drop_schema_and_streams
 from .names import Names
 
 
@@ -246,19 +247,7 @@ async def _prepare(settings: ServiceSettings) -> dict[str, str]:
     return tokens
 
 
-async def _drop(settings: ServiceSettings, nats_url: str) -> None:
-    conn = await asyncpg.connect(settings.database_url.get_secret_value())
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{settings.db_schema}" CASCADE')
-    finally:
-        await conn.close()
-    with contextlib.suppress(Exception):
-        nc = await nats.connect(nats_url)
-        js = nc.jetstream()
-        for stream in (settings.events_stream, settings.ingress_stream):
-            with contextlib.suppress(Exception):
-                await js.delete_stream(stream)
-        await nc.close()
+_drop = drop_schema_and_streams
 
 
 @contextlib.asynccontextmanager

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-import nats
 from nats.js import JetStreamContext
 from pydantic import BaseModel
 
@@ -29,6 +28,7 @@ from linli.partners.app import PartnersSettings
 from linli.servicekit.auth import issue_credential
 from linli.servicekit.db import migrate, service_migrations
 
+from .common import drop_schema_and_streams
 from .names import Names
 
 SCHEDULING_SOURCE = "/linli/scheduling"
@@ -111,20 +111,7 @@ async def prepare_world(settings: PartnersSettings, names: Names) -> PartnersWor
     return world
 
 
-async def drop_world(settings: PartnersSettings, nats_url: str) -> None:
-    """Remove the test's schema and streams."""
-    conn = await asyncpg.connect(settings.database_url.get_secret_value())
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{settings.db_schema}" CASCADE')
-    finally:
-        await conn.close()
-    with contextlib.suppress(Exception):
-        nc = await nats.connect(nats_url)
-        js = nc.jetstream()
-        for stream in (settings.events_stream, settings.ingress_stream):
-            with contextlib.suppress(Exception):
-                await js.delete_stream(stream)
-        await nc.close()
+drop_world = drop_schema_and_streams
 
 
 # --- request bodies ---------------------------------------------------------------------

@@ -32,6 +32,7 @@ from linli.servicekit.auth import issue_credential
 from linli.servicekit.db import migrate, service_migrations
 from linli.servicekit.messaging import provision_streams
 
+from .common import drop_schema_and_streams
 from .names import Names
 
 
@@ -100,20 +101,7 @@ async def prepare_schema(settings: SchedulingSettings, community: str) -> dict[s
     return tokens
 
 
-async def drop_all(settings: SchedulingSettings, nats_url: str) -> None:
-    """Remove the test's schema and streams."""
-    conn = await asyncpg.connect(settings.database_url.get_secret_value())
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{settings.db_schema}" CASCADE')
-    finally:
-        await conn.close()
-    with contextlib.suppress(Exception):
-        nc = await nats.connect(nats_url)
-        js = nc.jetstream()
-        for stream in (settings.events_stream, settings.ingress_stream):
-            with contextlib.suppress(Exception):
-                await js.delete_stream(stream)
-        await nc.close()
+drop_all = drop_schema_and_streams
 
 
 # --- events as other services would publish them -------------------------------
