@@ -82,6 +82,11 @@ async def _empty_receive() -> Message:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
+def error_response(status_code: int, error: str, detail: Any) -> JSONResponse:
+    """The one error shape of every Linli API: `{"error": code, "detail": ...}`."""
+    return JSONResponse({"error": error, "detail": detail}, status_code=status_code)
+
+
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # The contracts' converter drops input values (pydantic would echo a resident's phone)

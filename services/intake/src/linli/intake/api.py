@@ -20,6 +20,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from linli.contracts.needs import DETAILS_BY_KIND, NeedSpec, ResidentSpec
 from linli.contracts.types import CommunitySlug, NeedKind, NeedStatus, Reason, Role, Urgency
 from linli.servicekit.auth import CurrentPrincipal, Principal
+from linli.servicekit.http import error_response
 from linli.servicekit.telemetry import current_traceparent
 
 from . import service, store
@@ -134,10 +135,6 @@ def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
         ) from exc
 
 
-def _error(status_code: int, error: str, detail: Any) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": detail}, status_code=status_code)
-
-
 def _actor(principal: Principal) -> service.Actor:
     return service.Actor(principal.role, str(principal.credential_id))
 
@@ -197,7 +194,7 @@ async def get_need(
     async with request.app.state.runtime.pool.acquire() as conn:
         row = await store.get_need(conn, community, need_id)
         if row is None:
-            return _error(404, "not_found", "need not found")
+            return error_response(404, "not_found", "need not found")
         timeline = await store.timeline(conn, need_id)
     return _need_view(row, timeline)
 
@@ -306,7 +303,7 @@ async def get_resident(
     async with request.app.state.runtime.pool.acquire() as conn:
         row = await store.get_resident(conn, community, resident_id)
     if row is None:
-        return _error(404, "not_found", "resident not found")
+        return error_response(404, "not_found", "resident not found")
     return ResidentView(**dict(row))
 
 
@@ -337,7 +334,7 @@ async def get_contact(
     async with request.app.state.runtime.pool.acquire() as conn:
         row = await store.contact_for_assignee(conn, community, need_id, party_kind, party_id)
     if row is None:
-        return _error(404, "not_found", "no contact details for this party")
+        return error_response(404, "not_found", "no contact details for this party")
     return ContactView(**dict(row))
 
 
@@ -347,13 +344,13 @@ def install_error_handlers(app: Any) -> None:
     async def rejected(_r: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, service.Rejected)
         detail = [{**r.model_dump(), "field": _body_field(r.field)} for r in exc.reasons]
-        return _error(exc.status, "validation_failed", detail)
+        return error_response(exc.status, "validation_failed", detail)
 
     async def not_found(_r: Request, exc: Exception) -> JSONResponse:
-        return _error(404, "not_found", f"{exc} not found")
+        return error_response(404, "not_found", f"{exc} not found")
 
     async def conflict(_r: Request, exc: Exception) -> JSONResponse:
-        return _error(409, "conflict", str(exc))
+        return error_response(409, "conflict", str(exc))
 
     app.add_exception_handler(service.Rejected, rejected)
     app.add_exception_handler(service.NotFound, not_found)
@@ -508,7 +505,7 @@ async def get_plan(
     async with request.app.state.runtime.pool.acquire() as conn:
         row = await store.get_plan(conn, community, plan_id)
         if row is None:
-            return _error(404, "not_found", "plan not found")
+            return error_response(404, "not_found", "plan not found")
         occurrences = await store.plan_occurrences(conn, plan_id)
     return _plan_view(row, occurrences)
 

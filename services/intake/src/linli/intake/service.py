@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 import asyncpg
@@ -16,6 +16,7 @@ from linli.contracts.events import NeedCancelled, NeedRejected, NeedSubmitted
 from linli.contracts.needs import NeedSpecAdapter, ResidentSpec
 from linli.contracts.types import Reason, Role
 from linli.servicekit import inbox, outbox
+from linli.servicekit.clock import Clock
 from linli.servicekit.db import Conn
 from linli.servicekit.messaging import DeadLetter, store_dead_letter
 
@@ -64,16 +65,6 @@ class Idempotency:
     credential_id: uuid.UUID
     key: str
     fingerprint: bytes
-
-
-@dataclass
-class Clock:
-    """Injectable time, so rules about the past can be tested."""
-
-    fixed: datetime | None = field(default=None)
-
-    def now(self) -> datetime:
-        return self.fixed or datetime.now(UTC)
 
 
 async def create_resident(conn: Conn, community: str, spec: ResidentSpec) -> asyncpg.Record:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from linli.contracts.events import PartyKind, PartyRef
 from linli.contracts.types import CommunitySlug, NeedKind, Role
 from linli.servicekit.auth import CurrentPrincipal, Principal
+from linli.servicekit.http import error_response
 
 from . import rules, service, store
 from .contacts import Contact
@@ -198,10 +199,6 @@ class MeView(BaseModel):
 # --- helpers ----------------------------------------------------------------------------
 
 
-def _error(status_code: int, error: str, detail: Any) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": detail}, status_code=status_code)
-
-
 def _actor(principal: Principal) -> service.Actor:
     return service.Actor(principal.role, str(principal.credential_id))
 
@@ -366,7 +363,7 @@ async def get_partner(
     async with request.app.state.runtime.pool.acquire() as conn:
         row = await store.get_partner(conn, community, partner_id)
         if row is None:
-            return _error(404, "not_found", "partner not found")
+            return error_response(404, "not_found", "partner not found")
         (view,) = await _partner_views(conn, [row], with_contacts=True)
     return view
 
@@ -425,7 +422,7 @@ async def get_volunteer(
     async with request.app.state.runtime.pool.acquire() as conn:
         row = await store.get_volunteer(conn, community, volunteer_id)
         if row is None:
-            return _error(404, "not_found", "volunteer not found")
+            return error_response(404, "not_found", "volunteer not found")
         (view,) = await _volunteer_views(conn, [row])
     return view
 
@@ -481,7 +478,7 @@ async def volunteer_points(
     _operator(principal, community)
     async with request.app.state.runtime.pool.acquire() as conn:
         if await store.get_volunteer(conn, community, volunteer_id) is None:
-            return _error(404, "not_found", "volunteer not found")
+            return error_response(404, "not_found", "volunteer not found")
         balance, entries = await service.points_history(conn, volunteer_id, limit=limit)
     return PointsView(
         volunteer_id=volunteer_id,
@@ -554,10 +551,10 @@ async def get_slot(
     async with request.app.state.runtime.pool.acquire() as conn:
         row = await store.get_slot(conn, community, slot_id)
     if row is None:
-        return _error(404, "not_found", "slot not found")
+        return error_response(404, "not_found", "slot not found")
     view = _slot_view(row)
     if principal.role not in OPERATORS and view.provider != _party(principal):
-        return _error(404, "not_found", "slot not found")
+        return error_response(404, "not_found", "slot not found")
     return view
 
 
@@ -571,12 +568,12 @@ async def me(request: Request, principal: CurrentPrincipal) -> Any:
         if party.kind is PartyKind.PARTNER:
             row = await store.get_partner_by_id(conn, party.id)
             if row is None:
-                return _error(404, "not_found", "partner not found")
+                return error_response(404, "not_found", "partner not found")
             (partner,) = await _partner_views(conn, [row], with_contacts=True)
             return MeView(role=principal.role.value, party=party, partner=partner)
         row = await store.get_volunteer_by_id(conn, party.id)
         if row is None:
-            return _error(404, "not_found", "volunteer not found")
+            return error_response(404, "not_found", "volunteer not found")
         (volunteer,) = await _volunteer_views(conn, [row])
         balance = await store.balance_of(conn, rules.volunteer_account(party.id))
     return MeView(
@@ -588,7 +585,7 @@ async def me(request: Request, principal: CurrentPrincipal) -> Any:
 async def my_points(request: Request, principal: CurrentPrincipal, limit: Limit = 100) -> Any:
     party = _party(principal)
     if party.kind is not PartyKind.VOLUNTEER:
-        return _error(404, "not_found", "only volunteers earn points")
+        return error_response(404, "not_found", "only volunteers earn points")
     async with request.app.state.runtime.pool.acquire() as conn:
         balance, entries = await service.points_history(conn, party.id, limit=limit)
     return PointsView(
@@ -744,13 +741,13 @@ def install_error_handlers(app: Any) -> None:
         assert isinstance(exc, service.Rejected)
         detail = [r.model_dump() for r in exc.reasons]
         code = "forbidden" if exc.status == 403 else "validation_failed"
-        return _error(exc.status, code, detail)
+        return error_response(exc.status, code, detail)
 
     async def not_found(_r: Request, exc: Exception) -> JSONResponse:
-        return _error(404, "not_found", f"{exc} not found")
+        return error_response(404, "not_found", f"{exc} not found")
 
     async def conflict(_r: Request, exc: Exception) -> JSONResponse:
-        return _error(409, "conflict", str(exc))
+        return error_response(409, "conflict", str(exc))
 
     app.add_exception_handler(service.Rejected, rejected)
     app.add_exception_handler(service.NotFound, not_found)

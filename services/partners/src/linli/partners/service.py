@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -36,6 +36,7 @@ from linli.contracts.events import (
 from linli.contracts.registry import spec_for
 from linli.contracts.types import Reason, Role
 from linli.servicekit import inbox, outbox
+from linli.servicekit.clock import Clock
 from linli.servicekit.db import Conn
 
 from . import rules, store
@@ -85,16 +86,6 @@ class Actor:
 
     def label(self) -> str:
         return f"{self.role.value}:{self.ref}"
-
-
-@dataclass
-class Clock:
-    """Injectable time, so rules about expiry can be tested."""
-
-    fixed: datetime | None = field(default=None)
-
-    def now(self) -> datetime:
-        return self.fixed or datetime.now(UTC)
 
 
 def _event(data: BaseModel, community: str, subject: uuid.UUID, now: datetime) -> Any:

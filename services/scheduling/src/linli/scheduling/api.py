@@ -14,11 +14,11 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from linli.contracts.types import CommunitySlug, NeedKind, Role
 from linli.servicekit.auth import CurrentPrincipal, Principal
+from linli.servicekit.http import error_response
 
 from . import store
 from .rules import NeedState
@@ -189,7 +189,7 @@ async def get_need(
     async with request.app.state.runtime.pool.acquire() as conn:
         row = await store.get_need(conn, community, need_id)
         if row is None:
-            return JSONResponse({"error": "not_found", "detail": "need not found"}, 404)
+            return error_response(404, "not_found", "need not found")
         timers = await store.timers_for(conn, [need_id])
         escalations = await store.escalations_for(conn, [need_id])
         assignments = await store.assignments_for(conn, need_id)

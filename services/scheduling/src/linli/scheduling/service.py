@@ -9,7 +9,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -40,6 +40,7 @@ from linli.contracts.events import (
 )
 from linli.contracts.types import NeedKind, Urgency
 from linli.servicekit import inbox, outbox
+from linli.servicekit.clock import Clock
 from linli.servicekit.db import Conn
 from linli.servicekit.telemetry import current_traceparent
 
@@ -67,16 +68,6 @@ ACTIVE_ASSIGNMENT = ("offered", "accepted")
 
 class NotYet(Exception):
     """The event refers to something not seen yet (a cancel before its need): retry."""
-
-
-@dataclass
-class Clock:
-    """Injectable time."""
-
-    fixed: datetime | None = field(default=None)
-
-    def now(self) -> datetime:
-        return self.fixed or datetime.now(UTC)
 
 
 @dataclass(frozen=True)

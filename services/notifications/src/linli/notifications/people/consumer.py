@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -34,6 +34,15 @@ def consumes(subject: str) -> bool:
 
 def _poison(field: str, message: str, code: str) -> PoisonMessage:
     return PoisonMessage([Reason(field=field, message=message, code=code)])
+
+
+NEED_WAIT = timedelta(seconds=60)
+# Events whose message goes to a resident's family, found through the need.
+FAMILY_TYPES = frozenset({"meal.delivered", "visit.completed", "need.fulfilled"})
+
+
+class NeedNotYetKnown(Exception):
+    """The event arrived before the need it is about; retried later, not dead-lettered."""
 
 
 async def handle_message(
@@ -78,6 +87,12 @@ async def handle_message(
         need_id = getattr(data, "need_id", None)
         need = await store.need_facts(conn, community, need_id) if need_id else None
         when = now or datetime.now(UTC)
+        if need is None and short in FAMILY_TYPES and when - event.time < NEED_WAIT:
+            # Events of one pull batch are handled concurrently, so this event may be ahead
+            # of its need.submitted; the family is found through it. Rolling back (the
+            # inbox claim too) makes the consumer retry after a delay. Events about needs
+            # older than that (from before this service knew them) go ahead without it.
+            raise NeedNotYetKnown(str(need_id))
         for intent in intents_for(short, data, need, tz):
             for r in await store.recipients_for(conn, community, intent, short):
                 subject_text, body = render(intent.template, r["locale"], intent.params)
