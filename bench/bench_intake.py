@@ -218,7 +218,7 @@ def main() -> int:
                 proc.terminate()
                 proc.wait(timeout=20)
             nats_server.stop()
-            pg.stop()
+            pg.delete_data()
     print("| workload | requests | throughput | p50 | p99 | request → on stream p50 / p99 |")
     print("| --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))

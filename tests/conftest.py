@@ -145,4 +145,4 @@ def postgres_server_factory(tmp_path: Path) -> Iterator[Callable[..., PostgresSe
     with ExitStack() as stack:
         yield make
         for server in reversed(servers):
-            server.stop()
+            server.delete_data()

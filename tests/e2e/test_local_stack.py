@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from linli.contracts.binding import from_nats
-from linli.devstack.servers import free_port
+from linli.devstack.servers import PostgresServer, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -155,8 +156,22 @@ async def read_sse(
     return frames
 
 
-async def test_make_run_stack(tmp_path: Path) -> None:
-    data_dir = tmp_path / "linli"
+def _modes(path: Path) -> list[tuple[str, int, int]]:
+    return [(str(p), p.stat().st_mode, p.stat().st_uid) for p in [path, *path.parents]]
+
+
+@pytest.fixture
+def stack_dir(tmp_path: Path) -> Iterator[Path]:
+    """`.linli` of a checkout in pytest's private (0700) temp dir; its data deleted after."""
+    before = _modes(tmp_path)
+    yield tmp_path / "linli"
+    # The stack must not have opened any of our directories to the PostgreSQL account.
+    assert _modes(tmp_path) == before
+    PostgresServer(tmp_path / "linli" / "pg").delete_data()
+
+
+async def test_make_run_stack(tmp_path: Path, stack_dir: Path) -> None:
+    data_dir = stack_dir
     log = tmp_path / "stack.log"
     ports = {"nats": free_port(), "pg": free_port(), "http": free_port()}
     proc = start_stack(data_dir, ports, log)

@@ -71,11 +71,10 @@ def _start_container(factory: Any, stack: ExitStack) -> Any | None:
 
 
 def postgres_data_dir(stack: ExitStack, name: str = "pg") -> Path:
-    """A data directory directly under the system temp dir, removed when `stack` closes.
+    """A data directory path under a new temp dir, which is removed when `stack` closes.
 
-    Not under pytest's tmp_path: as root the server runs as another user, who
-    must traverse every parent, and each new pytest process (another session on
-    the same machine) resets /tmp/pytest-of-root to 0700 while ours is running.
+    As root, PostgresServer turns this path into a link to a data area of its own
+    (see ServerAccountHome); `PostgresServer.delete_data()` removes that area.
     """
     path = Path(tempfile.mkdtemp(prefix=f"linli-{name}-"))
     stack.callback(shutil.rmtree, path, ignore_errors=True)
@@ -121,7 +120,7 @@ def session_database_url(workdir: Path, stack: ExitStack) -> tuple[str, str]:
         if container is not None:
             return str(container.get_connection_url()), "testcontainers"
     server = PostgresServer(postgres_data_dir(stack), fast=True, log_file=workdir / "postgres.log")
+    stack.callback(server.delete_data)
     server.start()
-    stack.callback(server.stop)
     run_sync(ensure_database(server.dsn(), TEST_DATABASE))
     return server.dsn(database=TEST_DATABASE), f"embedded PostgreSQL (log {server.log_file})"

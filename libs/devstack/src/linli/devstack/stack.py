@@ -305,7 +305,7 @@ class Stack:
                     for c in demo.COMMUNITIES
                 },
             },
-            "postgres": {"url": self.pg.dsn(database=DATABASE)},
+            "postgres": {"url": self.pg.dsn(database=DATABASE), "data_dir": str(self.pg.pgdata)},
             "communities": [c.slug for c in demo.COMMUNITIES],
             "credentials": {
                 k: v for k, v in self.state.tokens.items() if not k.endswith("_service")
