@@ -178,7 +178,7 @@ async def test_redelivered_offer_creates_one_offer(partners) -> None:
     assert await partners.offer_stored(data.assignment_id)
 
     async def consumed() -> bool:
-        ci = await partners.js.consumer_info(partners.world.settings.events_stream, "partners-0")
+        ci = await partners.js.consumer_info(partners.world.settings.events_stream, "partners")
         return ci.num_ack_pending == 0 and ci.num_pending == 0
 
     assert await eventually(consumed)
@@ -309,7 +309,7 @@ async def test_a_malformed_offer_is_dead_lettered_and_the_inbox_keeps_flowing(pa
         return await partners.pool.fetch("SELECT consumer, subject, reasons FROM dead_letters")
 
     (letter,) = await eventually(dead)
-    assert letter["consumer"] == "partners-0"
+    assert letter["consumer"] == "partners"
     assert letter["subject"] == subject
     assert "data.assignment_id" in letter["reasons"]
     assert await partners.pool.fetchval("SELECT count(*) FROM offers") == 1

@@ -24,7 +24,7 @@ from linli.contracts.events import (
 )
 from linli.notifications.people import FileSmsProvider, Message, PeopleSettings, render
 from linli.notifications.people.api import RecipientIn, mask
-from linli.notifications.people.plan import Audience, NeedFacts, intents_for, short_type
+from linli.notifications.people.plan import Audience, NeedFacts, intents_for
 from linli.notifications.people.providers import SmtpProvider, build_providers
 from linli.notifications.people.schedule import backoff, due_at, quiet_until
 from linli.notifications.people.settings import people_settings_from
@@ -168,10 +168,6 @@ def test_assignment_offered_goes_to_the_volunteer_only() -> None:
     )
     partner = data.model_copy(update={"offered_to": _party("partner")})
     assert intents_for("assignment.offered", partner, None, SHANGHAI) == []
-
-
-def test_short_type() -> None:
-    assert short_type("linli.meal.delivered.v1") == "meal.delivered"
 
 
 def test_quiet_hours_wrap_midnight_in_local_time() -> None:

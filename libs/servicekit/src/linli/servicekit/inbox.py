@@ -23,3 +23,16 @@ async def claim(conn: Conn, consumer: str, event_id: str) -> bool:
         event_id,
     )
     return bool(inserted)
+
+
+async def claim_many(conn: Conn, consumer: str, event_ids: list[str]) -> set[str]:
+    """Record a batch of event ids in one statement; returns those not processed before."""
+    if not conn.is_in_transaction():
+        raise RuntimeError("inbox.claim_many must run inside the effects' transaction")
+    rows = await conn.fetch(
+        "INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::text[]) "
+        "ON CONFLICT DO NOTHING RETURNING event_id",
+        consumer,
+        list(dict.fromkeys(event_ids)),
+    )
+    return {r["event_id"] for r in rows}

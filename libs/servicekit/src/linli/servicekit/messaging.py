@@ -1,17 +1,17 @@
 """NATS JetStream: the broker, streams, durable consumers and reliable delivery.
 
-FastStream owns the connection and the subscribers (and so the AsyncAPI document and
-the trace propagation through message headers). What FastStream's defaults get wrong
-for us is handled here:
+FastStream owns the connection (and intake's request/reply subscriber). Events are
+consumed by `linli.servicekit.consume`, on nats-py pull subscriptions. What the
+defaults get wrong for us is handled here:
 
-* Streams are provisioned idempotently by us (`declare=False` on the subscribers), so
-  several replicas starting at once never fight over a stream's configuration.
+* Streams are provisioned idempotently by us, so several replicas starting at once
+  never fight over a stream's configuration.
 * Every durable consumer gets explicit ack, `ack_wait`, bounded `max_deliver`, a
   timeout backoff and `max_ack_pending` (never the server's unlimited redelivery).
-* `Deliveries.process` replaces FastStream's reject-on-error: a transient error is
-  nak'ed with a growing delay; a poison message (one that can never succeed) and a
-  message whose deliveries are spent are stored whole in the dead-letter table with
-  the reason, then terminated; later messages keep flowing.
+* `Deliveries` settles what a handler could not process: a transient error is nak'ed
+  with a growing delay; a poison message (one that can never succeed) and a message
+  whose deliveries are spent are stored whole in the dead-letter table with the
+  reason, then terminated; later messages keep flowing.
 """
 
 from __future__ import annotations
@@ -26,17 +26,15 @@ from hashlib import sha256
 from typing import Any
 
 import asyncpg
-from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage
+from faststream.nats import ConsumerConfig, JStream, NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.security import NatsCredentials, NatsUserPassword
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, NotFoundError
 from opentelemetry.sdk.trace import TracerProvider
 
-from linli.contracts.binding import from_nats, parse_data
-from linli.contracts.envelope import CloudEvent, EnvelopeError
-from linli.contracts.registry import UnknownEventType, lookup
 from linli.contracts.subjects import EVENTS_PREFIX, INGRESS_PREFIX
 from linli.contracts.types import Reason
 
@@ -53,24 +51,6 @@ class PoisonMessage(Exception):
     def __init__(self, reasons: list[Reason]) -> None:
         super().__init__("; ".join(f"{r.field}: {r.message}" for r in reasons))
         self.reasons = reasons
-
-
-def decode_event(data: bytes, headers: Mapping[str, str] | None) -> tuple[CloudEvent[Any], Any]:
-    """A consumed domain event and its typed data; PoisonMessage when it can never parse.
-
-    Unknown types and versions are poison for the consumer that received them: they
-    go to its dead letters with the reason instead of being retried.
-    """
-    try:
-        event = from_nats(data, headers)
-        spec = lookup(event.type)
-        return event, parse_data(event, spec.adapter)
-    except EnvelopeError as exc:
-        raise PoisonMessage(list(exc.reasons)) from exc
-    except UnknownEventType as exc:
-        raise PoisonMessage(
-            [Reason(field="type", message=str(exc)[:500], code="unknown_type")]
-        ) from exc
 
 
 def build_broker(settings: ServiceSettings, tracer_provider: TracerProvider | None) -> NatsBroker:
@@ -151,7 +131,11 @@ async def provision_streams(js: JetStreamContext, settings: ServiceSettings) -> 
 
 
 def consumer_config(
-    settings: ServiceSettings, durable: str, *, filter_subject: str | None = None
+    settings: ServiceSettings,
+    durable: str,
+    *,
+    filter_subject: str | None = None,
+    filter_subjects: list[str] | None = None,
 ) -> ConsumerConfig:
     """A durable, explicit-ack consumer with bounded redelivery and backoff."""
     # backoff applies to ack timeouts (a crashed or paused consumer); errors are
@@ -169,6 +153,7 @@ def consumer_config(
         backoff=backoff,
         max_ack_pending=settings.consumer_max_ack_pending,
         filter_subject=filter_subject,
+        filter_subjects=filter_subjects,
     )
 
 
@@ -231,7 +216,7 @@ async def store_dead_letter(conn: Conn, letter: DeadLetter) -> tuple[uuid.UUID, 
 
 
 class Deliveries:
-    """Runs a handler for one JetStream message and settles the message."""
+    """Settles JetStream messages that a handler could not process: retry or dead letter."""
 
     def __init__(self, pool: Callable[[], asyncpg.Pool], settings: ServiceSettings) -> None:
         self._pool = pool
@@ -243,57 +228,51 @@ class Deliveries:
         return float(min(base, self._settings.retry_max_delay_s))
 
     async def process(
-        self, consumer: str, msg: NatsMessage, handler: Callable[[], Awaitable[None]]
+        self, consumer: str, msg: Msg, handler: Callable[[], Awaitable[None]]
     ) -> None:
-        """Run `handler`; ack, nak with delay, or dead-letter and terminate."""
-        raw = msg.raw_message
-        meta = raw.metadata
-        delivered = meta.num_delivered or 1
+        """Run `handler` for one message; ack, or settle its failure."""
         try:
             await handler()
-        except PoisonMessage as exc:
-            await self._dead_letter(consumer, msg, exc.reasons, meta.sequence.stream, delivered)
-            return
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if delivered >= self._settings.consumer_max_deliver:
-                reason = Reason(
-                    field="",
-                    message=f"gave up after {delivered} deliveries: {type(exc).__name__}",
-                    code="max_deliveries",
-                )
-                await self._dead_letter(consumer, msg, [reason], meta.sequence.stream, delivered)
-            else:
-                log.warning(
-                    "handler failed, will retry",
-                    extra={
-                        "consumer": consumer,
-                        "error": type(exc).__name__,
-                        "delivered": delivered,
-                    },
-                )
-                await msg.nack(delay=self.retry_delay(delivered))
+            await self.settle_failure(consumer, msg, exc)
             return
         failpoints.hit("inbox.after_commit_before_ack")
         await msg.ack()
 
-    async def _dead_letter(
-        self,
-        consumer: str,
-        msg: NatsMessage,
-        reasons: list[Reason],
-        seq: int | None,
-        delivered: int,
-    ) -> None:
-        raw = msg.raw_message
+    async def settle_failure(self, consumer: str, msg: Msg, exc: BaseException) -> None:
+        """Poison goes to the dead letters at once; anything else is retried with a
+        growing delay until the deliveries are spent, then dead-lettered."""
+        if isinstance(exc, PoisonMessage):
+            await self.dead_letter(consumer, msg, exc.reasons)
+            return
+        delivered = msg.metadata.num_delivered or 1
+        if delivered >= self._settings.consumer_max_deliver:
+            reason = Reason(
+                field="",
+                message=f"gave up after {delivered} deliveries: {type(exc).__name__}",
+                code="max_deliveries",
+            )
+            await self.dead_letter(consumer, msg, [reason])
+            return
+        log.warning(
+            "handler failed, will retry",
+            extra={"consumer": consumer, "error": type(exc).__name__, "delivered": delivered},
+        )
+        await msg.nak(delay=self.retry_delay(delivered))
+
+    async def dead_letter(self, consumer: str, msg: Msg, reasons: list[Reason]) -> None:
+        """Keep the message whole with its reasons, then terminate its redelivery."""
+        meta = msg.metadata
+        delivered = meta.num_delivered or 1
         letter = DeadLetter(
             consumer=consumer,
-            subject=raw.subject,
-            headers=dict(raw.headers or {}),
-            payload=raw.data,
+            subject=msg.subject,
+            headers=dict(msg.headers or {}),
+            payload=msg.data,
             reasons=reasons,
-            stream_seq=seq,
+            stream_seq=meta.sequence.stream,
             deliveries=delivered,
         )
         try:
@@ -302,10 +281,13 @@ class Deliveries:
         except Exception as exc:
             # Keeping it matters more than settling it: try again later.
             log.warning("dead letter not stored", extra={"error": type(exc).__name__})
-            await msg.nack(delay=self.retry_delay(delivered))
+            await msg.nak(delay=self.retry_delay(delivered))
             return
-        log.warning("message dead-lettered", extra={"consumer": consumer, "stream_seq": seq})
-        await msg.reject()
+        log.warning(
+            "message dead-lettered",
+            extra={"consumer": consumer, "stream_seq": meta.sequence.stream},
+        )
+        await msg.term()
 
 
 async def capture_max_deliveries(

@@ -1,8 +1,9 @@
 """The runtime every service shares: pool, migrations, broker, streams, relay.
 
-A service's composition root builds one `ServiceRuntime`, registers its subscribers
-on `runtime.broker` and its routers on the HTTP app, and lets the app's lifespan start
-and stop everything. Nothing connects before `start()`.
+A service's composition root builds one `ServiceRuntime`, declares its event
+subscriptions with `runtime.consume(Subscriptions(...))`, adds its routers to the HTTP
+app and its start and stop hooks to `on_start` / `on_stop`, and lets the app's lifespan
+start and stop everything. Nothing connects before `start()`.
 """
 
 from __future__ import annotations
@@ -15,25 +16,19 @@ from typing import Any
 
 import asyncpg
 from fastapi import FastAPI
-from faststream import AckPolicy
-from faststream.nats import NatsBroker, NatsMessage, PullSub
-from nats.aio.msg import Msg
+from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
 from opentelemetry.sdk.trace import SpanProcessor
 
-from linli.contracts.subjects import EVENTS_PREFIX
-
 from . import failpoints
+from .consume import EventConsumer, Subscriptions
 from .db import Migration, create_pool, migrate, pending_migrations
 from .logs import configure_logging
 from .messaging import (
     Deliveries,
     build_broker,
     capture_max_deliveries,
-    consumer_config,
-    jstream,
     provision_streams,
-    stream_subjects,
 )
 from .outbox import OutboxRelay
 from .settings import ServiceSettings
@@ -42,6 +37,7 @@ from .telemetry import setup_tracing
 log = logging.getLogger(__name__)
 
 StartHook = Callable[["ServiceRuntime"], Awaitable[None]]
+StopHook = Callable[["ServiceRuntime"], Awaitable[None]]
 
 
 class ServiceRuntime:
@@ -64,6 +60,9 @@ class ServiceRuntime:
         self.relay: OutboxRelay | None = None
         self.deliveries = Deliveries(lambda: self.pool, settings)
         self.on_start: list[StartHook] = []
+        self.on_stop: list[StopHook] = []
+        """Run in reverse order at stop, after consuming has stopped, before the pool closes."""
+        self.consumers: list[EventConsumer] = []
         self.durables: list[tuple[str, str]] = []
         self._background: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -73,58 +72,23 @@ class ServiceRuntime:
         """Run `run()` as a task from start to stop (timers, generators, sweepers)."""
         self._background.append((name, run))
 
-    def consume_events(
-        self,
-        name: str,
-        handle: Callable[[Msg], Awaitable[None]],
-        *,
-        wants: Callable[[str], bool] | None = None,
-        description: str = "",
-    ) -> list[str]:
-        """Consume the domain-event stream reliably with durable `name`.
+    def consume(self, subs: Subscriptions, *, stream: str | None = None) -> EventConsumer:
+        """Consume the events stream with `subs` (see `linli.servicekit.consume`).
 
-        One durable per subject of the stream's scope (`name`, or `name-0`, `name-1`, …
-        when `LINLI_STREAM_COMMUNITIES` names several communities), explicit ack with
-        bounded, backed-off redelivery and dead letters (`Deliveries.process`). Messages
-        whose subject `wants` declines are acknowledged untouched. `handle` gets the raw
-        message and runs its effect (inbox + state + outbox in one transaction).
-        Returns the durable names.
+        One durable named `subs.name`, filtered on the server to the declared types,
+        batches in one transaction, explicit ack with bounded, backed-off redelivery and
+        dead letters.
         """
-        subjects = stream_subjects(EVENTS_PREFIX, self.settings)
-        names = []
-        for index, subject in enumerate(subjects):
-            durable = name if len(subjects) == 1 else f"{name}-{index}"
-            self.durable(self.settings.events_stream, durable)
-            self._subscribe_durable(subject, durable, handle, wants, description)
-            names.append(durable)
-        return names
-
-    def _subscribe_durable(
-        self,
-        subject: str,
-        durable: str,
-        handle: Callable[[Msg], Awaitable[None]],
-        wants: Callable[[str], bool] | None,
-        description: str,
-    ) -> None:
-        settings = self.settings
-
-        @self.broker.subscriber(
-            subject,
-            stream=jstream(settings.events_stream),
-            durable=durable,
-            config=consumer_config(settings, durable, filter_subject=subject),
-            pull_sub=PullSub(batch_size=settings.consumer_batch, timeout=1.0),
-            ack_policy=AckPolicy.MANUAL,
-            title=f"{durable}:{subject}",
-            description=description,
+        consumer = EventConsumer(
+            subs,
+            stream=stream or self.settings.events_stream,
+            settings=self.settings,
+            pool=lambda: self.pool,
+            deliveries=self.deliveries,
         )
-        async def on_event(msg: NatsMessage) -> None:
-            raw = msg.raw_message
-            if wants is not None and not wants(raw.subject):
-                await msg.ack()
-                return
-            await self.deliveries.process(durable, msg, lambda: handle(raw))
+        self.durable(consumer.stream, consumer.durable)
+        self.consumers.append(consumer)
+        return consumer
 
     def durable(self, stream: str, durable: str) -> str:
         """Register a durable consumer so messages it gives up on are dead-lettered."""
@@ -171,6 +135,8 @@ class ServiceRuntime:
                 self.broker.connection, self.js, lambda: self.pool, stream, durable
             )
         await self.broker.start()
+        for consumer in self.consumers:
+            await consumer.start(self.js)
         if self.settings.run_relay:
             self.relay = OutboxRelay(
                 self.pool,
@@ -189,8 +155,10 @@ class ServiceRuntime:
         log.info("service started", extra={"instance": self.settings.instance})
 
     async def stop(self) -> None:
-        """Stop consuming first, then relaying, then close the pool."""
+        """Stop consuming first, then background work, relaying, hooks; close the pool."""
         self.started = False
+        for consumer in self.consumers:
+            await consumer.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -201,6 +169,11 @@ class ServiceRuntime:
             await self.broker.stop()
         if self.relay is not None:
             await self.relay.stop()
+        for hook in reversed(self.on_stop):
+            try:
+                await hook(self)
+            except Exception:
+                log.exception("stop hook failed")
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

@@ -71,7 +71,12 @@ class ServiceSettings(BaseSettings):
     consumer_ack_wait_s: float = Field(default=30.0, gt=0)
     consumer_max_deliver: int = Field(default=8, ge=2, le=100)
     consumer_max_ack_pending: int = Field(default=1000, ge=1)
-    consumer_batch: int = Field(default=64, ge=1, le=1000)
+    consumer_batch: int = Field(
+        default=64, ge=1, le=1000, description="Events pulled, and handled in one transaction."
+    )
+    consumer_fetch_wait_s: float = Field(
+        default=5.0, gt=0, le=60, description="How long an idle pull waits for an event."
+    )
     retry_base_delay_s: float = Field(default=0.5, gt=0)
     retry_max_delay_s: float = Field(default=60.0, gt=0)
 

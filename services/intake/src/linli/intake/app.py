@@ -8,18 +8,17 @@ import time
 from fastapi import FastAPI
 from faststream import AckPolicy
 from faststream.nats import NatsMessage, PullSub
-from nats.aio.msg import Msg
 from opentelemetry.sdk.trace import SpanProcessor
 from pydantic import Field
 
 from linli.contracts.subjects import INGRESS_PREFIX
 from linli.servicekit.db import service_migrations
 from linli.servicekit.http import create_http_app
-from linli.servicekit.messaging import consumer_config, decode_event, jstream, stream_subjects
+from linli.servicekit.messaging import consumer_config, jstream, stream_subjects
 from linli.servicekit.runtime import ServiceRuntime, periodic
 from linli.servicekit.settings import ServiceSettings
 
-from . import api, ingress, lifecycle, service
+from . import api, ingress, service
 from .service import Clock
 
 MIGRATIONS_PACKAGE = "linli.intake"
@@ -90,7 +89,7 @@ def build_app(
 
 def _subscriptions(runtime: ServiceRuntime, settings: IntakeSettings, clock: Clock) -> None:
     """All of intake's subscriptions, in one place."""
-    _follow_lifecycle(runtime, clock)
+    runtime.consume(service.lifecycle_subscriptions(LIFECYCLE, clock))
     subjects = stream_subjects(INGRESS_PREFIX, settings)
     for index, subject in enumerate(subjects):
         durable = ingress.CONSUMER if len(subjects) == 1 else f"{ingress.CONSUMER}-{index}"
@@ -99,23 +98,6 @@ def _subscriptions(runtime: ServiceRuntime, settings: IntakeSettings, clock: Clo
 
 
 LIFECYCLE = "intake-lifecycle"
-
-
-def _follow_lifecycle(runtime: ServiceRuntime, clock: Clock) -> None:
-    async def handle(raw: Msg) -> None:
-        event, data = decode_event(raw.data, raw.headers)
-        async with runtime.pool.acquire() as conn:
-            # One inbox name whatever the durables are called.
-            await service.follow_lifecycle(conn, LIFECYCLE, event, data, clock=clock)
-
-    # Intake's own events and any type it does not follow (a future v2, another
-    # service's news) are none of its business: acknowledged, not dead-lettered.
-    runtime.consume_events(
-        LIFECYCLE,
-        handle,
-        wants=lifecycle.follows,
-        description="lifecycle events from scheduling and partners: status and timeline",
-    )
 
 
 def _subscribe_subject(
@@ -172,4 +154,4 @@ def _subscribe_subject(
                 clock=clock,
             )
 
-        await runtime.deliveries.process(durable, msg, work)
+        await runtime.deliveries.process(durable, raw, work)

@@ -30,29 +30,23 @@ from linli.contracts.events import (
 )
 
 FINAL = frozenset({"fulfilled", "cancelled"})
-FOLLOWED = frozenset(
-    {
-        "slot.reserved.v1",
-        "slot.released.v1",
-        "assignment.offered.v1",
-        "assignment.expired.v1",
-        "partner.accepted.v1",
-        "partner.declined.v1",
-        "volunteer.confirmed.v1",
-        "volunteer.declined.v1",
-        "meal.delivered.v1",
-        "visit.completed.v1",
-        "repair.completed.v1",
-        "delivery.failed.v1",
-        "need.escalated.v1",
-        "need.fulfilled.v1",
-    }
+FOLLOWED = (
+    SlotReserved,
+    SlotReleased,
+    AssignmentOffered,
+    AssignmentExpired,
+    PartnerAccepted,
+    PartnerDeclined,
+    VolunteerConfirmed,
+    VolunteerDeclined,
+    MealDelivered,
+    VisitCompleted,
+    RepairCompleted,
+    DeliveryFailed,
+    NeedEscalated,
+    NeedFulfilled,
 )
-
-
-def follows(subject: str) -> bool:
-    """Whether an event subject (`linli.events.<c>.<agg>.<name>.v<N>`) is one intake reads."""
-    return ".".join(subject.split(".")[-3:]) in FOLLOWED
+"""The events that move a need's status or add to its timeline (see `step_for`)."""
 
 
 _PROGRESS = {"submitted": 0, "scheduled": 1, "offered": 2, "assigned": 3}

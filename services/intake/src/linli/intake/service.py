@@ -15,8 +15,9 @@ from linli.contracts.envelope import CloudEvent, new_event
 from linli.contracts.events import NeedCancelled, NeedRejected, NeedSubmitted
 from linli.contracts.needs import NeedSpecAdapter, ResidentSpec
 from linli.contracts.types import Reason, Role
-from linli.servicekit import inbox, outbox
+from linli.servicekit import outbox
 from linli.servicekit.clock import Clock
+from linli.servicekit.consume import Received, Subscriptions
 from linli.servicekit.db import Conn
 from linli.servicekit.messaging import DeadLetter, store_dead_letter
 
@@ -251,49 +252,58 @@ async def reject_ingress(
     return RejectedIngress(letter_id, inserted, announce)
 
 
-async def follow_lifecycle(
-    conn: Conn, consumer: str, event: CloudEvent[Any], data: Any, *, clock: Clock
-) -> bool:
+def lifecycle_subscriptions(name: str, clock: Clock) -> Subscriptions:
+    """The lifecycle events intake follows for the operator's view of a need."""
+    subs = Subscriptions(
+        name, description="lifecycle events from scheduling and partners: status and timeline"
+    )
+
+    async def use_case(conn: Conn, received: Received[Any]) -> bool:
+        return await follow_lifecycle(conn, received.event, received.data, clock=clock)
+
+    for model in lifecycle.FOLLOWED:
+        subs.on(model, use_case)
+    return subs
+
+
+async def follow_lifecycle(conn: Conn, event: CloudEvent[Any], data: Any, *, clock: Clock) -> bool:
     """Record what a lifecycle event says about one of our needs; False if ignored.
 
-    Inbox row, status and timeline commit together, so a redelivered event adds no
-    second timeline entry.
+    Runs in the consumer's transaction, which claimed the event's inbox row: status and
+    timeline commit with it, so a redelivered event adds no second timeline entry.
     """
     step = lifecycle.step_for(data)
     if step is None:
         return False
     at = event.time or clock.now()
-    async with conn.transaction():
-        if not await inbox.claim(conn, consumer, event.id):
-            return False
-        row = await store.need_state(conn, event.community, step.need_id)
-        if row is None:
-            return False
-        if step.closes is not None:
-            await store.close_assignment(conn, step.need_id, step.closes)
-            if row["assignment_id"] == step.closes and row["status"] == "assigned":
-                # Scheduling never heard this acceptance in time: nobody is assigned.
-                await store.clear_assignee(conn, step.need_id, "offered", at)
-                await store.add_timeline(
-                    conn, step.need_id, "offered", step.actor, f"{step.note}; assignee removed"
-                )
-                return True
-        if step.assignee is not None and await store.assignment_closed(conn, step.assignment_id):
-            # An answer to an offer that had already closed changes nothing.
+    row = await store.need_state(conn, event.community, step.need_id)
+    if row is None:
+        return False
+    if step.closes is not None:
+        await store.close_assignment(conn, step.need_id, step.closes)
+        if row["assignment_id"] == step.closes and row["status"] == "assigned":
+            # Scheduling never heard this acceptance in time: nobody is assigned.
+            await store.clear_assignee(conn, step.need_id, "offered", at)
             await store.add_timeline(
-                conn, step.need_id, row["status"], step.actor, "late answer to a closed offer"
+                conn, step.need_id, "offered", step.actor, f"{step.note}; assignee removed"
             )
             return True
-        status = lifecycle.next_status(row["status"], step.status)
-        assignee = None
-        if step.assignee is not None and status == "assigned":
-            assignee = (step.assignee[0], step.assignee[1])
-        await store.update_need_progress(
-            conn, step.need_id, status, at, assignee, step.assignment_id if assignee else None
-        )
+    if step.assignee is not None and await store.assignment_closed(conn, step.assignment_id):
+        # An answer to an offer that had already closed changes nothing.
         await store.add_timeline(
-            conn, step.need_id, step.status or row["status"], step.actor, step.note
+            conn, step.need_id, row["status"], step.actor, "late answer to a closed offer"
         )
+        return True
+    status = lifecycle.next_status(row["status"], step.status)
+    assignee = None
+    if step.assignee is not None and status == "assigned":
+        assignee = (step.assignee[0], step.assignee[1])
+    await store.update_need_progress(
+        conn, step.need_id, status, at, assignee, step.assignment_id if assignee else None
+    )
+    await store.add_timeline(
+        conn, step.need_id, step.status or row["status"], step.actor, step.note
+    )
     return True
 
 

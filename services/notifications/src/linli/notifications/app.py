@@ -6,7 +6,6 @@ import importlib
 import logging
 
 from fastapi import FastAPI
-from nats.aio.msg import Msg
 from opentelemetry.sdk.trace import SpanProcessor
 
 from linli.servicekit.db import service_migrations
@@ -47,7 +46,7 @@ def build_app(
     if not box.encrypting:
         log.warning("webhook secrets are stored unencrypted (no cryptography or secrets_key)")
     worker = DeliveryWorker(lambda: runtime.pool, settings, box, resolver=resolver)
-    _subscribe_events(runtime, settings, worker)
+    runtime.consume(events.subscriptions(on_commit=worker.wake.set))
     if settings.run_delivery:
         runtime.background("webhook-delivery", lambda: worker.run(runtime.dsn))
     app = create_http_app(
@@ -81,25 +80,3 @@ def _register_people(
             raise
         return
     people.register(runtime, settings, app)
-
-
-def _subscribe_events(
-    runtime: ServiceRuntime, settings: NotificationsSettings, worker: DeliveryWorker
-) -> None:
-    """One durable on the events stream: every domain event, one delivery per match."""
-
-    async def handle(raw: Msg) -> None:
-        added = await events.handle_message(
-            runtime.pool,
-            subject=raw.subject,
-            payload=raw.data,
-            headers=dict(raw.headers or {}),
-        )
-        if added:
-            worker.wake.set()
-
-    runtime.consume_events(
-        events.CONSUMER,
-        handle,
-        description="every domain event; one webhook delivery per matching subscription",
-    )

@@ -1,20 +1,17 @@
-"""The durable consumer: every domain event becomes one delivery per matching
-subscription, written in the inbox transaction (so a redelivered event adds nothing)."""
+"""Consumed events: every domain event becomes one delivery per matching subscription,
+written in the consumer's inbox transaction (so a redelivered event adds nothing)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-
 from linli.contracts.binding import CE_HEADER_PREFIX, to_structured
 from linli.contracts.envelope import CloudEvent
-from linli.servicekit import inbox
+from linli.servicekit.consume import Received, Subscriptions
 from linli.servicekit.db import Conn
-from linli.servicekit.messaging import decode_event
 
 CONSUMER = "notifications"
 NOTIFICATION_FAILED = "linli.notification.failed.v1"
@@ -53,9 +50,18 @@ def _failed_subscription(ce_type: str, data: Any) -> uuid.UUID | None:
         return None
 
 
-async def handle_message(
-    pool: asyncpg.Pool, *, subject: str, payload: bytes, headers: Mapping[str, str]
-) -> int:
+def subscriptions(on_commit: Callable[[], None]) -> Subscriptions:
+    """Every domain event, of any type or version, fanned out to matching subscriptions."""
+    subs = Subscriptions(
+        CONSUMER,
+        description="every domain event; one webhook delivery per matching subscription",
+        on_commit=on_commit,
+    )
+    subs.on_every_event(record_deliveries)
+    return subs
+
+
+async def record_deliveries(conn: Conn, received: Received[Any]) -> int:
     """Record the deliveries of one event; returns how many were added.
 
     Subscriptions filtering on need kinds need the kind of events that do not carry it
@@ -64,39 +70,34 @@ async def handle_message(
     to those subscriptions when the kind arrives; a per-need advisory lock orders the
     two transactions.
     """
-    event, _ = decode_event(payload, headers)
-    body = structured_body(payload, headers, event)
-    data = event.model_dump(mode="json").get("data")
+    event = received.event
+    body = structured_body(received.body, received.headers, event)
+    data = received.data
     need_id, kind = need_kind_in(data)
     about = _failed_subscription(event.type, data)
     fields = (event.id, event.type, event.community, event.time, body)
-    async with pool.acquire() as conn, conn.transaction():
-        if not await inbox.claim(conn, CONSUMER, event.id):
-            return 0
-        added = 0
-        if need_id is not None:
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtext('linli-need-kind:' || $1::text))",
-                str(need_id),
-            )
-            if kind is not None:
-                added += await _remember_kind(conn, need_id, kind)
-            else:
-                kind = await conn.fetchval(
-                    "SELECT kind FROM need_kinds WHERE need_id = $1", need_id
-                )
-        added += await _fan_out(conn, fields, kind, about, only_kind_filtered=False)
-        if need_id is not None and kind is None:
-            await conn.execute(
-                "INSERT INTO parked_events "
-                "(need_id, event_id, event_type, community, event_time, payload) "
-                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                need_id,
-                *fields,
-            )
-        if added:
-            await conn.execute("SELECT pg_notify(current_schema() || '_deliveries', '')")
-        return added
+    added = 0
+    if need_id is not None:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('linli-need-kind:' || $1::text))",
+            str(need_id),
+        )
+        if kind is not None:
+            added += await _remember_kind(conn, need_id, kind)
+        else:
+            kind = await conn.fetchval("SELECT kind FROM need_kinds WHERE need_id = $1", need_id)
+    added += await _fan_out(conn, fields, kind, about, only_kind_filtered=False)
+    if need_id is not None and kind is None:
+        await conn.execute(
+            "INSERT INTO parked_events "
+            "(need_id, event_id, event_type, community, event_time, payload) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            need_id,
+            *fields,
+        )
+    if added:
+        await conn.execute("SELECT pg_notify(current_schema() || '_deliveries', '')")
+    return added
 
 
 async def _remember_kind(conn: Conn, need_id: uuid.UUID, kind: str) -> int:

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-from typing import Any, Self
+from typing import Self
 
 from fastapi import FastAPI
-from nats.aio.msg import Msg
 from opentelemetry.sdk.trace import SpanProcessor
 from pydantic import Field, SecretStr, model_validator
 
-from linli.contracts.binding import from_nats
-from linli.contracts.envelope import EnvelopeError
-from linli.contracts.subjects import SubjectError, parse_subject
-from linli.contracts.types import NeedKind, Reason
+from linli.contracts.types import NeedKind
 from linli.servicekit.db import service_migrations
 from linli.servicekit.http import create_http_app
-from linli.servicekit.messaging import PoisonMessage
 from linli.servicekit.runtime import ServiceRuntime
 from linli.servicekit.settings import Environment, ServiceSettings
 
@@ -91,7 +84,12 @@ def build_app(
         settings.intake_token.get_secret_value() if settings.intake_token else None,
         timeout_s=settings.intake_timeout_s,
     )
-    _subscribe_events(runtime, settings, clock)
+    runtime.consume(service.subscriptions(clock))
+
+    async def close_directory(_rt: ServiceRuntime) -> None:
+        await directory.aclose()
+
+    runtime.on_stop.append(close_directory)
     app = create_http_app(
         runtime,
         title="Linli partners",
@@ -104,69 +102,4 @@ def build_app(
     app.include_router(api.router)
     app.include_router(api.me_router)
     api.install_error_handlers(app)
-    _close_on_shutdown(app, directory)
     return app
-
-
-def _close_on_shutdown(app: FastAPI, directory: ContactDirectory) -> None:
-    # The runtime's lifespan has no stop hooks; wrap it so the HTTP client closes too.
-    inner = app.router.lifespan_context
-
-    @contextlib.asynccontextmanager
-    async def lifespan(a: Any) -> AsyncIterator[Any]:
-        async with inner(a) as state:
-            try:
-                yield state
-            finally:
-                await directory.aclose()
-
-    app.router.lifespan_context = lifespan
-
-
-def _subscribe_events(runtime: ServiceRuntime, settings: PartnersSettings, clock: Clock) -> None:
-    """All of partners' subscriptions, in one place."""
-
-    async def handle(raw: Msg) -> None:
-        event = _decode(raw.subject, raw.data, dict(raw.headers or {}))
-        if event is None:
-            return
-        async with runtime.pool.acquire() as conn:
-            try:
-                # One inbox name whatever the durables are called, so re-scoping the
-                # subscriptions never applies an event twice.
-                await service.handle_event(conn, event, clock=clock)
-            except EnvelopeError as exc:
-                raise PoisonMessage(exc.reasons) from None
-
-    runtime.consume_events(
-        service.CONSUMER,
-        handle,
-        description="assignment.offered into the offered party's inbox; assignment.expired, "
-        "need.cancelled and need.fulfilled withdraw offers; other events are skipped",
-    )
-
-
-def _decode(subject: str, data: bytes, headers: dict[str, str]) -> Any:
-    """The event, None when it is not one partners handles; poison when unreadable."""
-    try:
-        parsed = parse_subject(subject)
-    except SubjectError:
-        return None
-    if parsed.type not in service.HANDLERS:
-        # Most of the stream is other services' business: skip it without parsing.
-        return None
-    try:
-        event = from_nats(data, headers)
-    except EnvelopeError as exc:
-        raise PoisonMessage(exc.reasons) from None
-    if event.type != parsed.type or event.community != parsed.community:
-        raise PoisonMessage(
-            [
-                Reason(
-                    field="subject",
-                    message="subject does not match the event's type and community",
-                    code="subject_mismatch",
-                )
-            ]
-        )
-    return event

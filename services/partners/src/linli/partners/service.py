@@ -13,8 +13,7 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
-from linli.contracts.binding import parse_data
-from linli.contracts.envelope import CloudEvent, new_event
+from linli.contracts.envelope import new_event
 from linli.contracts.events import (
     AssignmentExpired,
     AssignmentOffered,
@@ -33,10 +32,10 @@ from linli.contracts.events import (
     VolunteerConfirmed,
     VolunteerDeclined,
 )
-from linli.contracts.registry import spec_for
 from linli.contracts.types import Reason, Role
-from linli.servicekit import inbox, outbox
+from linli.servicekit import outbox
 from linli.servicekit.clock import Clock
+from linli.servicekit.consume import Received, Subscriptions
 from linli.servicekit.db import Conn
 
 from . import rules, store
@@ -255,32 +254,26 @@ async def _on_fulfilled(conn: Conn, community: str, data: NeedFulfilled, now: da
     await store.close_need(conn, community, data.need_id, "need_fulfilled", now, ("open",))
 
 
-Handler = Callable[[Conn, str, Any, datetime], Awaitable[None]]
-HANDLERS: Mapping[str, tuple[type[BaseModel], Handler]] = {
-    spec_for(AssignmentOffered).type: (AssignmentOffered, _on_offered),
-    spec_for(AssignmentExpired).type: (AssignmentExpired, _on_expired),
-    spec_for(NeedCancelled).type: (NeedCancelled, _on_cancelled),
-    spec_for(NeedFulfilled).type: (NeedFulfilled, _on_fulfilled),
-}
+def subscriptions(clock: Clock) -> Subscriptions:
+    """Offers into the offered party's inbox; expiry, cancellation and fulfilment close them."""
+    subs = Subscriptions(
+        CONSUMER,
+        description="assignment.offered into the offered party's inbox; assignment.expired, "
+        "need.cancelled and need.fulfilled withdraw offers",
+    )
+    handlers: dict[type[BaseModel], Callable[[Conn, str, Any, datetime], Awaitable[None]]] = {
+        AssignmentOffered: _on_offered,
+        AssignmentExpired: _on_expired,
+        NeedCancelled: _on_cancelled,
+        NeedFulfilled: _on_fulfilled,
+    }
+    for model, handler in handlers.items():
 
+        async def use_case(conn: Conn, received: Received[Any], handler: Any = handler) -> None:
+            await handler(conn, received.community, received.data, clock.now())
 
-async def handle_event(
-    conn: Conn, event: CloudEvent[dict[str, Any]], *, clock: Clock, consumer: str = CONSUMER
-) -> bool:
-    """Apply one consumed event exactly once; False when it is not ours or was seen.
-
-    Raises EnvelopeError when the data does not fit the contract (a poison message).
-    """
-    entry = HANDLERS.get(event.type)
-    if entry is None:
-        return False
-    model, handler = entry
-    data = parse_data(event, model)
-    async with conn.transaction():
-        if not await inbox.claim(conn, consumer, event.id):
-            return False
-        await handler(conn, event.community, data, clock.now())
-    return True
+        subs.on(model, use_case)
+    return subs
 
 
 # --- the dispatch inbox (party side) ----------------------------------------------------

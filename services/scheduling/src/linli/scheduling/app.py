@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-
 from fastapi import FastAPI
-from nats.aio.msg import Msg
 from opentelemetry.sdk.trace import SpanProcessor
 from pydantic import Field
 
@@ -15,12 +11,13 @@ from linli.servicekit.http import create_http_app
 from linli.servicekit.runtime import ServiceRuntime
 from linli.servicekit.settings import ServiceSettings
 
-from . import api, events
+from . import api
 from .rules import Policy
 from .service import Clock, Scheduler, SchedulingConfig
 from .timers import TimerLoop
 
 MIGRATIONS_PACKAGE = "linli.scheduling"
+CONSUMER = "scheduling"
 
 
 class SchedulingSettings(ServiceSettings):
@@ -94,7 +91,8 @@ def build_app(
         span_processor=span_processor,
     )
     scheduler = scheduler_for(settings, clock)
-    _subscribe_events(runtime, settings, scheduler)
+    # One inbox name whatever the streams' scope, so re-scoping never applies an event twice.
+    runtime.consume(scheduler.subscriptions(CONSUMER))
     app = create_http_app(
         runtime,
         title="Linli scheduling",
@@ -109,53 +107,26 @@ def build_app(
 def _run_timers(
     app: FastAPI, runtime: ServiceRuntime, settings: SchedulingSettings, scheduler: Scheduler
 ) -> None:
-    """Start the timer loop after the runtime, stop it before the pool closes."""
-    runtime_lifespan = app.router.lifespan_context
+    """Fire durable timers from start to stop (every replica; rows are claimed)."""
+    app.state.timers = None
+    if not settings.run_timers:
+        return
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
-        async with runtime_lifespan(app_):
-            loop = None
-            if settings.run_timers:
-                loop = TimerLoop(
-                    runtime.pool,
-                    scheduler,
-                    settings.db_schema,
-                    dsn=runtime.dsn,
-                    poll_interval=settings.timer_poll_interval_s,
-                    batch=settings.timer_batch,
-                )
-                await loop.start()
-            app_.state.timers = loop
-            try:
-                yield
-            finally:
-                if loop is not None:
-                    await loop.stop()
-
-    app.router.lifespan_context = lifespan
-
-
-def _subscribe_events(
-    runtime: ServiceRuntime, settings: SchedulingSettings, scheduler: Scheduler
-) -> None:
-    """All of scheduling's subscriptions, in one place: one durable on the events stream."""
-
-    async def handle(raw: Msg) -> None:
-        await events.handle_message(
-            runtime.pool,
+    async def start(rt: ServiceRuntime) -> None:
+        loop = TimerLoop(
+            rt.pool,
             scheduler,
-            # One inbox name whatever the durables are called, so re-scoping the
-            # subscriptions never applies an event twice.
-            consumer="scheduling",
-            subject=raw.subject,
-            payload=raw.data,
-            headers=dict(raw.headers or {}),
+            settings.db_schema,
+            dsn=rt.dsn,
+            poll_interval=settings.timer_poll_interval_s,
+            batch=settings.timer_batch,
         )
+        await loop.start()
+        app.state.timers = loop
 
-    runtime.consume_events(
-        events.CONSUMER,
-        handle,
-        wants=events.consumes,
-        description="needs, capacity, answers and completions; applied once each",
-    )
+    async def stop(_rt: ServiceRuntime) -> None:
+        if app.state.timers is not None:
+            await app.state.timers.stop()
+
+    runtime.on_start.append(start)
+    runtime.on_stop.append(stop)

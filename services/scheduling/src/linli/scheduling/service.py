@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
-from linli.contracts.envelope import CloudEvent, new_event
+from linli.contracts.envelope import new_event
 from linli.contracts.events import (
     AssignmentExpired,
     AssignmentOffered,
@@ -39,8 +39,9 @@ from linli.contracts.events import (
     VolunteerDeclined,
 )
 from linli.contracts.types import NeedKind, Urgency
-from linli.servicekit import inbox, outbox
+from linli.servicekit import outbox
 from linli.servicekit.clock import Clock
+from linli.servicekit.consume import Received, Subscriptions
 from linli.servicekit.db import Conn
 from linli.servicekit.telemetry import current_traceparent
 
@@ -102,16 +103,16 @@ class Scheduler:
 
     # --- entry points -----------------------------------------------------------
 
-    async def handle(
-        self, pool: asyncpg.Pool, consumer: str, event: CloudEvent[Any], data: BaseModel
-    ) -> bool:
-        """Apply one consumed event exactly once; False when it was seen before."""
-        handler = self._handlers[type(data)]
-        async with pool.acquire() as conn, conn.transaction():
-            if not await inbox.claim(conn, consumer, event.id):
-                return False
-            await handler(conn, event.community, data)
-        return True
+    def subscriptions(self, name: str) -> Subscriptions:
+        """Every event scheduling consumes, each run by `apply`."""
+        subs = Subscriptions(name, description="needs, capacity, answers and completions")
+        for model in self._handlers:
+            subs.on(model, self.apply)
+        return subs
+
+    async def apply(self, conn: Conn, received: Received[Any]) -> None:
+        """Apply one consumed event (the consumer's transaction has claimed its inbox row)."""
+        await self._handlers[type(received.data)](conn, received.community, received.data)
 
     async def fire_timer(self, conn: Conn, timer: asyncpg.Record) -> str:
         """Act on one due timer (locked by the caller's transaction); returns the outcome."""

@@ -8,8 +8,7 @@ Wiring (in the notifications composition root, after `create_http_app`)::
 `register(runtime, settings, app, *, providers=None, people_settings=None)`:
 
 * includes the recipients API (`/v1/communities/{community}/recipients`) into `app`;
-* subscribes the durable consumer `notifications-people` (one per community subject
-  when LINLI_STREAM_COMMUNITIES names several) on the events stream;
+* subscribes the durable consumer `notifications-people` on the events stream;
 * runs the sender as a runtime background task (unless LINLI_PEOPLE_RUN_SENDER=false).
 
 Its tables come from migration `0002_people.sql` in `linli.notifications.migrations`,
@@ -21,8 +20,8 @@ fields, else read from the environment.
 from __future__ import annotations
 
 from fastapi import FastAPI
-from nats.aio.msg import Msg
 
+from linli.servicekit.consume import EventConsumer
 from linli.servicekit.runtime import ServiceRuntime
 from linli.servicekit.settings import ServiceSettings
 
@@ -60,10 +59,10 @@ __all__ = [
 class People:
     """What `register` wired, for tests and for app.state."""
 
-    def __init__(self, settings: PeopleSettings, sender: Sender, durables: list[str]) -> None:
+    def __init__(self, settings: PeopleSettings, sender: Sender, consumer: EventConsumer) -> None:
         self.settings = settings
         self.sender = sender
-        self.durables = durables
+        self.consumer = consumer
 
 
 def register(
@@ -79,26 +78,10 @@ def register(
     sender = Sender(lambda: runtime.pool, providers or build_providers(people), people)
     tz = zone(people.people_timezone)
 
-    async def handle(raw: Msg) -> None:
-        added = await consumer.handle_message(
-            runtime.pool,
-            subject=raw.subject,
-            payload=raw.data,
-            headers=dict(raw.headers or {}),
-            tz=tz,
-        )
-        if added:
-            sender.wake.set()
-
-    durables = runtime.consume_events(
-        CONSUMER,
-        handle,
-        wants=consumer.consumes,
-        description="events that people are told about; one message per event and person",
-    )
+    events = runtime.consume(consumer.subscriptions(tz, on_commit=sender.wake.set))
     if people.people_run_sender:
         runtime.background("notifications-people-sender", sender.run)
     app.include_router(api.router)
-    result = People(people, sender, durables)
+    result = People(people, sender, events)
     app.state.people = result
     return result

@@ -21,9 +21,11 @@ from linli.contracts.events import (
     MealDelivered,
     NeedEscalated,
     NeedFulfilled,
+    NeedSubmitted,
     PartyKind,
     VisitCompleted,
 )
+from linli.contracts.registry import spec_for
 from linli.contracts.types import NeedKind, Urgency
 
 
@@ -57,24 +59,18 @@ class Intent:
 
 
 # need.submitted is consumed only to learn need -> resident.
-CONSUMED_TYPES = (
-    "need.submitted",
-    "meal.delivered",
-    "visit.completed",
-    "need.fulfilled",
-    "need.escalated",
-    "assignment.offered",
+CONSUMED = (
+    NeedSubmitted,
+    MealDelivered,
+    VisitCompleted,
+    NeedFulfilled,
+    NeedEscalated,
+    AssignmentOffered,
 )
+CONSUMED_TYPES = tuple(spec_for(model).short for model in CONSUMED)
+"""`need.submitted`, `meal.delivered`, ...: what recipients may choose among."""
 
 EMERGENCY_REASONS = frozenset({"welfare_check", "wellbeing_concern"})
-
-
-def short_type(event_type: str) -> str:
-    """`linli.meal.delivered.v1` -> `meal.delivered`."""
-    parts = event_type.split(".")
-    if len(parts) >= 4 and parts[0] == "linli" and parts[-1].startswith("v"):
-        return ".".join(parts[1:-1])
-    return event_type
 
 
 def local_hm(when: datetime, tz: ZoneInfo) -> str:

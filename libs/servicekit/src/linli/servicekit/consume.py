@@ -1,0 +1,389 @@
+"""The one way a service consumes events: declared subscriptions, filtered, batched.
+
+A service declares its subscriptions once, as event model → use case::
+
+    subs = Subscriptions("scheduling", description="needs, capacity, answers")
+    subs.on(NeedSubmitted, scheduler.need_submitted)
+    subs.on(SlotPublished, scheduler.slot_published)
+    runtime.consume(subs)
+
+and servicekit does the rest, the same way for every service:
+
+* **Filters on the server.** The durable's `filter_subjects` are derived from the
+  declaration (`linli.events.*.need.submitted.v1`, …; per community when the streams are
+  scoped), so a service receives only what it handles. `on_every_event` (webhooks) is a
+  declaration like any other, filtered on `linli.events.>`.
+* **Decoding and checks.** Each message's subject is parsed, its CloudEvent decoded,
+  the subject checked against the payload's type and community, and its data parsed
+  into the declared model. What can never be processed is poison: a dead letter with
+  the reasons at once, never retried.
+* **One rule for what is not declared.** A type or version with no use case (a stale
+  filter, a producer's new `v2` before this service knows it) is acknowledged and
+  counted as skipped, never dead-lettered and never handled.
+* **Batches.** A pull batch runs in one transaction: one statement claims the inbox rows
+  of the whole batch, each use case runs in turn (in stream order), one commit, then
+  every message is acknowledged. When a use case fails, the transaction rolls back, that
+  message alone is settled (poison: a dead letter; anything else: retried later with a
+  growing delay) and the rest of the batch runs again without it, so one bad message
+  costs the others a rerun, never their effect. Redelivered events find their inbox row
+  and change nothing.
+* **Telemetry.** One consumer span per message, child of the trace in its headers, so
+  one trace follows a need through every service; no span per SQL statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import asyncpg
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import BadRequestError, FetchTimeoutError
+from opentelemetry.trace import SpanKind
+from pydantic import BaseModel
+
+from linli.contracts.binding import from_nats, parse_data
+from linli.contracts.envelope import CloudEvent, EnvelopeError
+from linli.contracts.registry import EventSpec, spec_for
+from linli.contracts.subjects import EVENTS_PREFIX, SubjectError, parse_subject
+from linli.contracts.types import Reason
+
+from . import failpoints, inbox
+from .db import Conn
+from .messaging import Deliveries, PoisonMessage, consumer_config
+from .settings import ServiceSettings
+from .telemetry import context_from_headers, tracer
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Received(Generic[T]):
+    """One consumed event as a use case sees it."""
+
+    event: CloudEvent[Any]
+    data: T
+    """The data parsed into the declared model (a plain dict for `on_every_event`)."""
+    subject: str
+    body: bytes
+    """The message body as it was on the stream."""
+    headers: Mapping[str, str]
+
+    @property
+    def community(self) -> str:
+        return self.event.community
+
+
+UseCase = Callable[[Conn, Received[Any]], Awaitable[object]]
+"""Runs inside the batch's transaction (inbox claimed); a truthy result calls `on_commit`."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    spec: EventSpec | None  # None: every event
+    use_case: UseCase
+
+
+class Subscriptions:
+    """Everything one durable consumer handles, declared in one place."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        description: str = "",
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.name = name
+        """The durable's name and the inbox's consumer key."""
+        self.description = description
+        self.on_commit = on_commit
+        """Called after a batch commits in which a use case returned something truthy
+        (for example: wake the worker that sends what the use case recorded)."""
+        self._routes: dict[str, _Route] = {}
+        self._every: _Route | None = None
+
+    def on(self, model: type[BaseModel], use_case: UseCase) -> Subscriptions:
+        """Run `use_case` for every event whose data is `model` (one type and version)."""
+        spec = spec_for(model)
+        if spec.kind != "event":
+            raise ValueError(f"{spec.type} is a command, not an event")
+        if spec.type in self._routes:
+            raise ValueError(f"{self.name}: {spec.type} is declared twice")
+        if self._every is not None:
+            raise ValueError(f"{self.name}: already consumes every event")
+        self._routes[spec.type] = _Route(spec, use_case)
+        return self
+
+    def on_every_event(self, use_case: UseCase) -> Subscriptions:
+        """Run `use_case` for every event on the stream, of any type and version.
+
+        The data stays a plain dict: a type this service does not know (a producer's
+        new version) still reaches it, for relaying as it is.
+        """
+        if self._routes:
+            raise ValueError(f"{self.name}: already declares single types")
+        self._every = _Route(None, use_case)
+        return self
+
+    @property
+    def specs(self) -> list[EventSpec]:
+        """The declared event types (empty for every event)."""
+        return [r.spec for r in self._routes.values() if r.spec is not None]
+
+    @property
+    def every_event(self) -> bool:
+        return self._every is not None
+
+    def route(self, ce_type: str) -> _Route | None:
+        return self._every or self._routes.get(ce_type)
+
+    def filter_subjects(self, communities: list[str]) -> list[str]:
+        """The durable's server-side filters: exactly the declared subjects."""
+        scopes = communities or ["*"]
+        if self._every is not None:
+            if not communities:
+                return [f"{EVENTS_PREFIX}.>"]
+            return [f"{EVENTS_PREFIX}.{c}.>" for c in communities]
+        if not self._routes:
+            raise ValueError(f"{self.name}: no subscriptions declared")
+        return [
+            f"{EVENTS_PREFIX}.{c}.{s.aggregate}.{s.name}.v{s.version}"
+            for s in self.specs
+            for c in scopes
+        ]
+
+
+class Skip:
+    """A message of a type nobody here declared: acknowledged and counted."""
+
+
+SKIP = Skip()
+
+
+def _poison(field: str, message: str, code: str) -> PoisonMessage:
+    return PoisonMessage([Reason(field=field, message=message[:500], code=code)])
+
+
+def decode(
+    subs: Subscriptions, subject: str, body: bytes, headers: Mapping[str, str] | None
+) -> tuple[Received[Any], _Route] | Skip | PoisonMessage:
+    """What one message is for this consumer: an event to handle, a skip, or poison."""
+    try:
+        parsed = parse_subject(subject)
+    except SubjectError as exc:
+        return _poison("subject", str(exc), "invalid_subject")
+    route = subs.route(parsed.type)
+    if route is None:
+        return SKIP
+    try:
+        event = from_nats(body, headers)
+    except EnvelopeError as exc:
+        return PoisonMessage(list(exc.reasons))
+    if event.type != parsed.type:
+        return _poison("type", "the subject does not carry this type", "subject_mismatch")
+    if event.community != parsed.community:
+        return _poison("community", "community differs from the subject's", "subject_mismatch")
+    data: Any = event.data
+    if route.spec is not None:
+        try:
+            data = parse_data(event, route.spec.adapter)
+        except EnvelopeError as exc:
+            return PoisonMessage(list(exc.reasons))
+    return Received(event, data, subject, body, dict(headers or {})), route
+
+
+_Item = tuple[Msg, Received[Any], _Route]
+
+# A batch in hand gets this long to commit and ack at shutdown; what is left is redelivered.
+_GRACEFUL_STOP_S = 10.0
+
+
+class EventConsumer:
+    """A durable pull consumer running one service's declared subscriptions."""
+
+    def __init__(
+        self,
+        subs: Subscriptions,
+        *,
+        stream: str,
+        settings: ServiceSettings,
+        pool: Callable[[], asyncpg.Pool],
+        deliveries: Deliveries,
+    ) -> None:
+        self.subs = subs
+        self.stream = stream
+        self.durable = subs.name
+        self._settings = settings
+        self._pool = pool
+        self._deliveries = deliveries
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._busy: asyncio.Future[None] | None = None
+        self.stats: Counter[str] = Counter()
+        """handled, duplicate, skipped, dead_lettered, retried, batches, isolated."""
+
+    def config(self) -> Any:
+        return consumer_config(
+            self._settings,
+            self.durable,
+            filter_subjects=self.subs.filter_subjects(self._settings.communities_scope),
+        )
+
+    async def start(self, js: JetStreamContext) -> None:
+        """Create the durable, or converge an existing one's filters; start pulling."""
+        try:
+            await js.add_consumer(self.stream, config=self.config())
+        except BadRequestError as exc:
+            # A setting that cannot change on a live consumer; run with what is there.
+            log.warning(
+                "consumer config not updated",
+                extra={"consumer": self.durable, "error": exc.description},
+            )
+        self._sub = await js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name=f"consume-{self.durable}")
+
+    async def stop(self) -> None:
+        """Finish the batch in hand (bounded by the broker's graceful timeout), then stop."""
+        self._stopping = True
+        if self._task is not None:
+            if self._busy is not None:
+                # Let the batch in hand commit and ack rather than be redelivered.
+                await asyncio.wait({self._busy}, timeout=_GRACEFUL_STOP_S)
+            self._task.cancel()  # an idle pull is only waiting
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _run(self) -> None:
+        assert self._sub is not None
+        sub = self._sub
+        while not self._stopping:
+            try:
+                msgs = await sub.fetch(
+                    self._settings.consumer_batch, timeout=self._settings.consumer_fetch_wait_s
+                )
+            except (nats.errors.TimeoutError, FetchTimeoutError):
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Reconnecting, or the server is busy: pull again shortly.
+                log.warning(
+                    "fetch failed", extra={"consumer": self.durable, "error": type(exc).__name__}
+                )
+                await asyncio.sleep(0.5)
+                continue
+            if msgs:
+                # Shielded, so that stop() can wait for it while cancelling the loop.
+                self._busy = asyncio.ensure_future(self.handle_batch(msgs))
+                try:
+                    await asyncio.shield(self._busy)
+                finally:
+                    self._busy = None
+
+    async def handle_batch(self, msgs: list[Msg]) -> None:
+        """Decode, run and settle one pull batch."""
+        self.stats["batches"] += 1
+        items: list[_Item] = []
+        for msg in msgs:
+            outcome = decode(self.subs, msg.subject, msg.data, msg.headers)
+            if isinstance(outcome, Skip):
+                self.stats["skipped"] += 1
+                log.debug("skipped", extra={"consumer": self.durable, "subject": msg.subject})
+                await msg.ack()
+            elif isinstance(outcome, PoisonMessage):
+                self.stats["dead_lettered"] += 1
+                await self._deliveries.dead_letter(self.durable, msg, outcome.reasons)
+            else:
+                items.append((msg, *outcome))
+        if items:
+            await self._run_items(items)
+
+    async def _run_items(self, items: list[_Item]) -> None:
+        while items:
+            try:
+                handled, woke = await self._transaction(items)
+            except asyncio.CancelledError:
+                raise
+            except _ItemFailed as failed:
+                # Settle the culprit alone; the rest of the batch runs again without it.
+                await self._settle(items[failed.index][0], failed.error)
+                items = items[: failed.index] + items[failed.index + 1 :]
+                if items:
+                    self.stats["isolated"] += 1
+                continue
+            except Exception as exc:
+                # The batch itself failed (claim, commit, connection): all are retried.
+                for msg, _, _ in items:
+                    await self._settle(msg, exc)
+                return
+            failpoints.hit("inbox.after_commit_before_ack")
+            for msg, _, _ in items:
+                await msg.ack()
+            self.stats["handled"] += handled
+            self.stats["duplicate"] += len(items) - handled
+            if woke and self.subs.on_commit is not None:
+                self.subs.on_commit()
+            return
+
+    async def _settle(self, msg: Msg, exc: BaseException) -> None:
+        self.stats["dead_lettered" if isinstance(exc, PoisonMessage) else "retried"] += 1
+        await self._deliveries.settle_failure(self.durable, msg, exc)
+
+    async def _transaction(self, items: list[_Item]) -> tuple[int, bool]:
+        """Inbox claims, use cases and their outbox rows in one transaction.
+
+        Returns how many were handled (the rest were seen before) and whether any use
+        case asked for `on_commit`.
+        """
+        handled, woke = 0, False
+        async with self._pool().acquire() as conn, conn.transaction():
+            fresh = await inbox.claim_many(conn, self.durable, [r.event.id for _, r, _ in items])
+            for index, (msg, received, route) in enumerate(items):
+                if received.event.id not in fresh:
+                    continue
+                fresh.discard(received.event.id)  # a second copy in one batch is a duplicate
+                with tracer().start_as_current_span(
+                    f"process {received.event.type}",
+                    context=context_from_headers(msg.headers),
+                    kind=SpanKind.CONSUMER,
+                    attributes={
+                        "messaging.system": "nats",
+                        "messaging.operation.type": "process",
+                        "messaging.destination.name": msg.subject,
+                        "messaging.consumer.group.name": self.durable,
+                        "messaging.message.id": received.event.id,
+                    },
+                ):
+                    try:
+                        if await route.use_case(conn, received):
+                            woke = True
+                    except Exception as exc:
+                        raise _ItemFailed(index, exc) from exc
+                handled += 1
+        return handled, woke
+
+
+class _ItemFailed(Exception):
+    """The use case of one item of a batch failed; the batch's transaction rolled back."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(f"item {index}: {type(error).__name__}")
+        self.index = index
+        self.error = error
