@@ -51,8 +51,23 @@ async def test_concurrent_migrations_apply_each_file_once(database_url: str, nam
         await conn.close()
 
 
+@pytest.fixture(params=[False, True], ids=["default", "statement-spans"])
+def statement_spans(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """Run with and without `OTEL_PYTHON_ASYNCPG_STATEMENT_SPANS=true`."""
+    if request.param:
+        monkeypatch.setenv("OTEL_PYTHON_ASYNCPG_STATEMENT_SPANS", "true")
+    else:
+        monkeypatch.delenv("OTEL_PYTHON_ASYNCPG_STATEMENT_SPANS", raising=False)
+    yield request.param
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+
+    instrumentor = AsyncPGInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+
+
 async def test_one_trace_from_http_request_to_published_event(
-    nats_url: str, database_url: str, names
+    nats_url: str, database_url: str, names, statement_spans: bool
 ) -> None:
     exporter = InMemorySpanExporter()
     settings = intake_settings(names, nats_url, database_url)
@@ -71,7 +86,9 @@ async def test_one_trace_from_http_request_to_published_event(
             ).json()["id"]
             exporter.clear()
             created = await http.post(
-                f"{base}/needs", json=meal_need(resident), headers=world.auth()
+                f"{base}/needs",
+                json=meal_need(resident),
+                headers={**world.auth(), "traceparent": CALLER},
             )
             assert created.status_code == 201
             relay = app.state.runtime.relay
@@ -86,13 +103,20 @@ async def test_one_trace_from_http_request_to_published_event(
     spans = exporter.get_finished_spans()
     server = next(s for s in spans if s.name.startswith("POST /v1/communities"))
     trace_id = server.context.trace_id
+    assert format(trace_id, "032x") == CALLER.split("-")[1], "the caller's trace goes on"
     send = next(s for s in spans if s.name.startswith("send linli.events."))
     assert send.context.trace_id == trace_id, "the outbox publish continues the request's trace"
     db_spans = [s for s in spans if s.attributes and s.attributes.get("db.system") == "postgresql"]
-    assert any(s.context.trace_id == trace_id for s in db_spans)
+    if statement_spans:
+        assert any(s.context.trace_id == trace_id for s in db_spans)
+    else:
+        assert db_spans == [], "no span per SQL statement unless asked for"
     # No personal data in any span attribute (SQL text only, values bound).
     for span in spans:
         assert "ZZCANARY" not in json.dumps(dict(span.attributes or {}), default=str)
+
+
+CALLER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 def test_log_records_carry_the_trace_id() -> None:

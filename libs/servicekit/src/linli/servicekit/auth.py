@@ -16,13 +16,13 @@ from typing import Annotated
 
 import asyncpg
 from fastapi import Depends, HTTPException, Request, status
-from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from linli.contracts.types import Role
 
 from .db import TRANSIENT_ERRORS, Conn
+from .errors import error_response
 
 TOKEN_PREFIX = "lnl_"
 ALL_COMMUNITIES = "*"
@@ -115,7 +115,7 @@ async def lookup_principal(conn: Conn, token: str) -> Principal | None:
 
 _bearer = HTTPBearer(auto_error=False, description="A Linli API token (lnl_...)")
 
-_UNAUTHORIZED = {"error": "unauthorized", "detail": "missing or invalid bearer token"}
+_UNAUTHORIZED = "missing or invalid bearer token"
 
 
 class AuthMiddleware:
@@ -138,16 +138,12 @@ class AuthMiddleware:
         try:
             principal = await _principal_for(scope["app"].state.runtime.pool, token)
         except TRANSIENT_ERRORS:
-            response = JSONResponse(
-                {"error": "unavailable", "detail": "retry later"},
-                status_code=503,
-                headers={"Retry-After": "2"},
-            )
+            response = error_response(503, "unavailable", "retry later", {"Retry-After": "2"})
             await response(scope, receive, send)
             return
         if principal is None:
-            response = JSONResponse(
-                _UNAUTHORIZED, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            response = error_response(
+                401, "unauthorized", _UNAUTHORIZED, {"WWW-Authenticate": "Bearer"}
             )
             await response(scope, receive, send)
             return

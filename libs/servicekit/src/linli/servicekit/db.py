@@ -44,9 +44,20 @@ async def create_pool(dsn: str, schema: str, *, min_size: int = 2, max_size: int
         max_size=max_size,
         server_settings={"search_path": f"{schema},public", "application_name": schema},
         command_timeout=30,
+        reset=_keep_session,
     )
     assert pool is not None
     return pool
+
+
+async def _keep_session(_conn: Any) -> None:
+    """Skip asyncpg's reset query when a connection goes back to the pool.
+
+    The default (`RESET ALL`, `UNLISTEN *`, unlock advisory locks, close cursors) costs a
+    round trip per acquisition. Linli leaves no session state behind: settings are `SET
+    LOCAL`, advisory locks are transaction-level, listeners use their own connections.
+    asyncpg still rolls back a transaction left open.
+    """
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,6 @@ import asyncpg
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,7 +20,11 @@ from linli.contracts.binding import reasons_from_validation_error
 
 from .auth import AuthMiddleware
 from .db import TRANSIENT_ERRORS
+from .errors import JSONBody, error_response
 from .runtime import ServiceRuntime
+
+__all__ = ["JSONBody", "create_http_app", "error_response", "validation_response"]
+from .telemetry import instrument_statements
 
 
 class BodyLimitMiddleware:
@@ -71,20 +73,12 @@ class _BodyTooLarge(HTTPException):
 
 
 async def _too_large(limit: int, send: Send) -> None:
-    response = JSONResponse(
-        {"error": "payload_too_large", "detail": f"request body over {limit} bytes"},
-        status_code=413,
-    )
+    response = error_response(413, "payload_too_large", f"request body over {limit} bytes")
     await response({"type": "http"}, _empty_receive, send)
 
 
 async def _empty_receive() -> Message:
     return {"type": "http.request", "body": b"", "more_body": False}
-
-
-def error_response(status_code: int, error: str, detail: Any) -> JSONResponse:
-    """The one error shape of every Linli API: `{"error": code, "detail": ...}`."""
-    return JSONResponse({"error": error, "detail": detail}, status_code=status_code)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -93,16 +87,13 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     # and turns pydantic locations into paths into the request.
     reasons = reasons_from_validation_error(exc)  # type: ignore[arg-type]
     detail = [r.model_dump() for r in reasons]
-    return JSONResponse({"error": "validation_failed", "detail": detail}, status_code=422)
+    return error_response(422, "validation_failed", detail)
 
 
 def validation_response(exc: Any, prefix: str = "body") -> JSONResponse:
     """422 for a pydantic ValidationError raised inside a handler."""
     reasons = reasons_from_validation_error(exc, prefix=prefix)
-    return JSONResponse(
-        {"error": "validation_failed", "detail": [r.model_dump() for r in reasons]},
-        status_code=422,
-    )
+    return error_response(422, "validation_failed", [r.model_dump() for r in reasons])
 
 
 _ERROR_CODES = {
@@ -125,13 +116,9 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
         detail: Any = [
             {"field": "body", "message": "body is not valid JSON", "code": "json_invalid"}
         ]
-        return JSONResponse({"error": "validation_failed", "detail": detail}, status_code=422)
+        return error_response(422, "validation_failed", detail)
     code = _ERROR_CODES.get(exc.status_code, "error")
-    return JSONResponse(
-        {"error": code, "detail": exc.detail},
-        status_code=exc.status_code,
-        headers=getattr(exc, "headers", None),
-    )
+    return error_response(exc.status_code, code, exc.detail, getattr(exc, "headers", None))
 
 
 async def _data_error(_request: Request, _exc: Exception) -> JSONResponse:
@@ -139,14 +126,12 @@ async def _data_error(_request: Request, _exc: Exception) -> JSONResponse:
     detail = [
         {"field": "", "message": "a value is out of range or invalid", "code": "out_of_range"}
     ]
-    return JSONResponse({"error": "validation_failed", "detail": detail}, status_code=422)
+    return error_response(422, "validation_failed", detail)
 
 
 async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(
-        {"error": "unavailable", "detail": "a dependency is unavailable; retry later"},
-        status_code=503,
-        headers={"Retry-After": "2"},
+    return error_response(
+        503, "unavailable", "a dependency is unavailable; retry later", {"Retry-After": "2"}
     )
 
 
@@ -161,6 +146,15 @@ def create_http_app(
         lifespan=runtime.lifespan,
         docs_url="/docs",
         openapi_url="/openapi.json",
+        default_response_class=JSONBody,
+        # FastAPI's own OpenTelemetry: one server span per request, continuing the
+        # caller's trace; no spans for dependencies and serialization; no probes.
+        telemetry={
+            "tracer_provider": runtime.tracer_provider,
+            "operation_spans": False,
+            "logs": False,
+            "exclude": _probe,
+        },
     )
     app.state.runtime = runtime
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -182,8 +176,9 @@ def create_http_app(
         checks = await runtime.readiness()
         return JSONResponse(checks, status_code=200 if checks["ready"] else 503)
 
-    FastAPIInstrumentor.instrument_app(
-        app, tracer_provider=runtime.tracer_provider, excluded_urls="healthz,readyz"
-    )
-    AsyncPGInstrumentor().instrument(tracer_provider=runtime.tracer_provider)
+    instrument_statements(runtime.tracer_provider)
     return app
+
+
+def _probe(scope: Scope) -> bool:
+    return scope.get("path") in ("/healthz", "/readyz")

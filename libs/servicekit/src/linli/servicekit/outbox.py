@@ -70,8 +70,7 @@ async def enqueue(conn: Conn, event: CloudEvent[Any], *, subject: str | None = N
         body,
         traceparent,
     )
-    # NOTIFY is delivered at commit; the relay wakes at once instead of at its next poll.
-    await conn.execute("SELECT pg_notify(current_schema() || '_outbox', '')")
+    # The table's statement trigger NOTIFYs the relay at commit (0003_outbox_notify_trigger).
 
 
 class OutboxRelay:

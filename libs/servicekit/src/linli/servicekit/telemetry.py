@@ -4,12 +4,19 @@
 `none` so a laptop without a collector stays quiet), `OTEL_EXPORTER_OTLP_*` configure
 OTLP, `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` name the resource. Tests pass
 their own span processor to collect spans in memory.
+
+Spans are per HTTP request (FastAPI's own telemetry), per consumed message
+(`linli.servicekit.consume`) and per published event (the outbox relay). A span per SQL
+statement costs more than the statement on the client (a sixth of a busy service's CPU,
+measured), so the asyncpg instrumentation is off unless
+`OTEL_PYTHON_ASYNCPG_STATEMENT_SPANS=true` asks for it (SQL text only, never values).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
@@ -74,3 +81,22 @@ def context_from_headers(headers: Mapping[str, str] | None) -> Context:
     if "traceparent" not in carrier and "ce-traceparent" in carrier:
         carrier["traceparent"] = carrier["ce-traceparent"]
     return propagate.extract(carrier)
+
+
+STATEMENT_SPANS_ENV = "OTEL_PYTHON_ASYNCPG_STATEMENT_SPANS"
+
+
+def statement_spans_enabled() -> bool:
+    """Whether a span per SQL statement was asked for (`OTEL_PYTHON_ASYNCPG_STATEMENT_SPANS`)."""
+    return os.environ.get(STATEMENT_SPANS_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def instrument_statements(tracer_provider: Any) -> None:
+    """Turn on the asyncpg instrumentation once per process, when asked for."""
+    if not statement_spans_enabled():
+        return
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+
+    instrumentor = AsyncPGInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(tracer_provider=tracer_provider)
