@@ -170,6 +170,7 @@ def stack_dir(tmp_path: Path) -> Iterator[Path]:
     PostgresServer(tmp_path / "linli" / "pg").delete_data()
 
 
+@pytest.mark.timeout(300)  # two whole starts of the stack, each ~20-60 s on two busy cores
 async def test_make_run_stack(tmp_path: Path, stack_dir: Path) -> None:
     data_dir = stack_dir
     log = tmp_path / "stack.log"

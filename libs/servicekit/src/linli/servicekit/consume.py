@@ -278,8 +278,8 @@ class EventConsumer:
                 msgs = await sub.fetch(
                     self._settings.consumer_batch, timeout=self._settings.consumer_fetch_wait_s
                 )
-            except (nats.errors.TimeoutError, FetchTimeoutError):
-                continue
+            except (TimeoutError, nats.errors.TimeoutError, FetchTimeoutError):
+                continue  # an idle pull (nats-py raises either kind)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

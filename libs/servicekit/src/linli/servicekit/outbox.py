@@ -53,22 +53,40 @@ async def enqueue(conn: Conn, event: CloudEvent[Any], *, subject: str | None = N
     The subject defaults to the one the contract registry gives for the event type.
     The current trace context is stored so the relay can continue the trace.
     """
+    await enqueue_many(conn, [event], subjects=[subject])
+
+
+async def enqueue_many(
+    conn: Conn,
+    events: list[CloudEvent[Any]],
+    *,
+    subjects: list[str | None] | None = None,
+) -> None:
+    """Add several events to the outbox in one statement, in the caller's transaction."""
     if not conn.is_in_transaction():
         raise RuntimeError("outbox.enqueue must run inside the state change's transaction")
-    traceparent = event.traceparent or current_traceparent()
-    if traceparent and not event.traceparent:
-        event = event.model_copy(update={"traceparent": traceparent})
-    if subject is None:
-        subject = subject_for(lookup(event.type), event.community)
-    body, headers = to_structured(event)
+    if not events:
+        return
+    current = current_traceparent()
+    ids, subject_list, header_list, bodies, traceparents = [], [], [], [], []
+    for event, subject in zip(events, subjects or [None] * len(events), strict=True):
+        traceparent = event.traceparent or current
+        if traceparent and not event.traceparent:
+            event = event.model_copy(update={"traceparent": traceparent})
+        body, headers = to_structured(event)
+        ids.append(event.id)
+        subject_list.append(subject or subject_for(lookup(event.type), event.community))
+        header_list.append(json.dumps(headers))
+        bodies.append(body)
+        traceparents.append(traceparent)
     await conn.execute(
         "INSERT INTO outbox (event_id, subject, headers, payload, traceparent) "
-        "VALUES ($1, $2, $3::jsonb, $4, $5)",
-        event.id,
-        subject,
-        json.dumps(headers),
-        body,
-        traceparent,
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::bytea[], $5::text[])",
+        ids,
+        subject_list,
+        header_list,
+        bodies,
+        traceparents,
     )
     # The table's statement trigger NOTIFYs the relay at commit (0003_outbox_notify_trigger).
 

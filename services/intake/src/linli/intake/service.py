@@ -91,9 +91,10 @@ async def submit_need(
     the need created the first time instead of a second one.
     """
     now = clock.now()
+    known, resident = await store.submission_context(conn, community, spec.resident_id)
+    if not known:
+        raise NotFound("community")
     async with conn.transaction():
-        if not await store.community_exists(conn, community):
-            raise NotFound("community")
         need_id = uuid.uuid4()
         if idempotency is not None:
             earlier = await store.claim_idempotency_key(
@@ -108,7 +109,6 @@ async def submit_need(
                 if bytes(earlier["request_sha256"]) != idempotency.fingerprint:
                     raise Conflict("Idempotency-Key was already used with a different request")
                 return SubmitResult(earlier["need_id"], created=False)
-        resident = await store.resident_for_need(conn, community, spec.resident_id)
         reasons = window_reasons(spec, now)
         if resident is None:
             reasons.append(
@@ -130,7 +130,6 @@ async def submit_need(
         if not created:
             assert ingress is not None
             return SubmitResult(await store.need_id_for_ingress(conn, *ingress), created=False)
-        await store.add_timeline(conn, need_id, "submitted", actor.label())
         event = new_event(
             NeedSubmitted(
                 need_id=need_id,

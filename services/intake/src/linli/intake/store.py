@@ -116,6 +116,25 @@ async def resident_for_need(
     return ResidentRow(row["id"], row["community"], row["priority_group"], row["compound"])
 
 
+async def submission_context(
+    conn: Conn, community: str, resident_id: uuid.UUID
+) -> tuple[bool, ResidentRow | None]:
+    """Whether the community exists, and the resident a need is for: one round trip."""
+    row = await conn.fetchrow(
+        "SELECT c.slug IS NOT NULL AS known, r.id, r.community, r.priority_group, r.compound "
+        "FROM (SELECT 1) AS one "
+        "LEFT JOIN communities c ON c.slug = $1 "
+        "LEFT JOIN residents r ON r.community = $1 AND r.id = $2",
+        community,
+        resident_id,
+    )
+    assert row is not None
+    if row["id"] is None:
+        return bool(row["known"]), None
+    resident = ResidentRow(row["id"], row["community"], row["priority_group"], row["compound"])
+    return bool(row["known"]), resident
+
+
 async def insert_need(
     conn: Conn,
     *,
@@ -127,14 +146,18 @@ async def insert_need(
     submitted_at: datetime,
     ingress: tuple[str, str] | None,
 ) -> bool:
-    """Insert a need; False when the same ingress (source, id) already created one."""
+    """Insert a need with its first timeline entry ("submitted" by `submitted_by`), in one
+    statement; False when the same ingress (source, id) already created one."""
     inserted = await conn.fetchval(
+        "WITH need AS ("
         "INSERT INTO needs (id, community, resident_id, kind, urgency, status, window_earliest, "
         "window_latest, details, notes, source_system, source_reference, priority_group, "
         "submitted_by, ingress_source, ingress_event_id, submitted_at, updated_at) "
         "VALUES ($1, $2, $3, $4, $5, 'submitted', $6, $7, $8::jsonb, $9, $10, $11, $12, $13, "
         "$14, $15, $16, $16) "
-        "ON CONFLICT (ingress_source, ingress_event_id) DO NOTHING RETURNING true",
+        "ON CONFLICT (ingress_source, ingress_event_id) DO NOTHING RETURNING id) "
+        "INSERT INTO need_timeline (need_id, status, actor) "
+        "SELECT id, 'submitted', $13 FROM need RETURNING true",
         need_id,
         community,
         spec.resident_id,

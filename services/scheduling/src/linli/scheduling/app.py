@@ -49,6 +49,13 @@ class SchedulingSettings(ServiceSettings):
     )
     timer_batch: int = Field(default=100, ge=1, le=5000, description="Timers per pass.")
     run_timers: bool = Field(default=True, description="Fire durable timers in this process.")
+    policy_cache_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="How long a community's SLA policy is reused before it is read again; "
+        "a change made with the CLI reaches every replica within this time.",
+    )
     rematch_delay_s: float = Field(
         default=1.0,
         gt=0,
@@ -73,6 +80,7 @@ def scheduler_for(settings: SchedulingSettings, clock: Clock | None = None) -> S
             default_policy=policy,
             time_scale=settings.time_scale,
             rematch_delay_s=settings.rematch_delay_s,
+            policy_cache_s=settings.policy_cache_s,
         ),
         clock,
     )

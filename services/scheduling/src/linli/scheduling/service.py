@@ -6,6 +6,7 @@ section 6, rules 1 and 2); a timer fires the same way, with its own row as the c
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ class SchedulingConfig:
     time_scale: float = 1.0
     rematch_delay_s: float = 1.0
     fill_limit: int = 500
+    policy_cache_s: float = 5.0
 
 
 class Scheduler:
@@ -87,6 +89,7 @@ class Scheduler:
     def __init__(self, config: SchedulingConfig, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or Clock()
+        self._policies: dict[str, tuple[float, Policy]] = {}
         self._handlers: dict[type[BaseModel], Callable[[Conn, str, Any], Awaitable[None]]] = {
             NeedSubmitted: self._need_submitted,
             NeedCancelled: self._need_cancelled,
@@ -132,7 +135,18 @@ class Scheduler:
         return outcome
 
     async def policy(self, conn: Conn, community: str) -> Policy:
-        return self.config.default_policy.merged(await store.policy_overrides(conn, community))
+        """The community's policy, read at most every `policy_cache_s` seconds.
+
+        Policies change rarely (the operator CLI) and are read for every need and offer;
+        a change reaches every replica within the cache time.
+        """
+        now = time.monotonic()
+        cached = self._policies.get(community)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        policy = self.config.default_policy.merged(await store.policy_overrides(conn, community))
+        self._policies[community] = (now + self.config.policy_cache_s, policy)
+        return policy
 
     # --- needs and capacity -------------------------------------------------------
 
@@ -147,33 +161,25 @@ class Scheduler:
             compound=data.compound,
             submitted_at=data.submitted_at,
         )
-        created = await store.insert_need(
+        need = await store.insert_need(
             conn,
             community=community,
             facts=facts,
             resident_id=data.resident_id,
             details=data.details.model_dump(mode="json"),
         )
-        if not created:
+        if need is None:
             return
         policy = await self.policy(conn, community)
-        traceparent = current_traceparent()
-        for clock in sla_clocks(facts, policy, self.config.time_scale):
+        timers: list[store.TimerRow] = [
+            (kind, facts.id, None, clock.name.value, clock.deadline, due)
+            for clock in sla_clocks(facts, policy, self.config.time_scale)
             for kind, due in (
                 ("sla_at_risk", clock.at_risk_at(policy.at_risk_fraction)),
                 ("sla_breach", clock.deadline),
-            ):
-                await store.add_timer(
-                    conn,
-                    kind=kind,
-                    need_id=facts.id,
-                    clock=clock.name.value,
-                    deadline=clock.deadline,
-                    due_at=due,
-                    traceparent=traceparent,
-                )
-        need = await store.lock_need(conn, facts.id)
-        assert need is not None
+            )
+        ]
+        await store.add_timers(conn, timers, traceparent=current_traceparent())
         await self._match_need(conn, need, self.clock.now())
 
     async def _slot_published(self, conn: Conn, community: str, data: SlotPublished) -> None:
@@ -466,10 +472,9 @@ class Scheduler:
             due_at=expires_at,
             traceparent=current_traceparent(),
         )
-        community = need["community"]
-        await self._emit(
+        await self._emit_all(
             conn,
-            community,
+            need["community"],
             need["id"],
             SlotReserved(
                 reservation_id=reservation_id,
@@ -478,11 +483,6 @@ class Scheduler:
                 remaining_capacity=slot["capacity"] - slot["reserved"],
                 reserved_at=now,
             ),
-        )
-        await self._emit(
-            conn,
-            community,
-            need["id"],
             AssignmentOffered.model_validate(
                 {
                     "assignment_id": assignment_id,
@@ -636,8 +636,15 @@ class Scheduler:
         return need, assignment
 
     async def _emit(self, conn: Conn, community: str, need_id: uuid.UUID, data: BaseModel) -> None:
-        await outbox.enqueue(
-            conn, new_event(data, community=community, source=SOURCE, subject=str(need_id))
+        await self._emit_all(conn, community, need_id, data)
+
+    async def _emit_all(
+        self, conn: Conn, community: str, need_id: uuid.UUID, *data: BaseModel
+    ) -> None:
+        """The events of one transition, in one outbox statement."""
+        await outbox.enqueue_many(
+            conn,
+            [new_event(d, community=community, source=SOURCE, subject=str(need_id)) for d in data],
         )
 
 

@@ -238,13 +238,14 @@ async def insert_need(
     facts: NeedFacts,
     resident_id: uuid.UUID,
     details: dict[str, Any],
-) -> bool:
-    """Insert a need in state waiting; False when it is known already."""
-    inserted = await conn.fetchval(
+) -> asyncpg.Record | None:
+    """Insert a need in state waiting and return it (locked by the insert); None when it
+    is known already."""
+    return await conn.fetchrow(
         "INSERT INTO needs (id, community, resident_id, kind, urgency, priority_group, rank, "
         "window_earliest, window_latest, compound, details, submitted_at, state) "
         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, 'waiting') "
-        "ON CONFLICT (id) DO NOTHING RETURNING true",
+        f"ON CONFLICT (id) DO NOTHING RETURNING {NEED_COLUMNS}",
         facts.id,
         community,
         resident_id,
@@ -258,7 +259,6 @@ async def insert_need(
         json.dumps(details),
         facts.submitted_at,
     )
-    return bool(inserted)
 
 
 async def lock_need(conn: Conn, need_id: uuid.UUID) -> asyncpg.Record | None:
@@ -408,19 +408,36 @@ async def add_timer(
     deadline: datetime | None = None,
     traceparent: str | None = None,
 ) -> None:
+    await add_timers(
+        conn,
+        [(kind, need_id, assignment_id, clock, deadline, due_at)],
+        traceparent=traceparent,
+    )
+
+
+TimerRow = tuple[str, uuid.UUID, uuid.UUID | None, str | None, datetime | None, datetime]
+"""(kind, need id, assignment id, clock, deadline, due at)."""
+
+
+async def add_timers(conn: Conn, timers: list[TimerRow], *, traceparent: str | None) -> None:
+    """Several timers in one statement (the table's trigger wakes the timer loops at commit)."""
+    if not timers:
+        return
+    kinds, needs, assignments, clocks, deadlines, dues = (
+        list(c) for c in zip(*timers, strict=True)
+    )
     await conn.execute(
         "INSERT INTO timers (kind, need_id, assignment_id, clock, deadline, due_at, traceparent) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        kind,
-        need_id,
-        assignment_id,
-        clock,
-        deadline,
-        due_at,
+        "SELECT k, n, a, c, d, u, $7 FROM unnest($1::text[], $2::uuid[], $3::uuid[], "
+        "$4::text[], $5::timestamptz[], $6::timestamptz[]) AS t(k, n, a, c, d, u)",
+        kinds,
+        needs,
+        assignments,
+        clocks,
+        deadlines,
+        dues,
         traceparent,
     )
-    # Wake the timer loops at commit, so a short timer does not wait for a poll.
-    await conn.execute("SELECT pg_notify(current_schema() || '_timers', '')")
 
 
 async def cancel_timers(
