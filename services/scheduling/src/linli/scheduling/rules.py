@@ -1,7 +1,10 @@
 """Scheduling's business rules as plain functions (no I/O), so unit tests drive them.
 
-The store's matching SQL implements `queue_key` and `choose_slot` inside PostgreSQL
-(so that a reservation is one conditional statement); keep the two in step.
+Every state change of a need is checked against `TRANSITIONS` (`Scheduler._move`). The
+store's matching SQL implements `slot_fits`, `choose_slot` and `queue_key` inside
+PostgreSQL (so that a reservation is one conditional statement); a property test
+(tests/integration/scheduling/test_matching_sql_equals_rules.py) proves the SQL and
+these functions agree.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ FINAL = frozenset({NeedState.FULFILLED, NeedState.CANCELLED, NeedState.FAILED})
 
 TRANSITIONS: Mapping[NeedState, frozenset[NeedState]] = {
     NeedState.WAITING: frozenset({NeedState.OFFERED, NeedState.ESCALATED, NeedState.CANCELLED}),
-    NeedState.ESCALATED: frozenset({NeedState.OFFERED, NeedState.CANCELLED}),
+    # escalated → escalated: a rematch of an escalated need that still finds nothing.
+    NeedState.ESCALATED: frozenset({NeedState.OFFERED, NeedState.ESCALATED, NeedState.CANCELLED}),
     NeedState.OFFERED: frozenset(
         {
             NeedState.ASSIGNED,
@@ -66,6 +70,7 @@ expiry followed by the next match."""
 
 
 def can_move(src: NeedState, dst: NeedState) -> bool:
+    """Whether the state machine allows `src` → `dst` (every state change is checked)."""
     return dst in TRANSITIONS[src]
 
 

@@ -39,11 +39,12 @@ from linli.contracts.events import (
     VolunteerConfirmed,
     VolunteerDeclined,
 )
-from linli.contracts.types import NeedKind, Urgency
+from linli.contracts.types import NeedKind, Reason, Urgency
 from linli.servicekit import outbox
 from linli.servicekit.clock import Clock
 from linli.servicekit.consume import Received, Subscriptions
 from linli.servicekit.db import Conn
+from linli.servicekit.messaging import PoisonMessage
 from linli.servicekit.telemetry import current_traceparent
 
 from . import store
@@ -54,6 +55,7 @@ from .rules import (
     NeedFacts,
     NeedState,
     Policy,
+    can_move,
     clock_running,
     failure_escalation,
     no_candidate_reason,
@@ -66,6 +68,21 @@ log = logging.getLogger(__name__)
 SOURCE = "/linli/scheduling"
 
 ACTIVE_ASSIGNMENT = ("offered", "accepted")
+
+
+class IllegalMove(PoisonMessage):
+    """A state change the state machine forbids: a defect, kept as a dead letter."""
+
+    def __init__(self, need_id: uuid.UUID, src: NeedState, dst: NeedState, why: str) -> None:
+        super().__init__(
+            [
+                Reason(
+                    field="state",
+                    message=f"need {need_id}: {src.value} -> {dst.value}: {why}",
+                    code="illegal_transition",
+                )
+            ]
+        )
 
 
 class NotYet(Exception):
@@ -133,6 +150,27 @@ class Scheduler:
                 outcome = "fired"
         await store.finish_timer(conn, timer["id"], outcome)
         return outcome
+
+    async def _move(
+        self,
+        conn: Conn,
+        need: asyncpg.Record,
+        dst: NeedState,
+        *,
+        assignment_id: uuid.UUID | None,
+        attempts: int | None = None,
+    ) -> asyncpg.Record:
+        """Every state change of a need: checked against rules.TRANSITIONS, and applied
+        only if the row is still in the state this transaction read (it is locked)."""
+        src = NeedState(need["state"])
+        if not can_move(src, dst):
+            raise IllegalMove(need["id"], src, dst, "not allowed by the state machine")
+        moved = await store.move_need(
+            conn, need["id"], src.value, dst.value, assignment_id=assignment_id, attempts=attempts
+        )
+        if moved is None:
+            raise IllegalMove(need["id"], src, dst, "the need is no longer in its read state")
+        return moved
 
     async def policy(self, conn: Conn, community: str) -> Policy:
         """The community's policy, read at most every `policy_cache_s` seconds.
@@ -204,9 +242,7 @@ class Scheduler:
             released = await self._release(
                 conn, need, assignment, "cancelled", SlotReleaseReason.NEED_CANCELLED, now
             )
-        await store.set_need_state(
-            conn, need["id"], NeedState.CANCELLED, assignment_id=need["current_assignment"]
-        )
+        await self._move(conn, need, NeedState.CANCELLED, assignment_id=need["current_assignment"])
         await store.cancel_timers(conn, need["id"])
         if released is not None:
             await self._fill_slot(conn, released, now)
@@ -256,11 +292,11 @@ class Scheduler:
         found = await self._current(conn, community, need_id, assignment_id, provider)
         if found is None:
             return
-        _need, assignment = found
+        need, assignment = found
         if assignment["state"] != "offered":
             return  # accepted before: nothing more to do
         await store.answer_assignment(conn, assignment_id, self.clock.now())
-        await store.set_need_state(conn, need_id, NeedState.ASSIGNED, assignment_id=assignment_id)
+        await self._move(conn, need, NeedState.ASSIGNED, assignment_id=assignment_id)
         await store.cancel_timers(conn, need_id, kinds=["offer_expiry"])
         await store.cancel_timers(conn, need_id, clock=ClockName.ACCEPT.value)
 
@@ -315,10 +351,8 @@ class Scheduler:
         await store.add_exclusion(
             conn, need["id"], assignment["provider_kind"], assignment["provider_id"], state
         )
-        await store.set_need_state(conn, need["id"], NeedState.WAITING, assignment_id=None)
-        fresh = await store.lock_need(conn, need["id"])
-        assert fresh is not None
-        await self._match_need(conn, fresh, now)
+        waiting = await self._move(conn, need, NeedState.WAITING, assignment_id=None)
+        await self._match_need(conn, waiting, now)
         await self._fill_slot(conn, slot_id, now)
 
     # --- completion ---------------------------------------------------------------
@@ -361,7 +395,7 @@ class Scheduler:
         need, _assignment = found
         now = self.clock.now()
         await store.close_assignment(conn, assignment_id, "completed", now)
-        await store.set_need_state(conn, need_id, NeedState.FULFILLED, assignment_id=assignment_id)
+        await self._move(conn, need, NeedState.FULFILLED, assignment_id=assignment_id)
         await store.cancel_timers(conn, need_id)
         await self._emit(
             conn,
@@ -392,9 +426,7 @@ class Scheduler:
         slot_id = await self._release(
             conn, need, assignment, "failed", SlotReleaseReason.DELIVERY_FAILED, now
         )
-        await store.set_need_state(
-            conn, need["id"], NeedState.FAILED, assignment_id=assignment["id"]
-        )
+        await self._move(conn, need, NeedState.FAILED, assignment_id=assignment["id"])
         await store.cancel_timers(conn, need["id"])
         await self._escalate(
             conn,
@@ -424,7 +456,7 @@ class Scheduler:
             )
             return
         reason = no_candidate_reason(await store.has_exclusions(conn, need["id"]))
-        await store.set_need_state(conn, need["id"], NeedState.ESCALATED, assignment_id=None)
+        await self._move(conn, need, NeedState.ESCALATED, assignment_id=None)
         detail = (
             "every candidate declined or let the offer expire"
             if reason == "no_taker"
@@ -461,8 +493,8 @@ class Scheduler:
             offered_at=now,
             expires_at=expires_at,
         )
-        await store.set_need_state(
-            conn, need["id"], NeedState.OFFERED, assignment_id=assignment_id, attempts=attempt
+        await self._move(
+            conn, need, NeedState.OFFERED, assignment_id=assignment_id, attempts=attempt
         )
         await store.add_timer(
             conn,

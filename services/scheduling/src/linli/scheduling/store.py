@@ -267,19 +267,24 @@ async def lock_need(conn: Conn, need_id: uuid.UUID) -> asyncpg.Record | None:
     )
 
 
-async def set_need_state(
+async def move_need(
     conn: Conn,
     need_id: uuid.UUID,
-    state: str,
+    src: str,
+    dst: str,
     *,
     assignment_id: uuid.UUID | None,
     attempts: int | None = None,
-) -> None:
-    await conn.execute(
-        "UPDATE needs SET state = $2, current_assignment = $3, "
-        "attempts = COALESCE($4, attempts), updated_at = now() WHERE id = $1",
+) -> asyncpg.Record | None:
+    """Move a need from `src` to `dst` (checked by the caller against rules.TRANSITIONS);
+    the need as it is now, or None when it was not in `src`."""
+    return await conn.fetchrow(
+        "UPDATE needs SET state = $3, current_assignment = $4, "
+        "attempts = COALESCE($5, attempts), updated_at = now() WHERE id = $1 AND state = $2 "
+        f"RETURNING {NEED_COLUMNS}",
         need_id,
-        state,
+        src,
+        dst,
         assignment_id,
         attempts,
     )
