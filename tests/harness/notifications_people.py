@@ -10,14 +10,13 @@ file.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import email
 import email.policy
 import json
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -209,23 +208,6 @@ class PeopleStack:
             "SELECT * FROM people_messages WHERE event_id = $1 ORDER BY created_at", event_id
         )
         return rows
-
-
-async def wait_for(
-    check: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition"
-) -> Any:
-    """Poll `check()` (sync or async) until it returns something truthy."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def _prepare(settings: NotificationsSettings) -> dict[str, str]:

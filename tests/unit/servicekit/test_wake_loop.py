@@ -5,119 +5,83 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
-from collections.abc import Awaitable, Callable
 
 import pytest
+from harness.common import wait_for
+from harness.wake import LONG, ScriptedPass
 
-from linli.servicekit.wake import WakeLoop, backoff_delay
+from linli.servicekit.wake import Every, WakeLoop, backoff_delay
 
 pytestmark = pytest.mark.unit
 
-LONG = 60.0
-"""A poll interval no test waits for: a pass that follows at once was woken."""
-
-
-async def wait_until(check: Callable[[], bool], timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.005)
-
-
-def counting(results: list[bool | Exception]) -> tuple[Callable[[], Awaitable[bool]], list[float]]:
-    """A pass that returns (or raises) the given results in turn, then False; and the
-    monotonic times at which it ran."""
-    times: list[float] = []
-
-    async def work() -> bool:
-        times.append(time.monotonic())
-        result = results.pop(0) if results else False
-        if isinstance(result, Exception):
-            raise result
-        return result
-
-    return work, times
-
 
 async def test_a_wake_during_a_pass_is_not_lost() -> None:
-    times: list[float] = []
+    work = ScriptedPass()
     loop: WakeLoop
 
-    async def work() -> bool:
-        times.append(time.monotonic())
-        if len(times) == 1:
+    async def pass_woken_midway() -> bool:
+        if work.count == 0:
             # A NOTIFY arriving while the pass runs (its rows committed after the read).
             loop.wake()
             await asyncio.sleep(0.01)
-        return False
+        return await work()
 
-    loop = WakeLoop("test", work, poll_interval=LONG)
+    loop = WakeLoop("test", pass_woken_midway, poll_interval=LONG)
     await loop.start()
     try:
-        await wait_until(lambda: len(times) >= 2)
+        await wait_for(lambda: work.count >= 2, timeout=2, what="the second pass")
         await asyncio.sleep(0.1)
-        assert len(times) == 2  # then it waits: the flag was cleared before the second pass
+        assert work.count == 2  # then it waits: the flag was cleared before the second pass
     finally:
         await loop.stop()
 
 
 async def test_wake_runs_a_pass_and_the_poll_interval_runs_one_anyway() -> None:
-    work, times = counting([])
+    work = ScriptedPass()
     loop = WakeLoop("test", work, poll_interval=LONG)
     await loop.start()
     try:
-        await wait_until(lambda: len(times) == 1)
+        await wait_for(lambda: work.count == 1, timeout=2, what="the first pass")
         loop.wake()
-        await wait_until(lambda: len(times) == 2)
+        await wait_for(lambda: work.count == 2, timeout=2, what="the woken pass")
     finally:
         await loop.stop()
 
-    work, times = counting([])
+    work = ScriptedPass()
     loop = WakeLoop("test", work, poll_interval=0.05)
     await loop.start()
     try:
-        await wait_until(lambda: len(times) >= 3)
+        await wait_for(lambda: work.count >= 3, timeout=2, what="polled passes")
     finally:
         await loop.stop()
 
 
 async def test_a_full_batch_runs_again_at_once() -> None:
-    work, times = counting([True, True, True, False])
+    work = ScriptedPass([True, True, True, False])
     loop = WakeLoop("test", work, poll_interval=LONG)
     await loop.start()
     try:
-        await wait_until(lambda: len(times) == 4)
+        await wait_for(lambda: work.count == 4, timeout=2, what="four passes")
         await asyncio.sleep(0.1)
-        assert len(times) == 4
+        assert work.count == 4
         assert loop.passes == 4
     finally:
         await loop.stop()
 
 
-async def test_next_sleep_shortens_the_wait_and_the_poll_interval_caps_it() -> None:
-    work, times = counting([])
+@pytest.mark.parametrize(("wanted", "poll"), [(0.02, LONG), (3600.0, 0.05)])
+async def test_next_sleep_shortens_the_wait_and_the_poll_interval_caps_it(
+    wanted: float, poll: float
+) -> None:
+    work = ScriptedPass()
 
-    async def soon() -> float | None:
-        return 0.02
+    async def next_sleep() -> float | None:
+        return wanted
 
-    loop = WakeLoop("test", work, poll_interval=LONG, next_sleep=soon)
+    loop = WakeLoop("test", work, poll_interval=poll, next_sleep=next_sleep)
     await loop.start()
     try:
-        await wait_until(lambda: len(times) >= 3)
-    finally:
-        await loop.stop()
-
-    work, times = counting([])
-
-    async def far() -> float | None:
-        return 3600.0
-
-    loop = WakeLoop("test", work, poll_interval=0.05, next_sleep=far)
-    await loop.start()
-    try:
-        await wait_until(lambda: len(times) >= 3)
+        await wait_for(lambda: work.count >= 3, timeout=2, what="three passes")
     finally:
         await loop.stop()
 
@@ -133,18 +97,18 @@ async def test_a_failing_pass_backs_off_logs_and_recovers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     secret = "resident 13800000000 at Room 301"
-    work, times = counting([RuntimeError(secret)] * 3)
+    work = ScriptedPass([RuntimeError(secret)] * 3)
     loop = WakeLoop("test-backoff", work, poll_interval=0.02, max_backoff=0.5)
     with caplog.at_level(logging.WARNING, logger="linli.servicekit.wake"):
         await loop.start()
         try:
-            await wait_until(lambda: len(times) >= 2)
+            await wait_for(lambda: work.count >= 2, timeout=2, what="a retried pass")
             # A wake-up does not cut the pause short.
             loop.wake()
-            await wait_until(lambda: len(times) >= 5)
+            await wait_for(lambda: work.count >= 5, timeout=2, what="recovery")
         finally:
             await loop.stop()
-    gaps = [b - a for a, b in itertools.pairwise(times)]
+    gaps = [b - a for a, b in itertools.pairwise(work.times)]
     for failures, gap in enumerate(gaps[:3], start=1):
         assert gap >= backoff_delay(failures, 0.02, 0.5) * 0.9, gaps
     # After a success it polls again at the poll interval.
@@ -181,10 +145,27 @@ async def test_stop_cancels_a_running_pass() -> None:
 
 
 def test_listen_needs_a_channel_and_a_dsn() -> None:
-    async def work() -> bool:
-        return False
-
+    work = ScriptedPass()
     with pytest.raises(ValueError, match="channel and a dsn"):
         WakeLoop("test", work, poll_interval=1.0, channel="x")
     with pytest.raises(ValueError, match="positive"):
         WakeLoop("test", work, poll_interval=0)
+
+
+async def test_every_runs_at_once_then_at_most_once_per_period_and_retries_a_failure() -> None:
+    runs: list[str] = []
+
+    async def job() -> None:
+        runs.append("ran")
+        if len(runs) == 2:
+            raise RuntimeError("purge failed")
+
+    every = Every(0.2)
+    await every.run(job)
+    await every.run(job)
+    assert runs == ["ran"]
+    await asyncio.sleep(0.25)
+    with pytest.raises(RuntimeError):
+        await every.run(job)
+    await every.run(job)  # a failed run is not counted as done
+    assert len(runs) == 3

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from typing import Any
 
 import asyncpg
@@ -39,7 +38,7 @@ from linli.contracts.subjects import subject_for
 from . import failpoints
 from .db import Conn, quote_ident
 from .telemetry import context_from_traceparent, current_traceparent, tracer
-from .wake import WakeLoop
+from .wake import Every, WakeLoop
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +100,7 @@ class OutboxRelay:
         self._batch = batch_size
         self._timeout = publish_timeout
         self._retention_s = retention_s
-        self._purged_at: float | None = None
+        self._purge = Every(PURGE_EVERY_S)
         self._loop = WakeLoop(
             f"outbox-relay-{self._schema}",
             self._pass,
@@ -123,10 +122,7 @@ class OutboxRelay:
         """One batch; then, once the backlog is drained, the retention purge when due."""
         if await self.relay_once() == self._batch:
             return True
-        now = time.monotonic()
-        if self._purged_at is None or now - self._purged_at > PURGE_EVERY_S:
-            await self.purge_sent()
-            self._purged_at = now
+        await self._purge.run(self.purge_sent)
         return False
 
     async def relay_once(self) -> int:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -50,6 +51,21 @@ def backoff_delay(failures: int, base: float, cap: float) -> float:
     not poll faster because it fails).
     """
     return float(min(base * 2 ** min(max(failures, 1), 32), max(cap, base)))
+
+
+class Every:
+    """Housekeeping inside a pass (a retention purge): at most once per `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._done_at: float | None = None
+
+    async def run(self, job: Callable[[], Awaitable[object]]) -> None:
+        """Run `job` if it never succeeded or last succeeded `seconds` ago."""
+        now = time.monotonic()
+        if self._done_at is None or now - self._done_at > self._seconds:
+            await job()
+            self._done_at = now
 
 
 class WakeLoop:

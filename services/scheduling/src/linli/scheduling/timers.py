@@ -12,7 +12,6 @@ otherwise sleeps until the next timer is due, at most the poll interval.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import asyncpg
@@ -20,7 +19,7 @@ from opentelemetry.trace import SpanKind
 
 from linli.servicekit.db import TRANSIENT_ERRORS, quote_ident
 from linli.servicekit.telemetry import context_from_traceparent, tracer
-from linli.servicekit.wake import WakeLoop
+from linli.servicekit.wake import Every, WakeLoop
 
 from . import store
 from .service import Scheduler
@@ -54,7 +53,7 @@ class TimerLoop:
         self._scheduler = scheduler
         self._schema = quote_ident(schema).strip('"')
         self._batch = batch
-        self._purged_at: float | None = None
+        self._purge = Every(PURGE_EVERY_S)
         self._loop = WakeLoop(
             f"timers-{self._schema}",
             self._pass,
@@ -75,13 +74,13 @@ class TimerLoop:
         """One batch of due timers; then, when nothing more is due, the purge when due."""
         if await self.fire_due() == self._batch:
             return True
-        now = time.monotonic()
-        if self._purged_at is None or now - self._purged_at > PURGE_EVERY_S:
-            # Fired timers are history (shown by the API) for a month, then go.
-            async with self._pool.acquire() as conn:
-                await store.purge_fired_timers(conn, days=30)
-            self._purged_at = now
+        await self._purge.run(self._purge_fired)
         return False
+
+    async def _purge_fired(self) -> None:
+        # Fired timers are history (shown by the API) for a month, then go.
+        async with self._pool.acquire() as conn:
+            await store.purge_fired_timers(conn, days=30)
 
     async def _until_next_due(self) -> float | None:
         """Until the next timer is due (a NOTIFY wakes us earlier; the poll caps it)."""

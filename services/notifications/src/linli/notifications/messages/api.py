@@ -21,7 +21,7 @@ from linli.contracts.types import Role
 from linli.servicekit.auth import CurrentPrincipal
 
 from . import service
-from .plan import CONSUMED_TYPES
+from .plan import CONSUMED_TYPES, NewRecipient
 
 router = APIRouter(tags=["people"])
 
@@ -146,7 +146,7 @@ async def add_recipient(
     community: Community, body: RecipientIn, principal: CurrentPrincipal, request: Request
 ) -> RecipientOut:
     _allow(principal, community)
-    spec = service.RecipientSpec(
+    new = NewRecipient(
         role=body.role,
         resident_id=body.resident_id,
         volunteer_id=body.volunteer_id,
@@ -159,7 +159,7 @@ async def add_recipient(
         events=body.events,
     )
     async with request.app.state.runtime.pool.acquire() as conn:
-        row = await service.add_recipient(conn, community, spec)
+        row = await service.add_recipient(conn, community, new)
     return _out(row)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -22,6 +22,7 @@ from linli.servicekit.db import Conn
 from linli.servicekit.outbox import enqueue
 
 from . import store
+from .plan import NewRecipient
 from .schedule import backoff
 
 log = logging.getLogger(__name__)
@@ -32,37 +33,8 @@ SOURCE = "/linli/notifications"
 # --- recipients -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RecipientSpec:
-    """A person to tell, as validated by the API."""
-
-    role: str
-    resident_id: uuid.UUID | None
-    volunteer_id: uuid.UUID | None
-    channel: str
-    address: str
-    locale: str
-    quiet_start: time | None
-    quiet_end: time | None
-    timezone: str
-    events: list[str]
-
-
-async def add_recipient(conn: Conn, community: str, spec: RecipientSpec) -> asyncpg.Record:
-    return await store.add_recipient(
-        conn,
-        community=community,
-        role=spec.role,
-        resident_id=spec.resident_id,
-        volunteer_id=spec.volunteer_id,
-        channel=spec.channel,
-        address=spec.address,
-        locale=spec.locale,
-        quiet_start=spec.quiet_start,
-        quiet_end=spec.quiet_end,
-        timezone=spec.timezone,
-        events=spec.events,
-    )
+async def add_recipient(conn: Conn, community: str, new: NewRecipient) -> asyncpg.Record:
+    return await store.add_recipient(conn, community, new)
 
 
 async def list_recipients(conn: Conn, community: str) -> list[asyncpg.Record]:

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from linli.contracts.types import NeedKind
-from linli.servicekit.auth import CurrentPrincipal
+from linli.servicekit.auth import CurrentPrincipal, Principal
 
 from .service import MANAGERS, WebhookService
 
@@ -127,22 +127,26 @@ async def get_subscription(
     return _shown(service, await service.get(principal, sub_id))
 
 
+async def _set_state(
+    request: Request, principal: Principal, sub_id: uuid.UUID, state: str
+) -> dict[str, Any]:
+    principal.require_role(*MANAGERS)
+    service = _service(request)
+    return _shown(service, await service.set_state(principal, sub_id, state))
+
+
 @router.post("/{sub_id}/pause", summary="Stop sending; events keep queueing")
 async def pause_subscription(
     request: Request, sub_id: uuid.UUID, principal: CurrentPrincipal
 ) -> dict[str, Any]:
-    principal.require_role(*MANAGERS)
-    service = _service(request)
-    return _shown(service, await service.set_state(principal, sub_id, "paused"))
+    return await _set_state(request, principal, sub_id, "paused")
 
 
 @router.post("/{sub_id}/resume", summary="Send again (also re-enables a disabled endpoint)")
 async def resume_subscription(
     request: Request, sub_id: uuid.UUID, principal: CurrentPrincipal
 ) -> dict[str, Any]:
-    principal.require_role(*MANAGERS)
-    service = _service(request)
-    return _shown(service, await service.set_state(principal, sub_id, "active"))
+    return await _set_state(request, principal, sub_id, "active")
 
 
 @router.post("/{sub_id}/rotate-secret", summary="New secret; the old one signs during an overlap")
