@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import Callable
+from typing import Any
 
 import asyncpg
 import nats
@@ -24,3 +27,20 @@ async def drop_schema_and_streams(settings: ServiceSettings, nats_url: str) -> N
             with contextlib.suppress(Exception):
                 await js.delete_stream(stream)
         await nc.close()
+
+
+async def wait_for(
+    check: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition"
+) -> Any:
+    """Poll `check()` (sync or async) until it returns something truthy."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)

@@ -33,8 +33,8 @@ from linli.contracts.events import NeedCancelled, NeedSubmitted
 from linli.contracts.registry import lookup
 from linli.contracts.subjects import subject_for
 from linli.contracts.types import Role
-from linli.notifications.app import NotificationsSettings
-from linli.notifications.ssrf import system_resolver
+from linli.notifications.settings import NotificationsSettings
+from linli.notifications.webhooks.ssrf import system_resolver
 from linli.servicekit.auth import issue_credential
 from linli.servicekit.db import migrate, service_migrations
 from linli.servicekit.messaging import provision_streams

@@ -1,22 +1,22 @@
 """Messages to people under test: an in-process app on real NATS, PostgreSQL and SMTP.
 
 The test builds a tiny FastAPI app with a `ServiceRuntime` and calls
-`linli.notifications.people.register(runtime, settings, app)`, as the notifications
-composition root does. Other services are played by the test, which publishes their
-events onto the test's own events stream. E-mail goes to a real SMTP server
-(`aiosmtpd`) on 127.0.0.1 and a free port; SMS to a file.
+`linli.notifications.app.wire_messages(runtime, settings, app)`, as the notifications
+composition root does (without the webhooks part or its tables). Other services are
+played by the test, which publishes their events onto the test's own events stream.
+E-mail goes to a real SMTP server (`aiosmtpd`) on 127.0.0.1 and a free port; SMS to a
+file.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import email
 import email.policy
 import json
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,13 +35,13 @@ from linli.contracts.envelope import CloudEvent, new_event
 from linli.contracts.registry import lookup
 from linli.contracts.subjects import subject_for
 from linli.contracts.types import Role
-from linli.notifications.people import People, PeopleSettings, register
+from linli.notifications.app import Messages, wire_messages
+from linli.notifications.settings import NotificationsSettings
 from linli.servicekit.auth import issue_credential
 from linli.servicekit.db import Migration, create_pool, load_migrations, migrate
 from linli.servicekit.http import create_http_app
 from linli.servicekit.messaging import provision_streams
 from linli.servicekit.runtime import ServiceRuntime
-from linli.servicekit.settings import ServiceSettings
 
 from .common import drop_schema_and_streams
 from .names import Names
@@ -60,7 +60,7 @@ def people_migrations() -> list[Migration]:
 
 def service_settings(
     names: Names, nats_url: str, database_url: str, **overrides: Any
-) -> ServiceSettings:
+) -> NotificationsSettings:
     values: dict[str, Any] = {
         "service_name": "notifications",
         "environment": "test",
@@ -76,7 +76,7 @@ def service_settings(
         "log_json": False,
     }
     values.update(overrides)
-    return ServiceSettings(**values)
+    return NotificationsSettings(**values)
 
 
 def free_port() -> int:
@@ -140,8 +140,8 @@ def smtp_server() -> Any:
 class PeopleStack:
     """One test's service: HTTP client, event publisher, pool, SMTP sink, SMS file."""
 
-    settings: ServiceSettings
-    people: People
+    settings: NotificationsSettings
+    people: Messages
     http: httpx.AsyncClient
     js: JetStreamContext
     pool: asyncpg.Pool
@@ -210,24 +210,7 @@ class PeopleStack:
         return rows
 
 
-async def wait_for(
-    check: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition"
-) -> Any:
-    """Poll `check()` (sync or async) until it returns something truthy."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-async def _prepare(settings: ServiceSettings) -> dict[str, str]:
+async def _prepare(settings: NotificationsSettings) -> dict[str, str]:
     conn = await asyncpg.connect(settings.database_url.get_secret_value())
     tokens: dict[str, str] = {}
     try:
@@ -259,9 +242,9 @@ async def people_stack(
     **people_overrides: Any,
 ) -> AsyncIterator[PeopleStack]:
     """Start the people part of notifications for one test and clean up after it."""
-    settings = service_settings(names, nats_url, database_url)
+    base = service_settings(names, nats_url, database_url)
     try:
-        tokens = await _prepare(settings)
+        tokens = await _prepare(base)
         with smtp_server() as (sink, port):
             sms_file = tmp_path / "sms.jsonl"
             values: dict[str, Any] = {
@@ -278,12 +261,12 @@ async def people_stack(
                 "smtp_timeout_s": 5.0,
             }
             values.update(people_overrides)
-            people_settings = PeopleSettings(**values)
+            settings = service_settings(names, nats_url, database_url, **values)
             runtime = ServiceRuntime(settings, people_migrations())
             app: FastAPI = create_http_app(
                 runtime, title="people under test", description="messages to people"
             )
-            people = register(runtime, settings, app, people_settings=people_settings)
+            people = wire_messages(runtime, settings, app)
             nc = await nats.connect(nats_url)
             pool = await create_pool(database_url, settings.db_schema, min_size=1, max_size=4)
             try:
@@ -300,7 +283,7 @@ async def people_stack(
                 await pool.close()
                 await nc.close()
     finally:
-        await _drop(settings, nats_url)
+        await _drop(base, nats_url)
 
 
 # --- events as other services would publish them -----------------------------

@@ -19,7 +19,8 @@ from harness.notifications import (
     serve,
 )
 
-from linli.notifications.app import NotificationsSettings, build_app
+from linli.notifications.app import build_app
+from linli.notifications.settings import NotificationsSettings
 from linli.servicekit.db import create_pool
 
 

@@ -10,8 +10,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from harness.common import wait_for
 from harness.names import Names
-from harness.notifications_people import PeopleStack, in_minutes, now, party, people_stack, wait_for
+from harness.notifications_people import PeopleStack, in_minutes, now, party, people_stack
 
 from linli.contracts.events import (
     MealDelivered,

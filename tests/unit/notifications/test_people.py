@@ -22,13 +22,17 @@ from linli.contracts.events import (
     PartyRef,
     VisitCompleted,
 )
-from linli.notifications.people import FileSmsProvider, Message, PeopleSettings, render
-from linli.notifications.people.api import RecipientIn, mask
-from linli.notifications.people.plan import Audience, NeedFacts, intents_for
-from linli.notifications.people.providers import SmtpProvider, build_providers
-from linli.notifications.people.schedule import backoff, due_at, quiet_until
-from linli.notifications.people.settings import people_settings_from
-from linli.notifications.people.templates import LOCALES, TEMPLATES
+from linli.notifications.messages.api import RecipientIn, mask
+from linli.notifications.messages.plan import Audience, NeedFacts, intents_for
+from linli.notifications.messages.providers import (
+    FileSmsProvider,
+    Message,
+    SmtpProvider,
+    build_providers,
+)
+from linli.notifications.messages.schedule import backoff, due_at, quiet_until
+from linli.notifications.messages.templates import LOCALES, TEMPLATES, render
+from linli.notifications.settings import NotificationsSettings
 
 pytestmark = pytest.mark.unit
 
@@ -218,7 +222,7 @@ def test_smtp_message_is_utf8_with_subject_and_body() -> None:
 
 
 def test_providers_chosen_by_settings(tmp_path: Path) -> None:
-    settings = PeopleSettings(
+    settings = NotificationsSettings(
         email_provider="smtp", sms_provider="file", sms_file=str(tmp_path / "s")
     )
     providers = build_providers(settings)
@@ -229,7 +233,7 @@ def test_providers_chosen_by_settings(tmp_path: Path) -> None:
 def test_people_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LINLI_SMTP_PORT", "2525")
     monkeypatch.setenv("LINLI_EMAIL_PROVIDER", "smtp")
-    settings = people_settings_from(object())
+    settings = NotificationsSettings()
     assert settings.smtp_port == 2525
     assert settings.email_provider == "smtp"
 

@@ -12,7 +12,8 @@ Why this shape:
 * A batch is published with many publishes in flight (one round trip for the batch,
   not one per row).
 * The relay wakes on LISTEN/NOTIFY right after a commit and polls as a fallback, so a
-  lost notification (or a relay that connected late) only delays, never strands, a row.
+  lost notification (or a relay that connected late) only delays, never strands, a row
+  (the loop is servicekit's `WakeLoop`).
 * The `traceparent` of the transaction that wrote the row is stored with it and the
   publish span is its child, so one trace follows a need through the outbox.
 """
@@ -20,7 +21,6 @@ Why this shape:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from typing import Any
@@ -38,6 +38,7 @@ from linli.contracts.subjects import subject_for
 from . import failpoints
 from .db import Conn, quote_ident
 from .telemetry import context_from_traceparent, current_traceparent, tracer
+from .wake import Every, WakeLoop
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,10 @@ async def enqueue_many(
     # The table's statement trigger NOTIFYs the relay at commit (0003_outbox_notify_trigger).
 
 
+PURGE_EVERY_S = 60.0
+"""How often a relay deletes sent rows older than the retention period."""
+
+
 class OutboxRelay:
     """Publishes outbox rows of one schema to JetStream."""
 
@@ -109,72 +114,33 @@ class OutboxRelay:
         self._pool = pool
         self._js = js
         self._schema = quote_ident(schema).strip('"')
-        self._dsn = dsn
         self._batch = batch_size
-        self._poll = poll_interval
         self._timeout = publish_timeout
         self._retention_s = retention_s
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._listener: asyncpg.Connection | None = None
+        self._purge = Every(PURGE_EVERY_S)
+        self._loop = WakeLoop(
+            f"outbox-relay-{self._schema}",
+            self._pass,
+            poll_interval=poll_interval,
+            channel=notify_channel(self._schema),
+            dsn=dsn,
+        )
         self.published = 0
 
     async def start(self) -> None:
         """Start listening and relaying in the background."""
-        self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._schema}")
+        await self._loop.start()
 
     async def stop(self) -> None:
         """Stop relaying; unsent rows stay for the next relay."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self._close_listener()
+        await self._loop.stop()
 
-    async def _close_listener(self) -> None:
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close(timeout=2)
-            self._listener = None
-
-    async def _listen(self) -> None:
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        try:
-            conn = await asyncpg.connect(self._dsn)
-            await conn.add_listener(notify_channel(self._schema), self._on_notify)
-            self._listener = conn
-        except (OSError, asyncpg.PostgresError) as exc:
-            # Polling still works; LISTEN is only a shortcut.
-            log.warning("outbox listener unavailable", extra={"error": type(exc).__name__})
-
-    def _on_notify(self, *_: object) -> None:
-        self._wake.set()
-
-    async def _run(self) -> None:
-        backoff = self._poll
-        cleaned_at = 0.0
-        loop = asyncio.get_running_loop()
-        log.debug("outbox relay running", extra={"schema": self._schema})
-        while True:
-            try:
-                await self._listen()
-                while await self.relay_once() == self._batch:
-                    pass
-                if loop.time() - cleaned_at > 60:
-                    await self.purge_sent()
-                    cleaned_at = loop.time()
-                backoff = self._poll
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("outbox relay pass failed", extra={"error": type(exc).__name__})
-                await self._close_listener()
-                backoff = min(backoff * 2, 30.0)
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+    async def _pass(self) -> bool:
+        """One batch; then, once the backlog is drained, the retention purge when due."""
+        if await self.relay_once() == self._batch:
+            return True
+        await self._purge.run(self.purge_sent)
+        return False
 
     async def relay_once(self) -> int:
         """Publish one batch of unsent rows; return how many were published."""

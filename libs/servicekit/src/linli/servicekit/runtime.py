@@ -33,6 +33,7 @@ from .messaging import (
 from .outbox import OutboxRelay
 from .settings import ServiceSettings
 from .telemetry import setup_tracing
+from .wake import WakeLoop
 
 log = logging.getLogger(__name__)
 
@@ -229,22 +230,15 @@ async def periodic(
 ) -> None:
     """Call `tick()` every `interval` seconds (or when `wake` is set), surviving errors.
 
-    A database or broker outage makes one tick fail; the loop logs it and tries again,
-    so a background job never dies quietly.
+    A `WakeLoop` without a listener: a database or broker outage makes a tick fail; the
+    loop logs it, backs off and tries again, so a background job never dies quietly.
     """
-    while True:
-        try:
-            await tick()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("periodic task failed", extra={"task": name, "error": type(exc).__name__})
-        if wake is None:
-            await asyncio.sleep(interval)
-        else:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=interval)
-            wake.clear()
+
+    async def work() -> bool:
+        await tick()
+        return False
+
+    await WakeLoop(name, work, poll_interval=interval, flag=wake).run()
 
 
 async def _retry(what: str, connect: Callable[[], Awaitable[Any]], attempts: int = 30) -> Any:

@@ -1,24 +1,50 @@
-"""Composition root: `build_app(settings)` wires everything; nothing runs at import."""
+"""Composition root: `build_app(settings)` wires everything; nothing runs at import.
+
+Notifications has two parts, each a package with its api, service, store and
+consumer: `webhooks` (subscriptions, deliveries, the event stream) and `messages`
+(e-mail and SMS to people). `wire_webhooks` and `wire_messages` wire one part each into
+a runtime and an app; `build_app` wires both.
+"""
 
 from __future__ import annotations
 
-import importlib
 import logging
+from dataclasses import dataclass
 
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import SpanProcessor
 
+from linli.servicekit.clock import Clock
+from linli.servicekit.consume import EventConsumer
 from linli.servicekit.db import service_migrations
 from linli.servicekit.http import create_http_app
 from linli.servicekit.runtime import ServiceRuntime
 
-from . import api, events, sse
-from .delivery import DeliveryWorker
-from .sealing import SecretBox
+from . import errors
+from .messages import api as messages_api
+from .messages import consumer as messages_consumer
+from .messages.providers import Provider, build_providers
+from .messages.schedule import zone
+from .messages.sender import Sender
 from .settings import NotificationsSettings
-from .ssrf import Resolver, system_resolver
+from .webhooks import api as webhooks_api
+from .webhooks import consumer as webhooks_consumer
+from .webhooks import stream
+from .webhooks.delivery import DeliveryWorker
+from .webhooks.sealing import SecretBox
+from .webhooks.service import WebhookService
+from .webhooks.ssrf import Resolver, system_resolver
 
-__all__ = ["MIGRATIONS_PACKAGE", "NotificationsSettings", "build_app", "default_settings"]
+__all__ = [
+    "MIGRATIONS_PACKAGE",
+    "Messages",
+    "NotificationsSettings",
+    "Webhooks",
+    "build_app",
+    "default_settings",
+    "wire_messages",
+    "wire_webhooks",
+]
 
 MIGRATIONS_PACKAGE = "linli.notifications"
 
@@ -35,48 +61,94 @@ def build_app(
     *,
     span_processor: SpanProcessor | None = None,
     resolver: Resolver = system_resolver,
+    providers: dict[str, Provider] | None = None,
+    clock: Clock | None = None,
 ) -> FastAPI:
-    """The notifications process: event consumer, webhook worker, HTTP API and streams."""
+    """The notifications process: consumers, webhook worker, sender, HTTP API, streams."""
     runtime = ServiceRuntime(
         settings,
         service_migrations(MIGRATIONS_PACKAGE, "notifications"),
         span_processor=span_processor,
     )
-    box = SecretBox(settings.secrets_key.get_secret_value() if settings.secrets_key else None)
-    if not box.encrypting:
-        log.warning("webhook secrets are stored unencrypted (no cryptography or secrets_key)")
-    worker = DeliveryWorker(lambda: runtime.pool, settings, box, resolver=resolver)
-    runtime.consume(events.subscriptions(on_commit=worker.wake.set))
-    if settings.run_delivery:
-        runtime.background("webhook-delivery", lambda: worker.run(runtime.dsn))
+    clock = clock or Clock()
     app = create_http_app(
         runtime,
         title="Linli notifications",
         description="Signed webhooks and resumable per-community event streams for "
         "community apps; messages to people.",
     )
-    app.state.secret_box = box
-    app.state.resolver = resolver
-    app.state.delivery = worker
-    app.state.wake = worker.wake.set
-    app.include_router(api.router)
-    app.include_router(sse.router)
-    _register_people(runtime, settings, app)
+    wire_webhooks(runtime, settings, app, resolver=resolver, clock=clock)
+    wire_messages(runtime, settings, app, providers=providers, clock=clock)
     return app
 
 
-def _register_people(
-    runtime: ServiceRuntime, settings: NotificationsSettings, app: FastAPI
-) -> None:
-    """Messages to people (templates, e-mail, SMS, quiet hours), when that part is present.
+@dataclass(frozen=True)
+class Webhooks:
+    """What `wire_webhooks` wired (the service is `app.state.webhooks`)."""
 
-    `people.register(runtime, settings, app)` mounts its router, subscribes its own
-    durable (`notifications-people`) and runs its sender; this app works without it.
-    """
-    try:
-        people = importlib.import_module(f"{__package__}.people")
-    except ImportError as exc:
-        if exc.name != f"{__package__}.people":
-            raise
-        return
-    people.register(runtime, settings, app)
+    service: WebhookService
+    worker: DeliveryWorker
+    consumer: EventConsumer
+
+
+def wire_webhooks(
+    runtime: ServiceRuntime,
+    settings: NotificationsSettings,
+    app: FastAPI,
+    *,
+    resolver: Resolver = system_resolver,
+    clock: Clock | None = None,
+) -> Webhooks:
+    """The durable `notifications`, the delivery worker, `/v1/subscriptions` and the
+    per-community event stream."""
+    clock = clock or Clock()
+    box = SecretBox(settings.secrets_key.get_secret_value() if settings.secrets_key else None)
+    if not box.encrypting:
+        log.warning("webhook secrets are stored unencrypted (no secrets_key)")
+    worker = DeliveryWorker(lambda: runtime.pool, settings, box, resolver=resolver, clock=clock)
+    consumer = runtime.consume(webhooks_consumer.subscriptions(on_commit=worker.wake))
+    if settings.run_delivery:
+        runtime.background("webhook-delivery", worker.run)
+    service = WebhookService(
+        lambda: runtime.pool, settings, box, resolver=resolver, clock=clock, wake=worker.wake
+    )
+    app.state.webhooks = service
+    app.include_router(webhooks_api.router)
+    app.include_router(stream.router)
+    errors.install_error_handlers(app)
+    return Webhooks(service, worker, consumer)
+
+
+@dataclass(frozen=True)
+class Messages:
+    """What `wire_messages` wired (`app.state.messages`)."""
+
+    sender: Sender
+    consumer: EventConsumer
+
+
+def wire_messages(
+    runtime: ServiceRuntime,
+    settings: NotificationsSettings,
+    app: FastAPI,
+    *,
+    providers: dict[str, Provider] | None = None,
+    clock: Clock | None = None,
+) -> Messages:
+    """The durable `notifications-people`, the sender and the recipients API."""
+    clock = clock or Clock()
+    sender = Sender(
+        lambda: runtime.pool, providers or build_providers(settings), settings, clock=clock
+    )
+    consumer = runtime.consume(
+        messages_consumer.subscriptions(
+            zone(settings.people_timezone), clock, on_commit=sender.wake
+        )
+    )
+    if settings.people_run_sender:
+        runtime.background("notifications-people-sender", sender.run)
+    app.include_router(messages_api.router)
+    errors.install_error_handlers(app)
+    wired = Messages(sender, consumer)
+    app.state.messages = wired
+    return wired

@@ -1,23 +1,42 @@
-"""Notifications' settings: the shared ones plus webhooks, retries and streams."""
+"""Notifications' one settings class: the shared ones plus webhooks, streams and messages."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Self
 
 from pydantic import Field, SecretStr, model_validator
 
 from linli.servicekit.settings import Environment, ServiceSettings
 
-from .sealing import encryption_available
-
 DEFAULT_RETRY_SCHEDULE = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0]
 
 
+class EmailProviderName(StrEnum):
+    SMTP = "smtp"
+    CONSOLE = "console"
+
+
+class SmsProviderName(StrEnum):
+    FILE = "file"
+    CONSOLE = "console"
+
+
+class SmtpTls(StrEnum):
+    """How to secure the SMTP connection."""
+
+    NONE = "none"
+    STARTTLS = "starttls"
+    TLS = "tls"
+
+
 class NotificationsSettings(ServiceSettings):
-    """Notifications' settings (LINLI_*)."""
+    """Notifications' settings (LINLI_*): webhooks and streams, then messages to people."""
 
     service_name: str = "notifications"
     http_port: int = 8104
+
+    # --- webhooks and streams ---------------------------------------------------------
     allow_insecure_endpoints: bool = Field(
         default=False,
         description="Development only: allow http and loopback/private webhook receivers. "
@@ -59,15 +78,33 @@ class NotificationsSettings(ServiceSettings):
     )
     sse_heartbeat_s: float = Field(default=15.0, gt=0, le=300)
 
+    # --- messages to people -----------------------------------------------------------
+    email_provider: EmailProviderName = Field(default=EmailProviderName.CONSOLE)
+    sms_provider: SmsProviderName = Field(default=SmsProviderName.CONSOLE)
+    smtp_host: str = Field(default="127.0.0.1")
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_from: str = Field(default="Linli <noreply@linli.local>")
+    smtp_username: str | None = Field(default=None)
+    smtp_password: SecretStr | None = Field(default=None)
+    smtp_tls: SmtpTls = Field(default=SmtpTls.NONE)
+    smtp_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    sms_file: str = Field(default=".linli/sms.jsonl", description="Development SMS provider.")
+    people_timezone: str = Field(
+        default="Asia/Shanghai", description="Local time of the communities in messages."
+    )
+    people_max_attempts: int = Field(default=6, ge=1, le=50)
+    people_retry_base_s: float = Field(default=30.0, gt=0)
+    people_retry_max_s: float = Field(default=3600.0, gt=0)
+    people_poll_interval_s: float = Field(default=2.0, gt=0, le=60)
+    people_batch: int = Field(default=50, ge=1, le=1000)
+    people_send_concurrency: int = Field(default=8, ge=1, le=100)
+    people_run_sender: bool = Field(default=True, description="Send due messages here.")
+
     @model_validator(mode="after")
     def _check_notifications(self) -> Self:
         if self.environment is Environment.PRODUCTION:
             if self.allow_insecure_endpoints:
                 raise ValueError("allow_insecure_endpoints is refused in production")
-            if not encryption_available():
-                raise ValueError(
-                    "production requires the `cryptography` package to seal webhook secrets"
-                )
             if self.secrets_key is None:
                 raise ValueError("production requires LINLI_SECRETS_KEY (a Fernet key)")
         return self

@@ -5,13 +5,12 @@ survive restarts. Each replica runs one `TimerLoop`; a due timer is claimed with
 `FOR UPDATE SKIP LOCKED` (as the outbox relay claims rows), so two replicas share
 the work and never fire the same timer twice. The timer's effect, its outbox rows and
 `fired_at` commit together; a crash before commit leaves the timer due for the next
-pass. The loop wakes on NOTIFY when a timer is added and otherwise polls.
+pass. The loop (servicekit's `WakeLoop`) wakes on NOTIFY when a timer is added, and
+otherwise sleeps until the next timer is due, at most the poll interval.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -20,6 +19,7 @@ from opentelemetry.trace import SpanKind
 
 from linli.servicekit.db import TRANSIENT_ERRORS, quote_ident
 from linli.servicekit.telemetry import context_from_traceparent, tracer
+from linli.servicekit.wake import Every, WakeLoop
 
 from . import store
 from .service import Scheduler
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 GIVE_UP_AFTER = 10
 """Failed attempts after which a timer is closed with outcome `error` (logged)."""
+
+PURGE_EVERY_S = 600.0
 
 
 def notify_channel(schema: str) -> str:
@@ -50,76 +52,44 @@ class TimerLoop:
         self._pool = pool
         self._scheduler = scheduler
         self._schema = quote_ident(schema).strip('"')
-        self._dsn = dsn
-        self._poll = poll_interval
         self._batch = batch
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._listener: asyncpg.Connection | None = None
+        self._purge = Every(PURGE_EVERY_S)
+        self._loop = WakeLoop(
+            f"timers-{self._schema}",
+            self._pass,
+            poll_interval=poll_interval,
+            channel=notify_channel(self._schema),
+            dsn=dsn,
+            next_sleep=self._until_next_due,
+        )
         self.fired = 0
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"timers-{self._schema}")
+        await self._loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close(timeout=2)
-            self._listener = None
+        await self._loop.stop()
 
-    async def _listen(self) -> None:
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        try:
-            conn = await asyncpg.connect(self._dsn)
-            await conn.add_listener(notify_channel(self._schema), self._on_notify)
-            self._listener = conn
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("timer listener unavailable", extra={"error": type(exc).__name__})
+    async def _pass(self) -> bool:
+        """One batch of due timers; then, when nothing more is due, the purge when due."""
+        if await self.fire_due() == self._batch:
+            return True
+        await self._purge.run(self._purge_fired)
+        return False
 
-    def _on_notify(self, *_: object) -> None:
-        self._wake.set()
+    async def _purge_fired(self) -> None:
+        # Fired timers are history (shown by the API) for a month, then go.
+        async with self._pool.acquire() as conn:
+            await store.purge_fired_timers(conn, days=30)
 
-    async def _run(self) -> None:
-        backoff = self._poll
-        loop = asyncio.get_running_loop()
-        purged_at = 0.0
-        while True:
-            try:
-                await self._listen()
-                while await self.fire_due() == self._batch:
-                    pass
-                if loop.time() - purged_at > 600:
-                    # Fired timers are history (shown by the API) for a month, then go.
-                    async with self._pool.acquire() as conn:
-                        await store.purge_fired_timers(conn, days=30)
-                    purged_at = loop.time()
-                backoff = self._poll
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("timer pass failed", extra={"error": type(exc).__name__})
-                backoff = min(backoff * 2, 30.0)
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=await self._sleep(backoff))
-
-    async def _sleep(self, longest: float) -> float:
-        """Until the next timer is due (a NOTIFY wakes us earlier), at most `longest`."""
-        try:
-            async with self._pool.acquire() as conn:
-                due = await store.next_due(conn)
-        except Exception:
-            return longest
+    async def _until_next_due(self) -> float | None:
+        """Until the next timer is due (a NOTIFY wakes us earlier; the poll caps it)."""
+        async with self._pool.acquire() as conn:
+            due = await store.next_due(conn)
         if due is None:
-            return longest
+            return None
         wait = (due - self._scheduler.clock.now()).total_seconds()
-        return min(max(wait, 0.01), longest)
+        return max(wait, 0.01)
 
     async def fire_due(self) -> int:
         """Fire up to `batch` due timers, each in its own transaction."""

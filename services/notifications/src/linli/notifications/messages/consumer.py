@@ -1,15 +1,19 @@
-"""Consumed events: record one message per (event, recipient) in the inbox transaction."""
+"""Consumed events: record one message per (event, recipient) in the inbox transaction.
+
+The durable `notifications-people` (its name predates the package's; durables and inbox
+rows keep it) is filtered to the types in `plan.CONSUMED`."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from linli.contracts.events import NeedSubmitted
 from linli.contracts.registry import spec_for
+from linli.servicekit.clock import Clock
 from linli.servicekit.consume import Received, Subscriptions
 from linli.servicekit.db import Conn
 
@@ -32,7 +36,7 @@ class NeedNotYetKnown(Exception):
     """The event arrived before the need it is about; retried later, not dead-lettered."""
 
 
-def subscriptions(tz: ZoneInfo, on_commit: Callable[[], None]) -> Subscriptions:
+def subscriptions(tz: ZoneInfo, clock: Clock, on_commit: Callable[[], None]) -> Subscriptions:
     """The events that people are told about (and need.submitted, to find the family)."""
     subs = Subscriptions(
         CONSUMER,
@@ -41,7 +45,7 @@ def subscriptions(tz: ZoneInfo, on_commit: Callable[[], None]) -> Subscriptions:
     )
 
     async def use_case(conn: Conn, received: Received[Any]) -> int:
-        return await record_messages(conn, received, tz=tz)
+        return await record_messages(conn, received, tz=tz, clock=clock)
 
     for model in CONSUMED:
         subs.on(model, use_case)
@@ -49,7 +53,7 @@ def subscriptions(tz: ZoneInfo, on_commit: Callable[[], None]) -> Subscriptions:
 
 
 async def record_messages(
-    conn: Conn, received: Received[Any], *, tz: ZoneInfo, now: datetime | None = None
+    conn: Conn, received: Received[Any], *, tz: ZoneInfo, clock: Clock
 ) -> int:
     """Record one message per (event, recipient); returns how many were added.
 
@@ -71,7 +75,7 @@ async def record_messages(
         return 0
     need_id = getattr(data, "need_id", None)
     need = await store.need_facts(conn, community, need_id) if need_id else None
-    when = now or datetime.now(UTC)
+    when = clock.now()
     if need is None and short in FAMILY_TYPES and when - event.time < NEED_WAIT:
         # This event overtook its need.submitted (a redelivery after a failure); the
         # family is found through the need. Rolling back (the inbox claim too) makes the

@@ -2,7 +2,8 @@
 
 Addresses are personal data: they are accepted here, stored only in
 `people_recipients`, and shown back masked. Another community's recipients answer
-404, as if they did not exist.
+404, as if they did not exist. Handlers are thin: they check the caller and call
+one use case of `service.py`.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from datetime import datetime, time
 from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import APIRouter, HTTPException, Path, Request, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from linli.contracts.types import Role
 from linli.servicekit.auth import CurrentPrincipal
 
-from . import store
-from .plan import CONSUMED_TYPES
+from . import service
+from .plan import CONSUMED_TYPES, NewRecipient
 
 router = APIRouter(tags=["people"])
 
@@ -145,21 +146,20 @@ async def add_recipient(
     community: Community, body: RecipientIn, principal: CurrentPrincipal, request: Request
 ) -> RecipientOut:
     _allow(principal, community)
+    new = NewRecipient(
+        role=body.role,
+        resident_id=body.resident_id,
+        volunteer_id=body.volunteer_id,
+        channel=body.channel,
+        address=body.address,
+        locale=body.locale,
+        quiet_start=body.quiet_hours.start if body.quiet_hours else None,
+        quiet_end=body.quiet_hours.end if body.quiet_hours else None,
+        timezone=body.timezone,
+        events=body.events,
+    )
     async with request.app.state.runtime.pool.acquire() as conn:
-        row = await store.add_recipient(
-            conn,
-            community=community,
-            role=body.role,
-            resident_id=body.resident_id,
-            volunteer_id=body.volunteer_id,
-            channel=body.channel,
-            address=body.address,
-            locale=body.locale,
-            quiet_start=body.quiet_hours.start if body.quiet_hours else None,
-            quiet_end=body.quiet_hours.end if body.quiet_hours else None,
-            timezone=body.timezone,
-            events=body.events,
-        )
+        row = await service.add_recipient(conn, community, new)
     return _out(row)
 
 
@@ -169,7 +169,7 @@ async def list_recipients(
 ) -> list[RecipientOut]:
     _allow(principal, community)
     async with request.app.state.runtime.pool.acquire() as conn:
-        rows = await store.list_recipients(conn, community)
+        rows = await service.list_recipients(conn, community)
     return [_out(r) for r in rows]
 
 
@@ -182,7 +182,5 @@ async def delete_recipient(
 ) -> Response:
     _allow(principal, community)
     async with request.app.state.runtime.pool.acquire() as conn:
-        deleted = await store.delete_recipient(conn, community, recipient_id)
-    if not deleted:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="recipient not found")
+        await service.delete_recipient(conn, community, recipient_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,5 +1,8 @@
 """`GET /v1/communities/{community}/events`: a resumable Server-Sent Events stream.
 
+A module of its own beside the subscriptions API: it serves JetStream, not the
+webhooks' tables, and needs no use case or store.
+
 Backed by JetStream replay: each request opens an ephemeral ordered consumer on the
 events stream filtered to `linli.events.<community>.>`, starting after `Last-Event-ID`
 (the stream sequence, which is each frame's `id`), at `?since=` (a time), or with new
@@ -16,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import nats.errors
-from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from nats.js import api
 
@@ -24,11 +27,12 @@ from linli.contracts.binding import from_nats
 from linli.contracts.envelope import EnvelopeError
 from linli.contracts.subjects import community_events_filter
 from linli.contracts.types import Role
+from linli.notifications.errors import BadRequest
+from linli.notifications.settings import NotificationsSettings
 from linli.servicekit.auth import CurrentPrincipal
 from linli.servicekit.runtime import ServiceRuntime
 
-from .events import structured_body
-from .settings import NotificationsSettings
+from .consumer import structured_body
 
 router = APIRouter(tags=["streams"])
 
@@ -44,15 +48,14 @@ def frame(seq: int, ce_type: str, body: bytes) -> bytes:
 
 
 def start_config(last_event_id: str | None, since: datetime | None) -> api.ConsumerConfig:
+    """Where a stream starts: after `Last-Event-ID`, at `since`, or with new events."""
     if last_event_id is not None:
         try:
             seq = int(last_event_id)
         except ValueError as exc:
-            raise HTTPException(
-                status.HTTP_400_BAD_REQUEST, detail="Last-Event-ID must be a stream sequence"
-            ) from exc
+            raise BadRequest("Last-Event-ID must be a stream sequence") from exc
         if seq < 0:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="Last-Event-ID is negative")
+            raise BadRequest("Last-Event-ID is negative")
         return api.ConsumerConfig(
             deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq + 1
         )
@@ -79,7 +82,7 @@ async def community_events(
     principal.require_community(community)
     principal.require_role(*READERS)
     if since is not None and since.tzinfo is None:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="since needs a time zone")
+        raise BadRequest("since needs a time zone")
     runtime: ServiceRuntime = request.app.state.runtime
     settings: NotificationsSettings = runtime.settings  # type: ignore[assignment]
     config = start_config(last_event_id, since)

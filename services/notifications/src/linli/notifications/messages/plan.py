@@ -1,5 +1,8 @@
 """Which event tells whom what: pure functions from an event to message intents.
 
+Its dataclasses (`NeedFacts`, `NewRecipient`, `Intent`) are what the API, the use cases
+and the store exchange.
+
 Operators hear about problems through `need.escalated` (scheduling escalates failed
 deliveries as welfare checks, wellbeing concerns and missed SLAs), so a failed delivery
 is not announced to them twice. Families hear about their relative's services; a
@@ -9,7 +12,7 @@ meal's `need.fulfilled` is not announced again after `meal.delivered`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -44,6 +47,22 @@ class NeedFacts:
     kind: str
     urgency: str
     submitted_at: datetime
+
+
+@dataclass(frozen=True)
+class NewRecipient:
+    """A person to tell (table people_recipients), as the API accepted them."""
+
+    role: str
+    resident_id: UUID | None
+    volunteer_id: UUID | None
+    channel: str
+    address: str
+    locale: str
+    quiet_start: time | None
+    quiet_end: time | None
+    timezone: str
+    events: list[str]
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,11 @@ row is sent in its own task with its own timeout and no database connection held
 a dead or slow endpoint only ever occupies its own slots: a live endpoint is claimed
 and served on the next wake-up regardless.
 
+The worker runs on servicekit's `WakeLoop`: it wakes on `NOTIFY` when the consumer
+records deliveries, on `wake()` (an API resume or replay, a delivery that ends and
+frees a slot) and otherwise every `delivery_poll_interval_s`. All its SQL is in
+`store.py`.
+
 A claim is a lease (`locked_until`): a replica that dies mid-attempt leaves the row to
 be claimed again when the lease ends, so at-least-once holds; receivers deduplicate
 on `webhook-id`, which is the same for every attempt of one event to one endpoint.
@@ -36,10 +41,14 @@ from standardwebhooks import Webhook
 from linli.contracts.binding import STRUCTURED_CONTENT_TYPE
 from linli.contracts.envelope import new_event
 from linli.contracts.events import NotificationChannel, NotificationFailed
+from linli.notifications.settings import NotificationsSettings
 from linli.servicekit import outbox
+from linli.servicekit.clock import Clock
+from linli.servicekit.db import Conn
+from linli.servicekit.wake import WakeLoop
 
+from . import store
 from .sealing import SecretBox
-from .settings import NotificationsSettings
 from .ssrf import Resolver, UnsafeUrl, check_endpoint, system_resolver
 
 log = logging.getLogger(__name__)
@@ -110,24 +119,35 @@ class DeliveryWorker:
         box: SecretBox,
         *,
         resolver: Resolver = system_resolver,
+        clock: Clock | None = None,
     ) -> None:
         self._pool = pool
         self._settings = settings
         self._box = box
         self._resolver = resolver
-        self.wake = asyncio.Event()
+        self._clock = clock or Clock()
         self._inflight: dict[uuid.UUID, int] = defaultdict(int)
         self._tasks: set[asyncio.Task[None]] = set()
         self._rng = random.Random()
         self._client: httpx.AsyncClient | None = None
-        self._listener: asyncpg.Connection | None = None
+        self._loop = WakeLoop(
+            "webhook-delivery",
+            self._pass,
+            poll_interval=settings.delivery_poll_interval_s,
+            channel=store.notify_channel(settings.db_schema),
+            dsn=settings.database_url.get_secret_value(),
+        )
 
     @property
     def lease_s(self) -> float:
         return self._settings.webhook_timeout_s + 30.0
 
-    async def run(self, dsn: str) -> None:
-        """Run until cancelled: wake on NOTIFY or after the poll interval."""
+    def wake(self, *_: object) -> None:
+        """Look for due rows at once (rows were recorded, made due, or a slot freed)."""
+        self._loop.wake()
+
+    async def run(self) -> None:
+        """Run until cancelled: wake on NOTIFY, on `wake()` or after the poll interval."""
         self._client = httpx.AsyncClient(
             follow_redirects=False,
             trust_env=False,
@@ -136,19 +156,7 @@ class DeliveryWorker:
             headers={"user-agent": USER_AGENT},
         )
         try:
-            while True:
-                try:
-                    await self._listen(dsn)
-                    await self.pass_once()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    log.warning("delivery pass failed", extra={"error": type(exc).__name__})
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self.wake.wait(), timeout=self._settings.delivery_poll_interval_s
-                    )
-                self.wake.clear()
+            await self._loop.run()
         finally:
             for task in list(self._tasks):
                 task.cancel()
@@ -156,79 +164,39 @@ class DeliveryWorker:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await self._client.aclose()
-            if self._listener is not None:
-                with contextlib.suppress(Exception):
-                    await self._listener.close(timeout=2)
 
-    async def _listen(self, dsn: str) -> None:
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        try:
-            conn = await asyncpg.connect(dsn)
-            await conn.add_listener(
-                f"{self._settings.db_schema}_deliveries", lambda *_: self.wake.set()
-            )
-            self._listener = conn
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("delivery listener unavailable", extra={"error": type(exc).__name__})
+    async def _pass(self) -> bool:
+        """One pass; full when a whole page of endpoints was due and something started."""
+        endpoints, started = await self.pass_once()
+        return endpoints == self._settings.delivery_endpoints_per_pass and started > 0
 
-    async def pass_once(self) -> int:
-        """Claim and start what is due on every endpoint with free slots."""
+    async def pass_once(self) -> tuple[int, int]:
+        """Claim and start what is due on every endpoint with free slots;
+        (endpoints with due rows, deliveries started)."""
         limit = self._settings.max_in_flight_per_endpoint
-        rows = await self._pool().fetch(
-            """SELECT d.subscription_id FROM deliveries d
-               JOIN subscriptions s ON s.id = d.subscription_id AND s.state = 'active'
-               WHERE d.state = 'pending' AND d.next_attempt_at <= now()
-                 AND (d.locked_until IS NULL OR d.locked_until < now())
-               GROUP BY d.subscription_id
-               ORDER BY min(d.next_attempt_at)
-               LIMIT $1""",
-            self._settings.delivery_endpoints_per_pass,
-        )
+        async with self._pool().acquire() as conn:
+            due = await store.endpoints_due(conn, self._settings.delivery_endpoints_per_pass)
         started = 0
-        for row in rows:
-            sub_id = row["subscription_id"]
+        for sub_id in due:
             free = limit - self._inflight[sub_id]
             if free <= 0:
                 continue
             started += await self._claim_and_start(sub_id, free)
-        return started
+        return len(due), started
 
     async def _claim_and_start(self, sub_id: uuid.UUID, free: int) -> int:
         async with self._pool().acquire() as conn, conn.transaction():
-            sub = await conn.fetchrow(
-                "SELECT id, url, secret_sealed, previous_secret_sealed, previous_secret_until "
-                "FROM subscriptions WHERE id = $1 AND state = 'active' "
-                "FOR UPDATE SKIP LOCKED",
-                sub_id,
-            )
+            sub = await store.lock_endpoint(conn, sub_id)
             if sub is None:
                 return 0
-            busy = await conn.fetchval(
-                "SELECT count(*) FROM deliveries WHERE subscription_id = $1 "
-                "AND state = 'pending' AND locked_until > now()",
-                sub_id,
-            )
-            take = min(free, self._settings.max_in_flight_per_endpoint - int(busy or 0))
+            busy = await store.leased_count(conn, sub_id)
+            take = min(free, self._settings.max_in_flight_per_endpoint - busy)
             if take <= 0:
                 return 0
-            rows = await conn.fetch(
-                """UPDATE deliveries SET locked_until = now() + make_interval(secs => $3)
-                   WHERE id IN (
-                       SELECT id FROM deliveries
-                       WHERE subscription_id = $1 AND state = 'pending'
-                         AND next_attempt_at <= now()
-                         AND (locked_until IS NULL OR locked_until < now())
-                       ORDER BY next_attempt_at, id LIMIT $2
-                       FOR UPDATE SKIP LOCKED)
-                   RETURNING id, event_id, event_type, community, payload, attempts""",
-                sub_id,
-                take,
-                self.lease_s,
-            )
+            rows = await store.lease_due(conn, sub_id, take, self.lease_s)
         secrets = [self._box.open(sub["secret_sealed"])]
         until = sub["previous_secret_until"]
-        if sub["previous_secret_sealed"] and until is not None and until > datetime.now(UTC):
+        if sub["previous_secret_sealed"] and until is not None and until > self._clock.now():
             secrets.append(self._box.open(sub["previous_secret_sealed"]))
         for row in sorted(rows, key=lambda r: r["id"]):
             self._inflight[sub_id] += 1
@@ -252,7 +220,7 @@ class DeliveryWorker:
             self._inflight[sub_id] -= 1
             if self._inflight[sub_id] <= 0:
                 self._inflight.pop(sub_id, None)
-            self.wake.set()
+            self.wake()
 
     async def send(
         self, sub_id: uuid.UUID, url: str, secrets: list[str], event_id: str, body: bytes
@@ -261,7 +229,7 @@ class DeliveryWorker:
         assert self._client is not None
         started = time.monotonic()
         msg_id = webhook_id(event_id, sub_id)
-        now = datetime.now(UTC)
+        now = self._clock.now()
         headers = {
             "content-type": STRUCTURED_CONTENT_TYPE,
             "webhook-id": msg_id,
@@ -299,51 +267,30 @@ class DeliveryWorker:
         settings = self._settings
         attempts = int(row["attempts"]) + 1
         error = attempt.error or (None if attempt.ok else f"HTTP {attempt.status}")
+        if attempt.ok:
+            outcome = "delivered"
+        elif attempt.status == 410:
+            outcome = "gone"
+        else:
+            outcome = "failed"
         async with self._pool().acquire() as conn, conn.transaction():
-            if attempt.ok:
-                outcome = "delivered"
-            elif attempt.status == 410:
-                outcome = "gone"
-            else:
-                outcome = "failed"
-            await conn.execute(
-                """INSERT INTO delivery_attempts
-                       (delivery_id, subscription_id, event_id, attempt, started_at, status,
-                        latency_ms, error, outcome)
-                   VALUES ($1, $2, $3, $4,
-                           now() - make_interval(secs => $6::float8 / 1000), $5, $6, $7, $8)""",
-                row["id"],
-                sub_id,
-                row["event_id"],
-                attempts,
-                attempt.status,
-                attempt.latency_ms,
-                error,
-                outcome,
+            await store.record_attempt(
+                conn,
+                delivery_id=row["id"],
+                sub_id=sub_id,
+                event_id=row["event_id"],
+                attempt=attempts,
+                status=attempt.status,
+                latency_ms=attempt.latency_ms,
+                error=error,
+                outcome=outcome,
             )
             if attempt.ok:
-                await conn.execute(
-                    "UPDATE deliveries SET state = 'delivered', attempts = $2, last_status = $3, "
-                    "last_error = NULL, locked_until = NULL, finished_at = now() WHERE id = $1",
-                    row["id"],
-                    attempts,
-                    attempt.status,
-                )
-                await conn.execute(
-                    "UPDATE subscriptions SET failing_since = NULL "
-                    "WHERE id = $1 AND failing_since IS NOT NULL",
-                    sub_id,
-                )
+                await store.mark_delivered(conn, row["id"], attempts, attempt.status)
+                await store.clear_failing(conn, sub_id)
                 return
             if attempt.status == 410:
-                # Kept pending: resuming the endpoint sends it again.
-                await conn.execute(
-                    "UPDATE deliveries SET attempts = $2, last_status = 410, last_error = $3, "
-                    "locked_until = NULL WHERE id = $1",
-                    row["id"],
-                    attempts,
-                    error,
-                )
+                await store.mark_gone(conn, row["id"], attempts, error)
                 await self._disable(conn, sub_id, "endpoint answered 410 Gone")
                 await self._failed(conn, sub_id, row, attempt, attempts, "HTTP 410: disabled")
                 return
@@ -352,52 +299,26 @@ class DeliveryWorker:
             else:
                 delay = retry_delay(settings, attempts, self._rng)
             if delay is None:
-                await conn.execute(
-                    "UPDATE deliveries SET state = 'failed', attempts = $2, last_status = $3, "
-                    "last_error = $4, locked_until = NULL, finished_at = now() WHERE id = $1",
-                    row["id"],
-                    attempts,
-                    attempt.status,
-                    error,
-                )
+                await store.mark_failed(conn, row["id"], attempts, attempt.status, error)
                 await self._failed(conn, sub_id, row, attempt, attempts, error or "failed")
             else:
-                await conn.execute(
-                    "UPDATE deliveries SET attempts = $2, last_status = $3, last_error = $4, "
-                    "locked_until = NULL, "
-                    "next_attempt_at = now() + make_interval(secs => $5) WHERE id = $1",
-                    row["id"],
-                    attempts,
-                    attempt.status,
-                    error,
-                    delay,
-                )
-            failing_for = await conn.fetchval(
-                "UPDATE subscriptions SET failing_since = coalesce(failing_since, now()) "
-                "WHERE id = $1 RETURNING extract(epoch FROM now() - failing_since)::float8",
-                sub_id,
-            )
+                await store.schedule_retry(conn, row["id"], attempts, attempt.status, error, delay)
+            failing_for = await store.note_failing(conn, sub_id)
             too_long = failing_for is not None and failing_for >= settings.disable_after_s
             if too_long and await self._disable(conn, sub_id, "failing for too long"):
                 await self._failed(
                     conn, sub_id, row, attempt, attempts, f"endpoint disabled: {error}"
                 )
 
-    async def _disable(self, conn: Any, sub_id: uuid.UUID, reason: str) -> bool:
-        result: str = await conn.execute(
-            "UPDATE subscriptions SET state = 'disabled', disabled_reason = $2, "
-            "updated_at = now() WHERE id = $1 AND state <> 'disabled'",
-            sub_id,
-            reason,
-        )
-        if result.endswith(" 1"):
+    async def _disable(self, conn: Conn, sub_id: uuid.UUID, reason: str) -> bool:
+        if await store.disable(conn, sub_id, reason):
             log.warning("webhook endpoint disabled", extra={"subscription": str(sub_id)})
             return True
         return False
 
     async def _failed(
         self,
-        conn: Any,
+        conn: Conn,
         sub_id: uuid.UUID,
         row: asyncpg.Record,
         attempt: Attempt,
@@ -416,7 +337,7 @@ class DeliveryWorker:
             if attempt.status and 100 <= attempt.status <= 599
             else None,
             attempts=min(attempts, 1000),
-            failed_at=datetime.now(UTC),
+            failed_at=self._clock.now(),
         )
         event = new_event(data, community=row["community"], source=SOURCE, subject=str(sub_id))
         await outbox.enqueue(conn, event)

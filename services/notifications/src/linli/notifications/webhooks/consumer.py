@@ -1,17 +1,21 @@
 """Consumed events: every domain event becomes one delivery per matching subscription,
-written in the consumer's inbox transaction (so a redelivered event adds nothing)."""
+written in the consumer's inbox transaction (so a redelivered event adds nothing).
+
+The durable `notifications` takes every event of any type and version
+(`on_every_event`), so a producer's new version still reaches the apps."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from typing import Any
 
 from linli.contracts.binding import CE_HEADER_PREFIX, to_structured
 from linli.contracts.envelope import CloudEvent
 from linli.servicekit.consume import Received, Subscriptions
 from linli.servicekit.db import Conn
+
+from . import store
 
 CONSUMER = "notifications"
 NOTIFICATION_FAILED = "linli.notification.failed.v1"
@@ -75,81 +79,26 @@ async def record_deliveries(conn: Conn, received: Received[Any]) -> int:
     data = received.data
     need_id, kind = need_kind_in(data)
     about = _failed_subscription(event.type, data)
-    fields = (event.id, event.type, event.community, event.time, body)
+    fields: store.DeliveryFields = (event.id, event.type, event.community, event.time, body)
     added = 0
     if need_id is not None:
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('linli-need-kind:' || $1::text))",
-            str(need_id),
-        )
+        await store.lock_need(conn, need_id)
         if kind is not None:
             added += await _remember_kind(conn, need_id, kind)
         else:
-            kind = await conn.fetchval("SELECT kind FROM need_kinds WHERE need_id = $1", need_id)
-    added += await _fan_out(conn, fields, kind, about, only_kind_filtered=False)
+            kind = await store.need_kind(conn, need_id)
+    added += await store.fan_out(conn, fields, kind, about, only_kind_filtered=False)
     if need_id is not None and kind is None:
-        await conn.execute(
-            "INSERT INTO parked_events "
-            "(need_id, event_id, event_type, community, event_time, payload) "
-            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            need_id,
-            *fields,
-        )
+        await store.park(conn, need_id, fields)
     if added:
-        await conn.execute("SELECT pg_notify(current_schema() || '_deliveries', '')")
+        await store.notify_deliveries(conn)
     return added
 
 
 async def _remember_kind(conn: Conn, need_id: uuid.UUID, kind: str) -> int:
     """Record a need's kind and release the events parked waiting for it."""
-    await conn.execute(
-        "INSERT INTO need_kinds (need_id, kind) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        need_id,
-        kind,
-    )
-    parked = await conn.fetch(
-        "DELETE FROM parked_events WHERE need_id = $1 "
-        "RETURNING event_id, event_type, community, event_time, payload",
-        need_id,
-    )
+    await store.remember_need_kind(conn, need_id, kind)
     added = 0
-    for row in parked:
-        fields = (
-            row["event_id"],
-            row["event_type"],
-            row["community"],
-            row["event_time"],
-            bytes(row["payload"]),
-        )
-        added += await _fan_out(conn, fields, kind, None, only_kind_filtered=True)
+    for fields in await store.unpark(conn, need_id):
+        added += await store.fan_out(conn, fields, kind, None, only_kind_filtered=True)
     return added
-
-
-async def _fan_out(
-    conn: Conn,
-    fields: tuple[str, str, str, datetime | None, bytes],
-    kind: str | None,
-    about: uuid.UUID | None,
-    *,
-    only_kind_filtered: bool,
-) -> int:
-    """One delivery per matching subscription (active or paused)."""
-    # notification.failed tells the owner of the failing subscription through its other
-    # subscriptions; no other app learns about it.
-    result: str = await conn.execute(
-        """INSERT INTO deliveries
-               (subscription_id, event_id, event_type, community, event_time, payload)
-           SELECT id, $1, $2, $3, $4, $5 FROM subscriptions
-           WHERE state IN ('active', 'paused')
-             AND $3 = ANY(communities)
-             AND (cardinality(event_types) = 0 OR $2 = ANY(event_types))
-             AND ((cardinality(need_kinds) = 0 AND NOT $8) OR $6::text = ANY(need_kinds))
-             AND ($7::uuid IS NULL OR (id <> $7 AND owner_credential =
-                  (SELECT owner_credential FROM subscriptions WHERE id = $7)))
-           ON CONFLICT (subscription_id, event_id) DO NOTHING""",
-        *fields,
-        kind,
-        about,
-        only_kind_filtered,
-    )
-    return int(result.split()[-1])

@@ -20,7 +20,12 @@ from typing import Protocol
 
 import aiosmtplib
 
-from .settings import EmailProviderName, PeopleSettings, SmsProviderName, SmtpTls
+from linli.notifications.settings import (
+    EmailProviderName,
+    NotificationsSettings,
+    SmsProviderName,
+    SmtpTls,
+)
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,7 @@ class ConsoleProvider:
         sys.stdout.flush()
 
 
-def build_providers(settings: PeopleSettings) -> dict[str, Provider]:
+def build_providers(settings: NotificationsSettings) -> dict[str, Provider]:
     """The e-mail and SMS providers the settings choose."""
     email: Provider
     if settings.email_provider is EmailProviderName.SMTP:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, time
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from linli.servicekit.db import Conn
 
-from .plan import Audience, Intent, NeedFacts
+from .plan import Audience, Intent, NeedFacts, NewRecipient
 
 _RECIPIENT_COLUMNS = (
     "id, community, role, resident_id, volunteer_id, channel, address, locale, "
@@ -174,21 +174,7 @@ async def mark_failed(conn: Conn, message_id: uuid.UUID, error: str) -> None:
 # --- recipients (HTTP API) ------------------------------------------------------
 
 
-async def add_recipient(
-    conn: Conn,
-    *,
-    community: str,
-    role: str,
-    resident_id: uuid.UUID | None,
-    volunteer_id: uuid.UUID | None,
-    channel: str,
-    address: str,
-    locale: str,
-    quiet_start: time | None,
-    quiet_end: time | None,
-    timezone: str,
-    events: list[str],
-) -> asyncpg.Record:
+async def add_recipient(conn: Conn, community: str, new: NewRecipient) -> asyncpg.Record:
     row = await conn.fetchrow(
         f"""INSERT INTO people_recipients
                (id, community, role, resident_id, volunteer_id, channel, address, locale,
@@ -197,16 +183,16 @@ async def add_recipient(
             RETURNING {_RECIPIENT_COLUMNS}""",
         uuid.uuid4(),
         community,
-        role,
-        resident_id,
-        volunteer_id,
-        channel,
-        address,
-        locale,
-        quiet_start,
-        quiet_end,
-        timezone,
-        events,
+        new.role,
+        new.resident_id,
+        new.volunteer_id,
+        new.channel,
+        new.address,
+        new.locale,
+        new.quiet_start,
+        new.quiet_end,
+        new.timezone,
+        new.events,
     )
     assert row is not None
     return row
