@@ -90,15 +90,13 @@ async def record_deliveries(conn: Conn, received: Received[Any]) -> int:
     added += await store.fan_out(conn, fields, kind, about, only_kind_filtered=False)
     if need_id is not None and kind is None:
         await store.park(conn, need_id, fields)
-    if added:
-        await store.notify_deliveries(conn)
+    # The deliveries table's trigger wakes the delivery workers at commit.
     return added
 
 
 async def _remember_kind(conn: Conn, need_id: uuid.UUID, kind: str) -> int:
     """Record a need's kind and release the events parked waiting for it."""
-    await store.remember_need_kind(conn, need_id, kind)
     added = 0
-    for fields in await store.unpark(conn, need_id):
+    for fields in await store.remember_need_kind(conn, need_id, kind):
         added += await store.fan_out(conn, fields, kind, None, only_kind_filtered=True)
     return added

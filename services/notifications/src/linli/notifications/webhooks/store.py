@@ -174,12 +174,20 @@ async def need_kind(conn: Conn, need_id: uuid.UUID) -> str | None:
     return kind
 
 
-async def remember_need_kind(conn: Conn, need_id: uuid.UUID, kind: str) -> None:
-    await conn.execute(
-        "INSERT INTO need_kinds (need_id, kind) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+async def remember_need_kind(conn: Conn, need_id: uuid.UUID, kind: str) -> list[DeliveryFields]:
+    """Record a need's kind and take the events parked waiting for it, in one statement."""
+    rows = await conn.fetch(
+        "WITH remembered AS ("
+        "INSERT INTO need_kinds (need_id, kind) VALUES ($1, $2) ON CONFLICT DO NOTHING) "
+        "DELETE FROM parked_events WHERE need_id = $1 "
+        "RETURNING event_id, event_type, community, event_time, payload",
         need_id,
         kind,
     )
+    return [
+        (r["event_id"], r["event_type"], r["community"], r["event_time"], bytes(r["payload"]))
+        for r in rows
+    ]
 
 
 async def park(conn: Conn, need_id: uuid.UUID, fields: DeliveryFields) -> None:
@@ -191,19 +199,6 @@ async def park(conn: Conn, need_id: uuid.UUID, fields: DeliveryFields) -> None:
         need_id,
         *fields,
     )
-
-
-async def unpark(conn: Conn, need_id: uuid.UUID) -> list[DeliveryFields]:
-    """Take the events parked for a need."""
-    rows = await conn.fetch(
-        "DELETE FROM parked_events WHERE need_id = $1 "
-        "RETURNING event_id, event_type, community, event_time, payload",
-        need_id,
-    )
-    return [
-        (r["event_id"], r["event_type"], r["community"], r["event_time"], bytes(r["payload"]))
-        for r in rows
-    ]
 
 
 async def fan_out(
@@ -241,11 +236,6 @@ async def fan_out(
 def notify_channel(schema: str) -> str:
     """The LISTEN/NOTIFY channel that wakes the delivery worker of one schema."""
     return f"{schema}_deliveries"
-
-
-async def notify_deliveries(conn: Conn) -> None:
-    """Wake the delivery workers at commit."""
-    await conn.execute("SELECT pg_notify(current_schema() || '_deliveries', '')")
 
 
 # --- sending (the delivery worker) ------------------------------------------------------
