@@ -290,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"wrote {name}: {path}")
     for t in result["targets"]:
         met = "—" if t["met"] is None else ("met" if t["met"] else "MISSED")
-        log(f"  {t['figure']}: {t['measured']} (target {t['target']}) {met}")
+        shown = t["note"] or f"{t['measured']} {t['unit']}"
+        log(f"  {t['figure']}: {shown} (target {t['target']}) {met}")
     return 0
 
 

@@ -10,11 +10,10 @@ a submission due while the cap is reached is not sent and counts as not fulfille
 
 The observer is one core NATS subscription on `linli.events.>` (the stack's admin
 user). It records, per need id, the first arrival of each lifecycle stage. The helpers
-react to `assignment.offered` for a bench party as a partner's app would to a push:
-they accept the offer and report the delivery through the partners API with that
-party's own token, at once (no think time), so the stage times are the system's own.
-An offer the partners service has not stored yet answers 404; the helper retries it
-with a short backoff.
+take `assignment.offered` for one of the bench's parties as the push a partner's app
+gets: they read that party's inbox and accept and report every open offer there
+through the partners API, with the party's own token and no think time, so the stage
+times are the system's own.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ import httpx
 import nats
 from nats.aio.msg import Msg
 
-from .world import Party, World
+from .world import KIND, Party, World
 
 # Stage name in the report → event types that mark it (first arrival wins).
 STAGES: dict[str, tuple[str, ...]] = {
@@ -116,121 +115,140 @@ class Observer:
 
 @dataclass
 class HelperStats:
+    polls: int = 0
     accepted: int = 0
     reported: int = 0
-    not_found_retries: int = 0
     gave_up: int = 0
     errors: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
-class Offer:
-    """An offer to one of the parties, as a helper works on it."""
+class Inbox:
+    """One party's view of its offers, as its app keeps it."""
 
-    assignment_id: str
     party: Party
-    seen: float  # when the observer saw assignment.offered
-    retries: int = 0
+    waiting: dict[str, float] = field(default_factory=dict)  # seen on NATS, not answered
+    answered: set[str] = field(default_factory=set)  # being answered or done
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Helpers:
     """The canteen and volunteers: accept every offer, report the meal delivered.
 
-    Workers only ever wait on HTTP: an offer partners has not stored yet is put back
-    on the queue after a delay (call_later), so a slow partners service cannot tie up
-    the workers and delay offers that are ready.
+    `assignment.offered` on NATS is the push that tells a party it has an offer. The
+    party's app then reads its inbox (`GET /v1/me/offers?status=open`) and answers
+    every open offer there: accept, then report the meal delivered. Partners stores an
+    offer when its own consumer reads the same event, so the first read may come too
+    early; the app reads again (at most every `poll_interval_s`) while an offer it was
+    told about is not in the inbox yet. Reading the inbox, rather than accepting the
+    pushed id blindly and retrying 404s, keeps the requests per need near one read,
+    one accept and one report even when partners runs seconds behind.
     """
 
     def __init__(
         self,
         world: World,
         *,
-        workers: int = 16,
-        queue_size: int = 100_000,
-        retry_for_s: float = 20.0,
+        concurrency: int = 16,
+        poll_interval_s: float = 0.05,
+        give_up_after_s: float = 120.0,
     ) -> None:
-        self.world = world
-        self.parties = {p.id: p for p in world.parties}
-        self.queue: asyncio.Queue[Offer] = asyncio.Queue(maxsize=queue_size)
+        self.inboxes = {p.id: Inbox(p) for p in world.parties}
         self.stats = HelperStats()
-        self.retry_for_s = retry_for_s
-        self._workers = workers
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopped = False
+        self.poll_interval_s = poll_interval_s
+        self.give_up_after_s = give_up_after_s
+        self._slots = asyncio.Semaphore(concurrency)
+        self._pollers: list[asyncio.Task[None]] = []
+        self._answers: set[asyncio.Task[None]] = set()
         self._client = httpx.AsyncClient(
             base_url=world.partners_url,
             timeout=httpx.Timeout(30.0, connect=5.0),
-            limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers),
+            limits=httpx.Limits(
+                max_connections=concurrency + len(world.parties),
+                max_keepalive_connections=concurrency + len(world.parties),
+            ),
         )
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
+        self._pollers = [asyncio.create_task(self._poll(i)) for i in self.inboxes.values()]
 
     async def stop(self) -> None:
-        self._stopped = True
-        for task in self._tasks:
+        tasks = [*self._pollers, *self._answers]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._client.aclose()
 
     def offered(self, assignment_id: str, party_id: str) -> None:
-        party = self.parties.get(party_id)
-        if party is None:
-            return  # not a meal party of the bench: not ours to answer
-        self._put(Offer(assignment_id, party, time.perf_counter()))
+        inbox = self.inboxes.get(party_id)
+        if inbox is None or assignment_id in inbox.answered:
+            return  # not one of the bench's parties, or already read from the inbox
+        inbox.waiting.setdefault(assignment_id, time.perf_counter())
+        inbox.wake.set()
 
-    def _put(self, offer: Offer) -> None:
-        if self._stopped:
-            return
-        try:
-            self.queue.put_nowait(offer)
-        except asyncio.QueueFull:
-            self.stats.errors["queue_full"] += 1
-
-    async def _work(self) -> None:
+    async def _poll(self, inbox: Inbox) -> None:
+        headers = inbox.party.headers
         while True:
-            offer = await self.queue.get()
+            await inbox.wake.wait()
+            began = time.perf_counter()
             try:
-                await self._serve(offer)
+                r = await self._client.get(
+                    "/v1/me/offers", params={"status": "open", "limit": 200}, headers=headers
+                )
+                self.stats.polls += 1
+                if r.status_code == 200:
+                    for item in r.json()["items"]:
+                        # A volunteer may also have a demo visit open: not a meal to report.
+                        if item["kind"] == KIND:
+                            self._answer_later(inbox, str(item["assignment_id"]))
+                else:
+                    self.stats.errors[f"inbox_{r.status_code}"] += 1
             except httpx.HTTPError as exc:
                 self.stats.errors[type(exc).__name__] += 1
-            finally:
-                self.queue.task_done()
+            # An offer withdrawn before partners listed it never shows up: stop waiting.
+            cutoff = time.perf_counter() - self.give_up_after_s
+            for assignment_id, seen in list(inbox.waiting.items()):
+                if seen < cutoff:
+                    del inbox.waiting[assignment_id]
+                    self.stats.gave_up += 1
+            if not inbox.waiting:
+                inbox.wake.clear()
+            await asyncio.sleep(max(0.0, self.poll_interval_s - (time.perf_counter() - began)))
 
-    async def _serve(self, offer: Offer) -> None:
-        party = offer.party
-        path = f"/v1/me/offers/{offer.assignment_id}"
+    def _answer_later(self, inbox: Inbox, assignment_id: str) -> None:
+        if assignment_id in inbox.answered:
+            return
+        inbox.answered.add(assignment_id)
+        inbox.waiting.pop(assignment_id, None)
+        task = asyncio.create_task(self._answer(inbox.party, assignment_id))
+        self._answers.add(task)
+        task.add_done_callback(self._answers.discard)
+
+    async def _answer(self, party: Party, assignment_id: str) -> None:
+        path = f"/v1/me/offers/{assignment_id}"
         body: dict[str, Any] = {}
         if party.kind == "partner":
             body["eta"] = (datetime.now(UTC) + timedelta(minutes=20)).isoformat()
-        r = await self._client.post(f"{path}/accept", json=body, headers=party.headers)
-        if r.status_code == 404:
-            # partners has not stored the offer yet (it reads the same event we did)
-            delay = min(0.02 * 2**offer.retries, 0.5)
-            if time.perf_counter() + delay - offer.seen > self.retry_for_s:
-                self.stats.gave_up += 1
-                return
-            offer.retries += 1
-            self.stats.not_found_retries += 1
-            asyncio.get_running_loop().call_later(delay, self._put, offer)
-            return
-        if r.status_code != 200:
-            self.stats.errors[f"accept_{r.status_code}"] += 1
-            return
-        self.stats.accepted += 1
-        report = {
-            "outcome": "meal_delivered",
-            "delivered_at": datetime.now(UTC).isoformat(),
-            "handed_to": "resident",
-            "hot_on_arrival": True,
-        }
-        r = await self._client.post(f"{path}/report", json=report, headers=party.headers)
-        if r.status_code != 201:
-            self.stats.errors[f"report_{r.status_code}"] += 1
-            return
-        self.stats.reported += 1
+        async with self._slots:
+            try:
+                r = await self._client.post(f"{path}/accept", json=body, headers=party.headers)
+                if r.status_code != 200:
+                    self.stats.errors[f"accept_{r.status_code}"] += 1
+                    return
+                self.stats.accepted += 1
+                report = {
+                    "outcome": "meal_delivered",
+                    "delivered_at": datetime.now(UTC).isoformat(),
+                    "handed_to": "resident",
+                    "hot_on_arrival": True,
+                }
+                r = await self._client.post(f"{path}/report", json=report, headers=party.headers)
+                if r.status_code != 201:
+                    self.stats.errors[f"report_{r.status_code}"] += 1
+                    return
+                self.stats.reported += 1
+            except httpx.HTTPError as exc:
+                self.stats.errors[type(exc).__name__] += 1
 
 
 @dataclass

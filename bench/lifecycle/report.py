@@ -53,7 +53,7 @@ def helper_delta(before: HelperStats, after: HelperStats) -> dict[str, Any]:
     return {
         "accepted": after.accepted - before.accepted,
         "reported": after.reported - before.reported,
-        "not_found_retries": after.not_found_retries - before.not_found_retries,
+        "inbox_reads": after.polls - before.polls,
         "gave_up": after.gave_up - before.gave_up,
         "errors": dict(after.errors - before.errors),
     }
@@ -229,8 +229,13 @@ def targets(
     out = []
     for figure, unit, op, target, measured in rows:
         met = None
+        note = None
         if measured is not None:
             met = measured >= target if op == ">=" else measured <= target
+        elif figure.startswith("sustained") and rungs:
+            # No rung met the criteria: the sustained rate is below the ladder's lowest.
+            met = False
+            note = f"below {min(r['offered_rate'] for r in rungs):g} needs/s (no rung met it)"
         out.append(
             {
                 "figure": figure,
@@ -238,6 +243,7 @@ def targets(
                 "target": f"{'≥' if op == '>=' else '≤'} {target:g} {unit}",
                 "measured": measured,
                 "met": met,
+                "note": note,
             }
         )
     return out
@@ -322,7 +328,7 @@ def render_markdown(result: dict[str, Any], chart_link: str, json_name: str, jso
             [
                 t["figure"],
                 t["target"],
-                _f(t["measured"], t["unit"]),
+                t.get("note") or _f(t["measured"], t["unit"]),
                 "—" if t["met"] is None else ("yes" if t["met"] else "**no**"),
             ]
             for t in result["targets"]
@@ -463,8 +469,9 @@ def _rung_section(r: dict[str, Any]) -> list[str]:
         f"{lag['late_over_10ms']} more than 10 ms late. Needs off the happy path: {trouble}"
         + (f" (escalations: {reasons})" if reasons else "")
         + f". Helpers: {helpers['accepted']} accepted, {helpers['reported']} reported, "
-        f"{helpers['not_found_retries']} retries of an offer partners had not stored yet "
-        f"({_f(helpers['not_found_retries'] / max(1, r['accepted_201']), digits=1)} per need)"
+        f"{helpers['inbox_reads']} inbox reads "
+        f"({_f(helpers['inbox_reads'] / max(1, r['accepted_201']), digits=1)} per need), "
+        f"{helpers['gave_up']} offers never seen in the inbox"
         + (f"; errors: {errors}" if errors else "")
         + f". Events per need on the stream: {_f(r['events_per_need'], digits=2)}.",
         "",
@@ -540,12 +547,14 @@ METHOD = """
   records the first arrival of each event per `data.need_id`: `need.submitted`,
   `slot.reserved`, `assignment.offered`, accepted (`partner.accepted` or
   `volunteer.confirmed`), delivered (`meal.delivered`), `need.fulfilled`.
-- **Helpers.** On `assignment.offered` for one of those parties, a helper accepts it
-  and reports the meal delivered through the partners API with the party's own token,
-  at once (no think time), so acceptance and delivery times are the system's. An offer
-  partners has not stored yet (it reads the same event) answers 404 and is tried again
-  after 20 ms, doubling up to 0.5 s. Those retries are requests partners serves and
-  its CPU figure includes; their number per need is given for each rung.
+- **Helpers.** `assignment.offered` for one of those parties is the push its app
+  gets: the helper reads that party's inbox (`GET /v1/me/offers?status=open`) and
+  accepts and reports (meal delivered) every open offer there through the partners API,
+  with the party's own token and no think time, so acceptance and delivery times are
+  the system's. Partners stores an offer when its own consumer reads the same event, so
+  while an offer the helper was told about is not in the inbox yet, it reads again, at
+  most every 50 ms per party. Those reads are requests partners serves and its CPU
+  figure includes; their number per need is given for each rung.
 - **CPU.** utime + stime from `/proc/<pid>/stat` before the rung (after its capacity is
   in place) and after its drain, for each service (pids from `stack.json`),
   nats-server, PostgreSQL (postmaster, its live children, and children it reaped in
