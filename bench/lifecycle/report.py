@@ -136,43 +136,59 @@ def summarise_rung(
     }
 
 
+def _throughput(rung: dict[str, Any] | None) -> dict[str, Any]:
+    if rung is None:
+        return {"needs_per_s": None, "events_per_need": None, "events_per_s": None}
+    epn = rung["events_per_need"]
+    return {
+        "needs_per_s": rung["offered_rate"],
+        "events_per_need": epn,
+        "events_per_s": round(rung["offered_rate"] * epn, 1) if epn else None,
+    }
+
+
 def sustained(rungs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The highest offered rate with ≥ 99 % fulfilled and p99 to slot.reserved ≤ 100 ms."""
+    """The highest offered rate with ≥ 99 % fulfilled and p99 to slot.reserved ≤ 100 ms.
+
+    Beside it, the highest rate with ≥ 99 % fulfilled whatever the latency: when the
+    latency bound rules out every rung, that still says how much work got done.
+    """
+    fulfilled = [r for r in rungs if r["fulfilled_pct"] >= SUSTAINED_MIN_FULFILLED_PCT]
     passing = [
         r
-        for r in rungs
-        if r["fulfilled_pct"] >= SUSTAINED_MIN_FULFILLED_PCT
-        and r["stages_ms"]["slot.reserved"]["p99_ms"] is not None
+        for r in fulfilled
+        if r["stages_ms"]["slot.reserved"]["p99_ms"] is not None
         and r["stages_ms"]["slot.reserved"]["p99_ms"] <= SUSTAINED_MAX_RESERVED_P99_MS
     ]
     criteria = (
-        f"highest offered rate with >= {SUSTAINED_MIN_FULFILLED_PCT:g} % of needs fulfilled "
-        f"and p99 submit -> slot.reserved <= {SUSTAINED_MAX_RESERVED_P99_MS:g} ms"
+        f"highest offered rate with ≥ {SUSTAINED_MIN_FULFILLED_PCT:g} % of needs fulfilled "
+        f"and p99 submit → slot.reserved ≤ {SUSTAINED_MAX_RESERVED_P99_MS:g} ms"
     )
-    if not passing:
-        return {"needs_per_s": None, "criteria": criteria, "events_per_need": None}
-    best = max(passing, key=lambda r: r["offered_rate"])
-    epn = best["events_per_need"]
+
+    def highest(candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
+        return max(candidates, key=lambda r: r["offered_rate"]) if candidates else None
+
     return {
-        "needs_per_s": best["offered_rate"],
         "criteria": criteria,
-        "events_per_need": epn,
-        "events_per_s": round(best["offered_rate"] * epn, 1) if epn else None,
+        **_throughput(highest(passing)),
+        "fulfilled_only": _throughput(highest(fulfilled)),
     }
 
 
 def ratios(sust: dict[str, Any], ceiling: dict[str, Any]) -> dict[str, float | None]:
+    """Linli's rates as a share of the raw ceiling (None when there is no rate)."""
     tx = ceiling["reserve_tx"].get("tx_per_s")
     msgs = ceiling["jetstream_two_hop"].get("msgs_per_s")
-    needs = sust.get("needs_per_s")
-    events = sust.get("events_per_s")
+
+    def share(value: float | None, of: float | None) -> float | None:
+        return round(value / of, 4) if value is not None and of else None
+
+    only = sust["fulfilled_only"]
     return {
-        "sustained_needs_per_s_to_reserve_tx_per_s": (
-            round(needs / tx, 4) if needs is not None and tx else None
-        ),
-        "sustained_events_per_s_to_two_hop_msgs_per_s": (
-            round(events / msgs, 4) if events is not None and msgs else None
-        ),
+        "sustained_needs_per_s_to_reserve_tx_per_s": share(sust["needs_per_s"], tx),
+        "sustained_events_per_s_to_two_hop_msgs_per_s": share(sust["events_per_s"], msgs),
+        "fulfilled_needs_per_s_to_reserve_tx_per_s": share(only["needs_per_s"], tx),
+        "fulfilled_events_per_s_to_two_hop_msgs_per_s": share(only["events_per_s"], msgs),
     }
 
 
@@ -198,7 +214,7 @@ def targets(
     rows = [
         ("sustained full lifecycle", "needs/s", ">=", 100.0, sust["needs_per_s"]),
         (
-            "p99 submit -> slot.reserved at 20 needs/s",
+            "p99 submit → slot.reserved at 20 needs/s",
             "ms",
             "<=",
             25.0,
@@ -308,8 +324,9 @@ def render_markdown(result: dict[str, Any], chart_link: str, json_name: str, jso
         + (", run by `make bench`." if result.get("run_by_make") else "."),
         f"- **Machine:** {machine['cores']} cores ({machine['cpu_model']}), "
         f"{machine['memory_gib']} GiB, Linux {machine['kernel']}, Python {machine['python']}; "
-        f"load average {machine['load_average_before']} before the run. The load generator, "
-        "its observer and the simulated helpers share these cores with the services, "
+        f"1/5/15-minute load average {machine['load_average_before']} before the run and "
+        f"{machine.get('load_average_after')} after it (its own load included). The load "
+        "generator, its observer and the simulated helpers share these cores with the services, "
         "nats-server and PostgreSQL (fsync on). The machine is shared with other work, so "
         "figures are noisy: compare runs by their order of magnitude, not their last digit.",
         f"- **Ladder:** {', '.join(_rate(r) for r in cfg['rates'])} needs/s offered, "
@@ -334,45 +351,65 @@ def render_markdown(result: dict[str, Any], chart_link: str, json_name: str, jso
             for t in result["targets"]
         ],
     )
-    sustained_text = (
-        f"{_rate(sust['needs_per_s'])} needs/s"
-        if sust["needs_per_s"] is not None
-        else f"none (no rung met it; lowest rung {_rate(min(cfg['rates']))} needs/s)"
-    )
     two_hop = ceiling["jetstream_two_hop"]
     reserve = ceiling["reserve_tx"]
+    only = sust["fulfilled_only"]
+    lowest = _rate(min(cfg["rates"]))
     out += [
         "",
         "A target measured at 20 needs/s shows — when the ladder has no 20 needs/s rung.",
         "",
         "### Sustained throughput and the raw ceiling",
         "",
-        f"Sustained: the {sust['criteria']}.",
+        f"Sustained: the {sust['criteria']}. Beside it, the highest offered rate with "
+        f"≥ {SUSTAINED_MIN_FULFILLED_PCT:g} % fulfilled whatever the latency.",
         "",
     ]
     out += _table(
-        ["figure", "value"],
+        ["figure", "sustained", "≥ 99 % fulfilled, latency aside"],
         [
-            ["sustained full lifecycle", sustained_text],
-            ["events per need (on the stream, at that rung)", _f(sust.get("events_per_need"))],
-            ["Linli events/s at the sustained rate", _f(sust.get("events_per_s"))],
             [
-                "raw ceiling: nats-py two-hop JetStream pipeline",
-                f"{_f(two_hop['msgs_per_s'])} msgs/s ({_f(two_hop['messages'])} messages, "
-                f"{two_hop['payload_bytes']} B)",
+                "needs/s",
+                f"{_rate(sust['needs_per_s'])}"
+                if sust["needs_per_s"] is not None
+                else f"none (below {lowest})",
+                f"{_rate(only['needs_per_s'])}"
+                if only["needs_per_s"] is not None
+                else f"none (below {lowest})",
             ],
             [
-                f"raw ceiling: asyncpg reserve-a-slot transaction, pool of {reserve['pool']}",
-                f"{_f(reserve['tx_per_s'])} tx/s (p50 {_f(reserve['p50_ms'], 'ms', 2)}, "
-                f"p99 {_f(reserve['p99_ms'], 'ms', 2)})",
+                "events per need on the stream (at that rung)",
+                _f(sust["events_per_need"], digits=2),
+                _f(only["events_per_need"], digits=2),
             ],
+            ["events/s", _f(sust["events_per_s"]), _f(only["events_per_s"])],
             [
-                "Linli sustained needs/s ÷ reserve tx/s",
+                f"needs/s ÷ raw reserve tx/s ({_f(reserve['tx_per_s'])})",
                 _f(rat["sustained_needs_per_s_to_reserve_tx_per_s"], digits=4),
+                _f(rat["fulfilled_needs_per_s_to_reserve_tx_per_s"], digits=4),
             ],
             [
-                "Linli events/s ÷ two-hop msgs/s",
+                f"events/s ÷ raw two-hop msgs/s ({_f(two_hop['msgs_per_s'])})",
                 _f(rat["sustained_events_per_s_to_two_hop_msgs_per_s"], digits=4),
+                _f(rat["fulfilled_events_per_s_to_two_hop_msgs_per_s"], digits=4),
+            ],
+        ],
+    )
+    out += ["", "The raw ceiling, measured in this run on the same servers:", ""]
+    out += _table(
+        ["raw workload", "rate", "detail"],
+        [
+            [
+                "nats-py two-hop JetStream pipeline",
+                f"{_f(two_hop['msgs_per_s'])} msgs/s",
+                f"{_f(two_hop['messages'])} messages in {two_hop['seconds']:g} s, "
+                f"{two_hop['payload_bytes']} B payload",
+            ],
+            [
+                f"asyncpg reserve-a-slot transaction, pool of {reserve['pool']}",
+                f"{_f(reserve['tx_per_s'])} tx/s",
+                f"{_f(reserve['transactions'])} transactions in {reserve['seconds']:g} s, p50 "
+                f"{_f(reserve['p50_ms'], 'ms', 2)}, p99 {_f(reserve['p99_ms'], 'ms', 2)}",
             ],
         ],
     )
@@ -468,7 +505,8 @@ def _rung_section(r: dict[str, Any]) -> list[str]:
         f"{_f(lag['p50'])} / {_f(lag['p99'])} ms (p50 / p99) after they were due, "
         f"{lag['late_over_10ms']} more than 10 ms late. Needs off the happy path: {trouble}"
         + (f" (escalations: {reasons})" if reasons else "")
-        + f". Helpers: {helpers['accepted']} accepted, {helpers['reported']} reported, "
+        + f". Helpers (who answer every meal offer in the parties' inboxes, the demo's own "
+        f"included): {helpers['accepted']} accepted, {helpers['reported']} reported, "
         f"{helpers['inbox_reads']} inbox reads "
         f"({_f(helpers['inbox_reads'] / max(1, r['accepted_201']), digits=1)} per need), "
         f"{helpers['gave_up']} offers never seen in the inbox"
