@@ -250,15 +250,25 @@ def _stop_on_sigterm(_sig: int, _frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Set both: a parent may start us with SIGINT ignored (a background job, some
+    # runners), and then Python would go on ignoring Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     command = "python -m bench.lifecycle " + shlex.join(sys.argv[1:] if argv is None else argv)
     started_at = datetime.now(UTC)
     host = machine()
     log("starting the local stack (python -m linli.devstack run --no-actors)")
-    stack = start()
+    try:
+        stack = start()
+    except KeyboardInterrupt:
+        log("interrupted; the stack is stopped")
+        return 130
     log(f"stack up in {stack.started_in_s:.0f} s")
     try:
         measured = asyncio.run(measure(stack, args))
+    except KeyboardInterrupt:
+        log("interrupted: nothing is written")
+        return 130
     except Exception:
         print(stack.log_tails(), file=sys.stderr)
         raise
@@ -292,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"wrote {name}: {path}")
     for t in result["targets"]:
         met = "—" if t["met"] is None else ("met" if t["met"] else "MISSED")
-        shown = t["note"] or f"{t['measured']} {t['unit']}"
+        shown = t["note"] or (
+            "not measured" if t["measured"] is None else f"{t['measured']} {t['unit']}"
+        )
         log(f"  {t['figure']}: {shown} (target {t['target']}) {met}")
     return 0
 
