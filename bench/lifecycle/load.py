@@ -107,7 +107,9 @@ class Observer:
             if event == "need.escalated":
                 self.escalation_reasons[(str(data.get("reason")), need_id)] += 1
         if event == "assignment.offered" and self.helpers is not None:
-            self.helpers.offered(str(data["assignment_id"]), str(data["offered_to"]["id"]))
+            self.helpers.offered(
+                str(data["assignment_id"]), str(data["offered_to"]["id"]), str(data.get("kind"))
+            )
 
     def fulfilled(self, need_ids: list[str]) -> int:
         return sum(1 for n in need_ids if "need.fulfilled" in self.arrivals.get(n, {}))
@@ -179,10 +181,12 @@ class Helpers:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._client.aclose()
 
-    def offered(self, assignment_id: str, party_id: str) -> None:
+    def offered(self, assignment_id: str, party_id: str, kind: str) -> None:
         inbox = self.inboxes.get(party_id)
-        if inbox is None or assignment_id in inbox.answered:
-            return  # not one of the bench's parties, or already read from the inbox
+        if inbox is None or kind != KIND or assignment_id in inbox.answered:
+            # Not one of the bench's parties, not a meal (a demo volunteer also visits),
+            # or already read from the inbox.
+            return
         inbox.waiting.setdefault(assignment_id, time.perf_counter())
         inbox.wake.set()
 
@@ -198,7 +202,6 @@ class Helpers:
                 self.stats.polls += 1
                 if r.status_code == 200:
                     for item in r.json()["items"]:
-                        # A volunteer may also have a demo visit open: not a meal to report.
                         if item["kind"] == KIND:
                             self._answer_later(inbox, str(item["assignment_id"]))
                 else:
