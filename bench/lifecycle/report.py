@@ -494,7 +494,10 @@ def _rung_section(r: dict[str, Any]) -> list[str]:
     trouble = ", ".join(f"{k}: {v}" for k, v in sorted(r["trouble_needs"].items())) or "none"
     reasons = ", ".join(f"{k}: {v}" for k, v in sorted(r["escalation_reasons"].items()))
     helpers = r["helpers"]
-    errors = {**r["submit_errors"], **{f"helper {k}": v for k, v in helpers["errors"].items()}}
+
+    def listed(counts: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
     lines = [
         f"### {_rate(r['offered_rate'])} needs/s offered",
         "",
@@ -510,7 +513,8 @@ def _rung_section(r: dict[str, Any]) -> list[str]:
         f"{helpers['inbox_reads']} inbox reads "
         f"({_f(helpers['inbox_reads'] / max(1, r['accepted_201']), digits=1)} per need), "
         f"{helpers['gave_up']} offers never seen in the inbox"
-        + (f"; errors: {errors}" if errors else "")
+        + (f"; helper errors: {listed(helpers['errors'])}" if helpers["errors"] else "")
+        + (f". Submission errors: {listed(r['submit_errors'])}" if r["submit_errors"] else "")
         + f". Events per need on the stream: {_f(r['events_per_need'], digits=2)}.",
         "",
     ]
@@ -633,9 +637,11 @@ def render_chart(result: dict[str, Any], path: Path) -> None:
     series += [(f"→ {stage}", [r["stages_ms"][stage] for r in rungs]) for stage in STAGES]
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
     for ax, key, title in ((axes[0], "p50_ms", "p50"), (axes[1], "p99_ms", "p99")):
-        for label, stats in series:
+        # Distinct markers: stages that arrive together (slot.reserved and
+        # assignment.offered) draw on top of each other.
+        for (label, stats), marker in zip(series, "os^vDPX", strict=False):
             ys = [s[key] if s[key] is not None else float("nan") for s in stats]
-            ax.plot(rates, ys, marker="o", label=label)
+            ax.plot(rates, ys, marker=marker, markersize=5, label=label)
         ax.axhline(SUSTAINED_MAX_RESERVED_P99_MS, color="grey", linestyle=":", linewidth=1)
         ax.set_yscale("log")
         ax.set_xlabel("offered rate (needs/s)")
