@@ -19,7 +19,7 @@ help:
 	@echo "make test     - install and run every test against real NATS and PostgreSQL"
 	@echo "make lint     - ruff, format check, mypy, import rules"
 	@echo "make schemas  - regenerate JSON Schemas, the event catalogue and AsyncAPI"
-	@echo "make bench    - measure intake throughput, latency and memory (docs/benchmarks.md)"
+	@echo "make bench    - whole-lifecycle benchmark: latency per stage, sustained rate, CPU, memory"
 	@echo "make test-unit, make fmt, make schemas-check, make clean"
 
 $(CURDIR)/.tools/bin/uv:
@@ -44,7 +44,7 @@ test-unit: install
 lint: install
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen mypy libs/contracts/src libs/servicekit/src libs/devstack/src services/*/src
+	$(UV) run --frozen mypy libs/contracts/src libs/servicekit/src libs/devstack/src services/*/src bench
 	$(UV) run --frozen lint-imports
 
 fmt: install
@@ -52,7 +52,8 @@ fmt: install
 	$(UV) run --frozen ruff check --fix .
 
 bench: install
-	$(UV) run --frozen python bench/bench_intake.py --needs 1000
+	$(UV) run --frozen python -m bench.lifecycle --out bench/results \
+		--doc docs/benchmarks.md --chart docs/benchmarks-lifecycle.png
 
 schemas: install
 	$(UV) run --frozen python -m linli.contracts.schemagen

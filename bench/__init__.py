@@ -1,0 +1,1 @@
+"""Benchmarks behind `make bench` (run from the checkout: `python -m bench.lifecycle`)."""
