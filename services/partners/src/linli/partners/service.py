@@ -452,22 +452,18 @@ async def report_completion(
         if reasons:
             raise Rejected(reasons)
         proof = report.model_dump(mode="json")
-        if not await store.insert_report(conn, offer, report.outcome, proof, now):
+        status = "failed" if report.outcome == rules.FAILED else "completed"
+        if not await store.insert_report(
+            conn, offer, report.outcome, proof, now, offer_status=status
+        ):
             raise Conflict("assignment was already reported")
-        failed = report.outcome == rules.FAILED
-        await store.set_offer_status(
-            conn, assignment_id, "failed" if failed else "completed", report.outcome, now
-        )
         community, need_id = offer["community"], offer["need_id"]
-        await outbox.enqueue(
-            conn, _event(_report_event(offer, party, report), community, need_id, now)
-        )
+        events = [_event(_report_event(offer, party, report), community, need_id, now)]
         points = rules.points_for(offer["kind"], party, report.outcome, points_table)
         balance_after = None
         if points:
             balance_after = await _award(conn, community, party.id, points, offer, now)
-            await outbox.enqueue(
-                conn,
+            events.append(
                 _event(
                     PointsAwarded(
                         volunteer_id=party.id,
@@ -479,8 +475,9 @@ async def report_completion(
                     community,
                     need_id,
                     now,
-                ),
+                )
             )
+        await outbox.enqueue_many(conn, events)
     return ReportResult(report.outcome, points, balance_after)
 
 
@@ -497,8 +494,7 @@ async def _award(
 ) -> int:
     volunteer = rules.volunteer_account(volunteer_id)
     pool = rules.pool_account(community)
-    await store.ensure_account(conn, volunteer, "volunteer")
-    await store.ensure_account(conn, pool, "pool")
+    await store.ensure_accounts(conn, (volunteer, "volunteer"), (pool, "pool"))
     group = uuid.uuid4()
     common: dict[str, Any] = {
         "group": group,
@@ -530,8 +526,7 @@ async def redeem(
             raise NotFound("volunteer")
         volunteer = rules.volunteer_account(volunteer_id)
         redeemed = rules.redeemed_account(community)
-        await store.ensure_account(conn, volunteer, "volunteer")
-        await store.ensure_account(conn, redeemed, "redeemed")
+        await store.ensure_accounts(conn, (volunteer, "volunteer"), (redeemed, "redeemed"))
         common: dict[str, Any] = {
             "group": uuid.uuid4(),
             "community": community,

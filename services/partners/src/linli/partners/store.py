@@ -433,13 +433,24 @@ async def set_offer_status(
 
 
 async def insert_report(
-    conn: Conn, offer: asyncpg.Record, outcome: str, proof: dict[str, Any], at: datetime
+    conn: Conn,
+    offer: asyncpg.Record,
+    outcome: str,
+    proof: dict[str, Any],
+    at: datetime,
+    *,
+    offer_status: str,
 ) -> bool:
-    """Keep the report; False when the assignment was reported before."""
+    """Keep the report and move the offer to `offer_status` (reason: the outcome), in one
+    statement; False when the assignment was reported before (nothing changes then)."""
     inserted = await conn.fetchval(
+        "WITH report AS ("
         "INSERT INTO completion_reports (assignment_id, community, need_id, party_kind, "
         "party_id, outcome, proof, reported_at) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8) "
-        "ON CONFLICT (assignment_id) DO NOTHING RETURNING true",
+        "ON CONFLICT (assignment_id) DO NOTHING RETURNING assignment_id), "
+        "moved AS (UPDATE offers SET status = $9, status_reason = $6, answered_at = $8 "
+        "WHERE assignment_id = (SELECT assignment_id FROM report)) "
+        "SELECT EXISTS (SELECT 1 FROM report)",
         offer["assignment_id"],
         offer["community"],
         offer["need_id"],
@@ -448,6 +459,7 @@ async def insert_report(
         outcome,
         json.dumps(proof),
         at,
+        offer_status,
     )
     return bool(inserted)
 
@@ -462,11 +474,13 @@ async def get_report(conn: Conn, assignment_id: uuid.UUID) -> asyncpg.Record | N
 # --- the points ledger ------------------------------------------------------------------
 
 
-async def ensure_account(conn: Conn, account: str, kind: str) -> None:
+async def ensure_accounts(conn: Conn, *accounts: tuple[str, str]) -> None:
+    """Open the (account, kind) ledger accounts that do not exist yet, in one statement."""
     await conn.execute(
-        "INSERT INTO balances (account, account_kind) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        account,
-        kind,
+        "INSERT INTO balances (account, account_kind) "
+        "SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+        [a for a, _ in accounts],
+        [k for _, k in accounts],
     )
 
 
@@ -489,27 +503,26 @@ async def post(
     volunteer balance below zero (asyncpg raises CheckViolationError), however many
     transactions race; the row lock orders them.
     """
+    # One statement: the balance moves and the entry is written only if the account exists.
     balance = await conn.fetchval(
-        "UPDATE balances SET balance = balance + $2, updated_at = now() WHERE account = $1 "
-        "RETURNING balance",
+        "WITH moved AS (UPDATE balances SET balance = balance + $2, updated_at = now() "
+        "WHERE account = $1 RETURNING balance), "
+        "entry AS (INSERT INTO ledger_entries (entry_group, community, account, amount, "
+        "entry_kind, need_id, assignment_id, note, created_by) "
+        "SELECT $3, $4, $1, $2, $5, $6, $7, $8, $9 FROM moved) "
+        "SELECT balance FROM moved",
         account,
         amount,
-    )
-    if balance is None:
-        raise LookupError(f"no ledger account {account}")
-    await conn.execute(
-        "INSERT INTO ledger_entries (entry_group, community, account, amount, entry_kind, "
-        "need_id, assignment_id, note, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         group,
         community,
-        account,
-        amount,
         entry_kind,
         need_id,
         assignment_id,
         note,
         by,
     )
+    if balance is None:
+        raise LookupError(f"no ledger account {account}")
     return int(balance)
 
 
