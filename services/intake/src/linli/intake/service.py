@@ -298,10 +298,13 @@ async def follow_lifecycle(conn: Conn, event: CloudEvent[Any], data: Any, *, clo
     if step.assignee is not None and status == "assigned":
         assignee = (step.assignee[0], step.assignee[1])
     await store.update_need_progress(
-        conn, step.need_id, status, at, assignee, step.assignment_id if assignee else None
-    )
-    await store.add_timeline(
-        conn, step.need_id, step.status or row["status"], step.actor, step.note
+        conn,
+        step.need_id,
+        status,
+        at,
+        assignee,
+        step.assignment_id if assignee else None,
+        timeline=(step.status or row["status"], step.actor, step.note),
     )
     return True
 

@@ -310,17 +310,23 @@ async def update_need_progress(
     at: datetime,
     assignee: tuple[str, uuid.UUID] | None,
     assignment_id: uuid.UUID | None,
+    *,
+    timeline: tuple[str, str, str | None],
 ) -> None:
+    """Move a need's status (and assignee) and add its timeline entry (status, actor,
+    note), in one statement."""
     await conn.execute(
-        "UPDATE needs SET status = $2, updated_at = $3, "
+        "WITH moved AS (UPDATE needs SET status = $2, updated_at = $3, "
         "assignee_kind = COALESCE($4, assignee_kind), assignee_id = COALESCE($5, assignee_id), "
-        "assignment_id = COALESCE($6, assignment_id) WHERE id = $1",
+        "assignment_id = COALESCE($6, assignment_id) WHERE id = $1) "
+        "INSERT INTO need_timeline (need_id, status, actor, note) VALUES ($1, $7, $8, $9)",
         need_id,
         status,
         at,
         assignee[0] if assignee else None,
         assignee[1] if assignee else None,
         assignment_id,
+        *timeline,
     )
 
 
