@@ -89,7 +89,7 @@ async def enqueue_many(
         bodies,
         traceparents,
     )
-    # The table's statement trigger NOTIFYs the relay at commit (0003_outbox_notify_trigger).
+    # A statement trigger NOTIFYs the relay at commit (servicekit migration 0003).
 
 
 PURGE_EVERY_S = 60.0
