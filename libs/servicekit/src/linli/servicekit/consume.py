@@ -174,17 +174,18 @@ def _poison(field: str, message: str, code: str) -> PoisonMessage:
     return PoisonMessage([Reason(field=field, message=message[:500], code=code)])
 
 
-def decode(
-    subs: Subscriptions, subject: str, body: bytes, headers: Mapping[str, str] | None
-) -> tuple[Received[Any], _Route] | Skip | PoisonMessage:
-    """What one message is for this consumer: an event to handle, a skip, or poison."""
+def decode_envelope(
+    subject: str, body: bytes, headers: Mapping[str, str] | None
+) -> CloudEvent[Any] | PoisonMessage:
+    """The CloudEvent of a message whose subject agrees with it, or poison (with reasons).
+
+    The rule every reader of the events stream applies: consumers (through `decode`) and
+    the per-community SSE stream alike.
+    """
     try:
         parsed = parse_subject(subject)
     except SubjectError as exc:
         return _poison("subject", str(exc), "invalid_subject")
-    route = subs.route(parsed.type)
-    if route is None:
-        return SKIP
     try:
         event = from_nats(body, headers)
     except EnvelopeError as exc:
@@ -193,6 +194,22 @@ def decode(
         return _poison("type", "the subject does not carry this type", "subject_mismatch")
     if event.community != parsed.community:
         return _poison("community", "community differs from the subject's", "subject_mismatch")
+    return event
+
+
+def decode(
+    subs: Subscriptions, subject: str, body: bytes, headers: Mapping[str, str] | None
+) -> tuple[Received[Any], _Route] | Skip | PoisonMessage:
+    """What one message is for this consumer: an event to handle, a skip, or poison."""
+    try:
+        route = subs.route(parse_subject(subject).type)
+    except SubjectError as exc:
+        return _poison("subject", str(exc), "invalid_subject")
+    if route is None:
+        return SKIP  # undeclared: not even read
+    event = decode_envelope(subject, body, headers)
+    if isinstance(event, PoisonMessage):
+        return event
     data: Any = event.data
     if route.spec is not None:
         try:

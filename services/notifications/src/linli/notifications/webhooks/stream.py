@@ -23,13 +23,13 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from nats.js import api
 
-from linli.contracts.binding import from_nats
-from linli.contracts.envelope import EnvelopeError
 from linli.contracts.subjects import community_events_filter
 from linli.contracts.types import Role
 from linli.notifications.errors import BadRequest
 from linli.notifications.settings import NotificationsSettings
 from linli.servicekit.auth import CurrentPrincipal
+from linli.servicekit.consume import decode_envelope
+from linli.servicekit.messaging import PoisonMessage
 from linli.servicekit.runtime import ServiceRuntime
 
 from .consumer import structured_body
@@ -123,12 +123,10 @@ async def _frames(request: Request, sub: Any, heartbeat: float, after: int) -> A
             if seq <= last:
                 continue
             headers = dict(msg.headers or {})
-            try:
-                event = from_nats(msg.data, headers)
-            except EnvelopeError:
-                last = seq
-                continue
+            event = decode_envelope(msg.subject, msg.data, headers)
             last = seq
+            if isinstance(event, PoisonMessage):
+                continue  # what no consumer would take is not relayed either
             yield frame(seq, event.type, structured_body(msg.data, headers, event))
             next_ping = loop.time() + heartbeat
     finally:
