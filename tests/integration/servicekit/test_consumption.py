@@ -332,3 +332,25 @@ async def test_every_event_is_declared_like_any_other_and_keeps_unknown_types(
     types = sorted(t for t, _ in kit.behaviour.every)
     assert types == ["linli.need.cancelled.v1", "linli.need.cancelled.v2"]
     assert all(isinstance(data, dict) for _, data in kit.behaviour.every)
+
+
+async def test_the_loop_outlives_a_batch_that_cannot_be_settled(kit: Kit) -> None:
+    consumer = kit.consumer
+    original = consumer.handle_batch
+    calls = {"n": 0}
+
+    async def flaky(msgs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("connection lost while acking")
+        await original(msgs)
+
+    consumer.handle_batch = flaky
+    await kit.publish(kit.cancelled("survives"))
+
+    async def done() -> bool:
+        return await kit.effects() == ["survives"]
+
+    # The first hand-over fails unsettled; the message comes back after ack_wait (2 s).
+    await wait_for(done, timeout=20)
+    assert calls["n"] >= 2

@@ -272,7 +272,7 @@ class EventConsumer:
         self._task = asyncio.create_task(self._run(), name=f"consume-{self.durable}")
 
     async def stop(self) -> None:
-        """Finish the batch in hand (bounded by the broker's graceful timeout), then stop."""
+        """Finish the batch in hand (for at most 10 s), then stop pulling."""
         self._stopping = True
         if self._task is not None:
             if self._busy is not None:
@@ -311,6 +311,16 @@ class EventConsumer:
                 self._busy = asyncio.ensure_future(self.handle_batch(msgs))
                 try:
                     await asyncio.shield(self._busy)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # Settling failed (the connection went away mid-ack, say): what was not
+                    # acked comes back after ack_wait. The loop itself must never end.
+                    log.warning(
+                        "batch not settled",
+                        extra={"consumer": self.durable, "error": type(exc).__name__},
+                    )
+                    await asyncio.sleep(0.5)
                 finally:
                     self._busy = None
 
