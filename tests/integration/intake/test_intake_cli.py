@@ -14,7 +14,7 @@ from harness.intake import cloudevent, dumps, meal_need, settings_env
 pytestmark = pytest.mark.integration
 
 
-async def cli(settings, *args: str) -> str:
+async def cli(settings, *args: str, stdin: str | None = None) -> str:
     # Asynchronous, so the in-process intake keeps serving while the CLI runs.
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -22,10 +22,13 @@ async def cli(settings, *args: str) -> str:
         "linli.intake",
         *args,
         env={**os.environ, **settings_env(settings)},
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+    stdout, stderr = await asyncio.wait_for(
+        proc.communicate(stdin.encode() if stdin is not None else b""), timeout=60
+    )
     assert proc.returncode == 0, stderr.decode()[-2000:]
     return stdout.decode()
 
@@ -50,6 +53,27 @@ async def test_issued_token_works_is_stored_hashed_and_can_be_revoked(intake) ->
     }
     gone = await intake.http.get(f"/v1/communities/{home}/needs", headers=headers)
     assert gone.status_code == 401
+
+
+async def test_several_given_tokens_are_imported_in_one_call(intake) -> None:
+    home, other = intake.world.home, intake.world.other
+    mine, theirs = "lnl_" + "a" * 40, "lnl_" + "b" * 40
+    lines = "\n".join(
+        json.dumps({"role": role, "communities": [c], "token": t, "label": "imported"})
+        for role, c, t in (("operator", home, mine), ("system", other, theirs))
+    )
+    printed = await cli(intake.world.settings, "credentials", "import", stdin=lines)
+    assert [json.loads(line)["token"] for line in printed.splitlines()] == [mine, theirs]
+    as_mine = {"Authorization": f"Bearer {mine}"}
+    assert (
+        await intake.http.get(f"/v1/communities/{home}/needs", headers=as_mine)
+    ).status_code == 200
+    # Each token keeps its own scope.
+    assert (
+        await intake.http.get(f"/v1/communities/{other}/needs", headers=as_mine)
+    ).status_code == 404
+    pool = intake.app.state.runtime.pool
+    assert await pool.fetchval("SELECT count(*) FROM credentials WHERE label = 'imported'") == 2
 
 
 async def test_dead_letters_can_be_listed_and_replayed(intake) -> None:

@@ -159,9 +159,8 @@ def load(stack: Stack) -> None:
         "system": ("system", [first]),
         "admin": ("admin", ["*"]),
     }
-    for key, (role, communities) in wanted.items():
-        # The same demo token works in every service (registered in each).
-        stack.ensure_token(key, role, communities)
+    # The same demo token works in every service (registered in each).
+    stack.ensure_tokens({key: (role, comms, None) for key, (role, comms) in wanted.items()})
     # Capacity first, so the demo's needs find it instead of being escalated.
     load_partners(stack)
     base = f"{stack.service_url(intake)}/v1/communities/{first}"
@@ -294,7 +293,7 @@ def load_partners(stack: Stack) -> None:
         ]
         for slot in _slots(partner_ids, volunteer_ids, datetime.now(UTC)):
             client.post(f"{base}/slots", json=slot).raise_for_status()
-    for index, partner_id in enumerate(partner_ids):
-        stack.ensure_party_token(f"partner_{index}", "partner", partner_id, first)
-    for index, volunteer_id in enumerate(volunteer_ids):
-        stack.ensure_party_token(f"volunteer_{index}", "volunteer", volunteer_id, first)
+    # A partner's or volunteer's own token, for the partners API only.
+    parties = {f"partner_{i}": ("partner", [first], p) for i, p in enumerate(partner_ids)}
+    parties |= {f"volunteer_{i}": ("volunteer", [first], v) for i, v in enumerate(volunteer_ids)}
+    stack.ensure_tokens(parties, services=["partners"])

@@ -187,13 +187,14 @@ class Stack:
             env["LINLI_INTAKE_TOKEN"] = self.state.tokens.get("partners_service", "")
         return env
 
-    def run_cli(self, spec: ServiceSpec, *args: str) -> str:
+    def run_cli(self, spec: ServiceSpec, *args: str, stdin: str | None = None) -> str:
         out = subprocess.run(
             [sys.executable, "-m", spec.module, *args],
             env=self.service_env(spec),
             check=False,
             capture_output=True,
             timeout=60,
+            input=stdin.encode() if stdin is not None else None,
         )
         if out.returncode != 0:
             raise RuntimeError(
@@ -201,41 +202,41 @@ class Stack:
             )
         return out.stdout.decode()
 
+    def ensure_tokens(
+        self,
+        wanted: dict[str, tuple[str, list[str], str | None]],
+        *,
+        services: list[str] | None = None,
+    ) -> None:
+        """Tokens (key: role, communities, subject id) registered once in each named service
+        (all by default), with one CLI process per service for all of them."""
+        missing = {key: spec for key, spec in wanted.items() if key not in self.state.tokens}
+        if not missing:
+            return
+        tokens = {key: "lnl_" + secrets.token_urlsafe(32) for key in missing}
+        lines = "\n".join(
+            json.dumps(
+                {
+                    "role": role,
+                    "communities": communities,
+                    "label": f"demo {key}",
+                    "subject_id": subject,
+                    "token": tokens[key],
+                }
+            )
+            for key, (role, communities, subject) in missing.items()
+        )
+        for spec in SERVICES:
+            if services is None or spec.name in services:
+                self.run_cli(spec, "credentials", "import", stdin=lines)
+        self.state.tokens.update(tokens)
+        _save_state(self.state_file, self.state)
+
     def ensure_token(
         self, key: str, role: str, communities: list[str], *, services: list[str] | None = None
     ) -> str:
         """One token, registered once in each named service (all by default)."""
-        if key not in self.state.tokens:
-            token = "lnl_" + secrets.token_urlsafe(32)
-            for spec in SERVICES:
-                if services is not None and spec.name not in services:
-                    continue
-                args = ["credentials", "issue", "--role", role, "--label", f"demo {key}"]
-                for community in communities:
-                    args += ["--community", community]
-                self.run_cli(spec, *args, "--token", token)
-            self.state.tokens[key] = token
-            _save_state(self.state_file, self.state)
-        return self.state.tokens[key]
-
-    def ensure_party_token(self, key: str, role: str, subject_id: str, community: str) -> str:
-        """A partner's or volunteer's own token (partners service only)."""
-        if key not in self.state.tokens:
-            out = self.run_cli(
-                SERVICES[1],
-                "credentials",
-                "issue",
-                "--role",
-                role,
-                "--community",
-                community,
-                "--subject-id",
-                subject_id,
-                "--label",
-                f"demo {key}",
-            )
-            self.state.tokens[key] = json.loads(out)["token"]
-            _save_state(self.state_file, self.state)
+        self.ensure_tokens({key: (role, communities, None)}, services=services)
         return self.state.tokens[key]
 
     def start_services(self) -> None:

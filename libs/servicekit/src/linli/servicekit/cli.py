@@ -68,6 +68,11 @@ class ServiceCLI:
             help="register this token instead of generating one (provisioning the same "
             "operator token in several services)",
         )
+        cred_sub.add_parser(
+            "import",
+            help="register several given tokens at once, one JSON object a line on stdin: "
+            '{"role", "communities", "token", "label", "subject_id"} (provisioning)',
+        )
         revoke = cred_sub.add_parser("revoke")
         revoke.add_argument("id")
         dlq = sub.add_parser("dead-letters", help="messages that could not be processed")
@@ -128,23 +133,54 @@ class ServiceCLI:
         if args.action == "revoke":
             print(json.dumps({"revoked": await revoke_credential(conn, uuid.UUID(args.id))}))
             return 0
-        role = Role(args.role)
-        subject_id = uuid.UUID(args.subject_id) if args.subject_id else None
+        if args.action == "import":
+            # One process and one transaction for many tokens: `make run` provisions a
+            # dozen, and a Python start per token was most of its start-up time.
+            wanted = [json.loads(line) for line in sys.stdin if line.strip()]
+            async with conn.transaction():
+                for item in wanted:
+                    issued = await self._issue(
+                        conn,
+                        Role(item["role"]),
+                        list(item["communities"]),
+                        item.get("label", ""),
+                        item.get("subject_id"),
+                        item["token"],
+                    )
+                    if issued is None:
+                        return 2
+            return 0
+        issued = await self._issue(
+            conn, Role(args.role), args.community, args.label, args.subject_id, args.token
+        )
+        return 0 if issued is not None else 2
+
+    async def _issue(
+        self,
+        conn: Conn,
+        role: Role,
+        communities: list[str],
+        label: str,
+        subject: str | None,
+        token: str | None,
+    ) -> uuid.UUID | None:
+        """Issue one credential and print it; None (and why, on stderr) when refused."""
+        subject_id = uuid.UUID(subject) if subject else None
         if self.check_subject is not None:
             problem = await self.check_subject(conn, role, subject_id)
             if problem:
                 print(problem, file=sys.stderr)
-                return 2
-        cred_id, token = await issue_credential(
+                return None
+        cred_id, issued = await issue_credential(
             conn,
             role=role,
-            communities=args.community,
-            label=args.label,
+            communities=communities,
+            label=label,
             subject_id=subject_id,
-            token=args.token,
+            token=token,
         )
-        print(json.dumps({"credential_id": str(cred_id), "token": token}))
-        return 0
+        print(json.dumps({"credential_id": str(cred_id), "token": issued}))
+        return cred_id
 
 
 async def _list_dead_letters(conn: Conn, limit: int, *, only_open: bool) -> None:
