@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook
 
 from linli.contracts.binding import from_nats
@@ -156,6 +157,27 @@ async def read_sse(
     return frames
 
 
+async def scrape(info: dict) -> dict[str, dict[tuple[str, frozenset], float]]:
+    """Every service's /metrics, parsed: service -> (sample name, labels) -> value."""
+    out: dict[str, dict[tuple[str, frozenset], float]] = {}
+    async with httpx.AsyncClient(timeout=10) as http:
+        for name, svc in info["services"].items():
+            response = await http.get(svc["metrics"])  # no token: a port of its own
+            assert response.status_code == 200, name
+            out[name] = {
+                (s.name, frozenset(s.labels.items())): s.value
+                for family in text_string_to_metric_families(response.text)
+                for s in family.samples
+            }
+    return out
+
+
+def total(samples: dict[tuple[str, frozenset], float], name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
+
+
 def _modes(path: Path) -> list[tuple[str, int, int]]:
     return [(str(p), p.stat().st_mode, p.stat().st_uid) for p in [path, *path.parents]]
 
@@ -179,6 +201,7 @@ async def test_make_run_stack(tmp_path: Path, stack_dir: Path) -> None:
     try:
         info = wait_for_stack(proc, data_dir, log)
         community = info["communities"][0]
+        metrics_at_start = await scrape(info)
         base = info["intake_api"]
         auth = {"Authorization": f"Bearer {info['credentials']['operator']}"}
         async with httpx.AsyncClient(headers=auth, timeout=10) as http:
@@ -289,6 +312,43 @@ async def test_make_run_stack(tmp_path: Path, stack_dir: Path) -> None:
         assert len(set(ids)) == len(ids)
         assert int(resumed[0][0]) == int(first[-1][0]) + 1 or int(resumed[0][0]) > int(first[-1][0])
         receiver.close()
+
+        # Each service's /metrics moved as the needs flowed (the gauges are refreshed
+        # every few seconds in make run).
+        await asyncio.sleep(6)
+        now = await scrape(info)
+        start = metrics_at_start
+
+        def grew(service: str, name: str, **labels: str) -> float:
+            return total(now[service], name, **labels) - total(start[service], name, **labels)
+
+        needs_route = "/v1/communities/{community}/needs"
+        assert grew("intake", "linli_http_requests_total", route=needs_route, status="201") >= 1
+        assert grew("intake", "linli_events_published_total", type="linli.need.submitted.v1") >= 2
+        assert (
+            grew(
+                "scheduling",
+                "linli_events_consumed_total",
+                type="linli.need.submitted.v1",
+                outcome="handled",
+            )
+            >= 2
+        )
+        assert grew("scheduling", "linli_events_published_total") > 0
+        assert grew("scheduling", "linli_event_handler_duration_seconds_count") > 0
+        assert grew("partners", "linli_events_consumed_total", outcome="handled") > 0
+        assert grew("notifications", "linli_webhook_attempts_total", outcome="delivered") >= 3
+        for service, samples in now.items():
+            assert total(samples, "linli_ready") == 1, service
+            assert ("linli_outbox_backlog", frozenset()) in samples, service
+            assert total(samples, "linli_outbox_oldest_age_seconds") < 60, service
+        # Lag is read from JetStream with each service's own (least-privilege) NATS user.
+        assert any(n == "linli_consumer_pending" for n, _ in now["scheduling"])
+        assert any(n == "linli_consumer_pending" for n, _ in now["partners"])
+        # No resident's id, name or phone in any label.
+        labels = " ".join(str(sorted(ls)) for svc in now.values() for _, ls in svc)
+        assert need_id not in labels
+        assert resident not in labels
     finally:
         assert stop_stack(proc) == 0, log.read_text()[-3000:]
     assert not (data_dir / "stack.json").exists()

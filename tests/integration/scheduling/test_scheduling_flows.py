@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from harness.scheduling import need_submitted, party, slot_published, wait_for_db
+from prometheus_client import REGISTRY
 
 from linli.contracts.events import (
     DeliveryFailed,
@@ -21,6 +22,7 @@ from linli.contracts.events import (
     VolunteerConfirmed,
 )
 from linli.contracts.types import Role
+from linli.devstack.servers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -172,7 +174,9 @@ async def test_expired_offers_go_to_the_next_candidate_then_escalate(start_sched
 async def test_low_income_repair_nobody_accepts_escalates_on_time(start_scheduling) -> None:
     # 24 SLA hours in 3 real seconds; the partner never answers.
     scale = 24 * 3600 / 3.0
-    async with start_scheduling(time_scale=scale) as s:
+    async with start_scheduling(
+        time_scale=scale, metrics_port=free_port(), metrics_refresh_s=0.2
+    ) as s:
         await s.bus.publish(slot_published(party(), kind="repair", minutes=24 * 60))
         submitted = NOW(UTC)
         need = need_submitted(
@@ -201,6 +205,11 @@ async def test_low_income_repair_nobody_accepts_escalates_on_time(start_scheduli
         await s.bus.wait_until(lambda: True)
         reasons = Counter(e.data["reason"] for e in s.bus.emitted("need.escalated"))
         assert reasons == {"no_taker": 1, "sla_at_risk": 1, "sla_breached": 1}
+        # SREs see it: one open repair in breach in this community (linli_needs_sla).
+        breach = {"community": s.community, "kind": "repair", "state": "breached"}
+        await s.bus.wait_until(lambda: REGISTRY.get_sample_value("linli_needs_sla", breach) == 1)
+        at_risk_sample = {**breach, "state": "at_risk"}
+        assert REGISTRY.get_sample_value("linli_needs_sla", at_risk_sample) == 0
 
 
 async def test_cancellation_releases_capacity_to_the_next_need(start_scheduling) -> None:

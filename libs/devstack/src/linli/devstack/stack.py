@@ -109,6 +109,10 @@ class Stack:
         self.pg: PostgresServer | None = None
         self.nats: NatsServer | None = None
 
+    def metrics_port(self, spec: ServiceSpec) -> int:
+        """Prometheus metrics sit beside the API: 8101 serves the API, 9101 the metrics."""
+        return self.state.http_base + 1000 + spec.port_offset
+
     def service_url(self, spec: ServiceSpec) -> str:
         return f"http://127.0.0.1:{self.state.http_base + spec.port_offset}"
 
@@ -170,6 +174,8 @@ class Stack:
                 "LINLI_NATS_PASSWORD": self.state.password(f"nats-{spec.name}"),
                 "LINLI_HTTP_HOST": "127.0.0.1",
                 "LINLI_HTTP_PORT": str(self.state.http_base + spec.port_offset),
+                "LINLI_METRICS_PORT": str(self.metrics_port(spec)),
+                "LINLI_METRICS_REFRESH_S": "5",
             }
         )
         if spec.name == "scheduling":
@@ -281,6 +287,7 @@ class Stack:
                 spec.name: {
                     "url": self.service_url(spec),
                     "docs": f"{self.service_url(spec)}/docs",
+                    "metrics": f"http://127.0.0.1:{self.metrics_port(spec)}/metrics",
                     "log": str(self.root / "logs" / f"{spec.name}.log"),
                     "pid": self.procs[spec.name].pid,
                 }
@@ -349,7 +356,7 @@ def _print_summary(info: dict[str, Any], root: Path) -> None:
     community = info["communities"][0]
     print(f"\nLinli is running (Ctrl-C stops it; data is kept in {root}).\n")
     for name, svc in info["services"].items():
-        print(f"  {name:<14} {svc['url']}   API docs: {svc['docs']}")
+        print(f"  {name:<14} {svc['url']}   API docs: {svc['docs']}   metrics: {svc['metrics']}")
     print(f"  {'nats':<14} {info['nats']['url']}   (user admin, see stack.json)")
     print(f"  {'postgres':<14} {info['postgres']['url']}")
     print(f"\n  demo operator token for {community}:\n    {token}\n")

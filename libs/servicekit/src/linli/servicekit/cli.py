@@ -1,4 +1,4 @@
-"""The command line every service shares: serve, migrate, credentials, dead letters.
+"""The command line every service shares: serve, migrate, streams, credentials, dead letters.
 
 A service adds its own commands (intake: communities) through `extra_commands` and
 `run_extra`; everything else is the same in every service, so an operator learns it once.
@@ -21,7 +21,7 @@ from linli.contracts.types import Role
 
 from .auth import issue_credential, revoke_credential
 from .db import Conn, Migration, create_pool, migrate
-from .messaging import replay_dead_letter
+from .messaging import provision_streams, replay_dead_letter, stream_configs
 from .settings import ServiceSettings
 
 SubjectCheck = Callable[[Conn, Role, uuid.UUID | None], Awaitable[str | None]]
@@ -54,6 +54,11 @@ class ServiceCLI:
         sub = parser.add_subparsers(dest="command")
         sub.add_parser("serve", help="run the service (the default)")
         sub.add_parser("migrate", help="apply migrations and exit")
+        sub.add_parser(
+            "streams",
+            help="create or update the JetStream streams and exit (a Kubernetes Job; "
+            "the services then run with LINLI_PROVISION_STREAMS=false)",
+        )
         cred = sub.add_parser("credentials", help="API credentials")
         cred_sub = cred.add_subparsers(dest="action", required=True)
         issue = cred_sub.add_parser("issue", help="issue a token (printed once)")
@@ -103,6 +108,14 @@ class ServiceCLI:
 
     async def _run(self, args: argparse.Namespace) -> int:
         settings = self.settings()
+        if args.command == "streams":
+            nc = await connect_nats(settings)
+            try:
+                await provision_streams(nc.jetstream(), settings)
+            finally:
+                await nc.close()
+            print(json.dumps({"streams": [c.name for c in stream_configs(settings)]}))
+            return 0
         conn = await asyncpg.connect(
             settings.database_url.get_secret_value(),
             server_settings={"search_path": f"{settings.db_schema},public"},
@@ -183,6 +196,19 @@ class ServiceCLI:
         return cred_id
 
 
+async def connect_nats(settings: ServiceSettings) -> Any:
+    """A plain nats-py connection with the service's credentials (operator commands)."""
+    import nats
+
+    options: dict[str, Any] = {}
+    if settings.nats_creds_file:
+        options["user_credentials"] = settings.nats_creds_file
+    elif settings.nats_user and settings.nats_password:
+        options["user"] = settings.nats_user
+        options["password"] = settings.nats_password.get_secret_value()
+    return await nats.connect(settings.nats_url, **options)
+
+
 async def _list_dead_letters(conn: Conn, limit: int, *, only_open: bool) -> None:
     rows = await conn.fetch(
         "SELECT id, consumer, subject, reasons, created_at, replayed_at, replay_count "
@@ -209,18 +235,10 @@ async def _list_dead_letters(conn: Conn, limit: int, *, only_open: bool) -> None
 
 
 async def _replay(settings: ServiceSettings, letter_id: uuid.UUID) -> None:
-    import nats
-
     pool = await create_pool(
         settings.database_url.get_secret_value(), settings.db_schema, min_size=1
     )
-    options: dict[str, Any] = {}
-    if settings.nats_creds_file:
-        options["user_credentials"] = settings.nats_creds_file
-    elif settings.nats_user and settings.nats_password:
-        options["user"] = settings.nats_user
-        options["password"] = settings.nats_password.get_secret_value()
-    nc = await nats.connect(settings.nats_url, **options)
+    nc = await connect_nats(settings)
     try:
         msg_id = await replay_dead_letter(pool, nc, letter_id)
         print(json.dumps({"replayed": str(letter_id), "msg_id": msg_id}))

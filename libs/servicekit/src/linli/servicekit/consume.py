@@ -28,7 +28,9 @@ and servicekit does the rest, the same way for every service:
   costs the others a rerun, never their effect. Redelivered events find their inbox row
   and change nothing.
 * **Telemetry.** One consumer span per message, child of the trace in its headers, so
-  one trace follows a need through every service; no span per SQL statement.
+  one trace follows a need through every service; no span per SQL statement. Every
+  message is counted by type and outcome, each use case timed, redeliveries counted
+  (`linli.servicekit.metrics`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -55,7 +58,7 @@ from linli.contracts.registry import EventSpec, spec_for
 from linli.contracts.subjects import EVENTS_PREFIX, SubjectError, parse_subject
 from linli.contracts.types import Reason
 
-from . import failpoints, inbox
+from . import failpoints, inbox, metrics
 from .db import Conn
 from .messaging import Deliveries, PoisonMessage, consumer_config
 from .settings import ServiceSettings
@@ -221,6 +224,15 @@ def decode(
 
 _Item = tuple[Msg, Received[Any], _Route]
 
+
+def _subject_type(subject: str) -> str | None:
+    """The event type a subject names, for a metric label (None when it names none)."""
+    try:
+        return parse_subject(subject).type
+    except SubjectError:
+        return None
+
+
 # A batch in hand gets this long to commit and ack at shutdown; what is left is redelivered.
 _GRACEFUL_STOP_S = 10.0
 
@@ -329,14 +341,18 @@ class EventConsumer:
         self.stats["batches"] += 1
         items: list[_Item] = []
         for msg in msgs:
+            if (msg.metadata.num_delivered or 1) > 1:
+                metrics.CONSUMER_REDELIVERIES.labels(self.durable).inc()
             outcome = decode(self.subs, msg.subject, msg.data, msg.headers)
             if isinstance(outcome, Skip):
                 self.stats["skipped"] += 1
+                self._count(_subject_type(msg.subject), "skipped")
                 log.debug("skipped", extra={"consumer": self.durable, "subject": msg.subject})
                 await msg.ack()
             elif isinstance(outcome, PoisonMessage):
-                self.stats["dead_lettered"] += 1
-                await self._deliveries.dead_letter(self.durable, msg, outcome.reasons)
+                settled = await self._deliveries.dead_letter(self.durable, msg, outcome.reasons)
+                self.stats[settled] += 1
+                self._count(_subject_type(msg.subject), settled)
             else:
                 items.append((msg, *outcome))
         if items:
@@ -345,7 +361,7 @@ class EventConsumer:
     async def _run_items(self, items: list[_Item]) -> None:
         while items:
             try:
-                handled, woke = await self._transaction(items)
+                fresh, woke = await self._transaction(items)
             except asyncio.CancelledError:
                 raise
             except _ItemFailed as failed:
@@ -363,23 +379,30 @@ class EventConsumer:
             failpoints.hit("inbox.after_commit_before_ack")
             for msg, _, _ in items:
                 await msg.ack()
-            self.stats["handled"] += handled
-            self.stats["duplicate"] += len(items) - handled
+            for index, (_, received, _) in enumerate(items):
+                self._count(received.event.type, "handled" if index in fresh else "duplicate")
+            self.stats["handled"] += len(fresh)
+            self.stats["duplicate"] += len(items) - len(fresh)
             if woke and self.subs.on_commit is not None:
                 self.subs.on_commit()
             return
 
     async def _settle(self, msg: Msg, exc: BaseException) -> None:
-        self.stats["dead_lettered" if isinstance(exc, PoisonMessage) else "retried"] += 1
-        await self._deliveries.settle_failure(self.durable, msg, exc)
+        outcome = await self._deliveries.settle_failure(self.durable, msg, exc)
+        self.stats[outcome] += 1
+        self._count(_subject_type(msg.subject), outcome)
 
-    async def _transaction(self, items: list[_Item]) -> tuple[int, bool]:
+    def _count(self, ce_type: str | None, outcome: str) -> None:
+        metrics.EVENTS_CONSUMED.labels(self.durable, metrics.event_type(ce_type), outcome).inc()
+
+    async def _transaction(self, items: list[_Item]) -> tuple[set[int], bool]:
         """Inbox claims, use cases and their outbox rows in one transaction.
 
-        Returns how many were handled (the rest were seen before) and whether any use
-        case asked for `on_commit`.
+        Returns the indexes of the items handled (the rest were seen before) and whether
+        any use case asked for `on_commit`.
         """
-        handled, woke = 0, False
+        handled: set[int] = set()
+        woke = False
         async with self._pool().acquire() as conn, conn.transaction():
             fresh = await inbox.claim_many(conn, self.durable, [r.event.id for _, r, _ in items])
             for index, (msg, received, route) in enumerate(items):
@@ -398,12 +421,16 @@ class EventConsumer:
                         "messaging.message.id": received.event.id,
                     },
                 ):
+                    started = time.perf_counter()
                     try:
                         if await route.use_case(conn, received):
                             woke = True
                     except Exception as exc:
                         raise _ItemFailed(index, exc) from exc
-                handled += 1
+                    metrics.HANDLER_SECONDS.labels(
+                        self.durable, metrics.event_type(received.event.type)
+                    ).observe(time.perf_counter() - started)
+                handled.add(index)
         return handled, woke
 
 

@@ -21,6 +21,7 @@ from linli.contracts.binding import reasons_from_validation_error
 from .auth import AuthMiddleware
 from .db import TRANSIENT_ERRORS
 from .errors import JSONBody, error_response
+from .metrics import HTTPMetricsMiddleware, RouteTemplates
 from .runtime import ServiceRuntime
 
 __all__ = ["JSONBody", "create_http_app", "error_response", "validation_response"]
@@ -153,6 +154,7 @@ def create_http_app(
             "tracer_provider": runtime.tracer_provider,
             "operation_spans": False,
             "logs": False,
+            "metrics": False,  # Prometheus metrics are servicekit's own (ADR 0023)
             "exclude": _probe,
         },
     )
@@ -166,6 +168,8 @@ def create_http_app(
     # Added last so it runs first: authentication before the body limit and parsing.
     app.add_middleware(BodyLimitMiddleware, limit=runtime.settings.max_body_bytes)
     app.add_middleware(AuthMiddleware)
+    # Outermost: refusals by the two above are counted too.
+    app.add_middleware(HTTPMetricsMiddleware, templates=RouteTemplates(app))
 
     @app.get("/healthz", tags=["health"], summary="The process is alive")
     async def healthz() -> dict[str, str]:

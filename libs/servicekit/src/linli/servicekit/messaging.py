@@ -38,7 +38,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from linli.contracts.subjects import EVENTS_PREFIX, INGRESS_PREFIX
 from linli.contracts.types import Reason
 
-from . import failpoints
+from . import failpoints, metrics
 from .db import Conn
 from .settings import ServiceSettings
 
@@ -241,12 +241,14 @@ class Deliveries:
         failpoints.hit("inbox.after_commit_before_ack")
         await msg.ack()
 
-    async def settle_failure(self, consumer: str, msg: Msg, exc: BaseException) -> None:
+    async def settle_failure(self, consumer: str, msg: Msg, exc: BaseException) -> str:
         """Poison goes to the dead letters at once; anything else is retried with a
-        growing delay until the deliveries are spent, then dead-lettered."""
+        growing delay until the deliveries are spent, then dead-lettered.
+
+        Returns what became of the message: `dead_lettered` or `retried`.
+        """
         if isinstance(exc, PoisonMessage):
-            await self.dead_letter(consumer, msg, exc.reasons)
-            return
+            return await self.dead_letter(consumer, msg, exc.reasons)
         delivered = msg.metadata.num_delivered or 1
         if delivered >= self._settings.consumer_max_deliver:
             reason = Reason(
@@ -254,16 +256,19 @@ class Deliveries:
                 message=f"gave up after {delivered} deliveries: {type(exc).__name__}",
                 code="max_deliveries",
             )
-            await self.dead_letter(consumer, msg, [reason])
-            return
+            return await self.dead_letter(consumer, msg, [reason])
         log.warning(
             "handler failed, will retry",
             extra={"consumer": consumer, "error": type(exc).__name__, "delivered": delivered},
         )
         await msg.nak(delay=self.retry_delay(delivered))
+        return "retried"
 
-    async def dead_letter(self, consumer: str, msg: Msg, reasons: list[Reason]) -> None:
-        """Keep the message whole with its reasons, then terminate its redelivery."""
+    async def dead_letter(self, consumer: str, msg: Msg, reasons: list[Reason]) -> str:
+        """Keep the message whole with its reasons, then terminate its redelivery.
+
+        Returns `dead_lettered`, or `retried` when the letter could not be stored.
+        """
         meta = msg.metadata
         delivered = meta.num_delivered or 1
         letter = DeadLetter(
@@ -282,12 +287,14 @@ class Deliveries:
             # Keeping it matters more than settling it: try again later.
             log.warning("dead letter not stored", extra={"error": type(exc).__name__})
             await msg.nak(delay=self.retry_delay(delivered))
-            return
+            return "retried"
         log.warning(
             "message dead-lettered",
             extra={"consumer": consumer, "stream_seq": meta.sequence.stream},
         )
+        metrics.DEAD_LETTERS.labels(consumer, reasons[0].code if reasons else "unknown").inc()
         await msg.term()
+        return "dead_lettered"
 
 
 async def capture_max_deliveries(
@@ -327,6 +334,7 @@ async def capture_max_deliveries(
             )
             async with pool().acquire() as conn:
                 await store_dead_letter(conn, letter)
+            metrics.DEAD_LETTERS.labels(durable, "max_deliveries").inc()
         except (NotFoundError, KeyError, ValueError) as exc:
             log.warning("max-deliveries advisory not captured", extra={"error": type(exc).__name__})
 

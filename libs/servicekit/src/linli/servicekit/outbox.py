@@ -33,9 +33,9 @@ from opentelemetry.trace import SpanKind
 from linli.contracts.binding import to_structured
 from linli.contracts.envelope import CloudEvent
 from linli.contracts.registry import lookup
-from linli.contracts.subjects import subject_for
+from linli.contracts.subjects import SubjectError, parse_subject, subject_for
 
-from . import failpoints
+from . import failpoints, metrics
 from .db import Conn, quote_ident
 from .telemetry import context_from_traceparent, current_traceparent, tracer
 from .wake import Every, WakeLoop
@@ -90,6 +90,13 @@ async def enqueue_many(
         traceparents,
     )
     # A statement trigger NOTIFYs the relay at commit (servicekit migration 0003).
+
+
+def _type_label(subject: str) -> str:
+    try:
+        return metrics.event_type(parse_subject(subject).type)
+    except SubjectError:
+        return metrics.UNREGISTERED
 
 
 PURGE_EVERY_S = 60.0
@@ -170,6 +177,9 @@ class OutboxRelay:
                     failed,
                 )
         self.published += len(sent)
+        for row, res in zip(rows, results, strict=True):
+            if res is None:
+                metrics.EVENTS_PUBLISHED.labels(_type_label(row["subject"])).inc()
         log.debug("outbox batch relayed", extra={"sent": len(sent), "failed": len(failed)})
         if failed:
             first = next(r for r in results if r is not None)

@@ -20,7 +20,7 @@ from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
 from opentelemetry.sdk.trace import SpanProcessor
 
-from . import failpoints
+from . import failpoints, metrics
 from .consume import EventConsumer, Subscriptions
 from .db import Migration, create_pool, migrate, pending_migrations
 from .logs import configure_logging
@@ -68,6 +68,11 @@ class ServiceRuntime:
         self._background: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.started = False
+        self.metrics = metrics.MetricsRefresher()
+        """Gauges read on a timer; a service adds its own with `metrics.extra`."""
+        self._stop_metrics: Callable[[], None] | None = None
+        if settings.metrics_port is not None:
+            self.background("metrics", self._refresh_metrics_forever)
 
     def background(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         """Run `run()` as a task from start to stop (timers, generators, sweepers)."""
@@ -113,6 +118,10 @@ class ServiceRuntime:
     async def start(self) -> None:
         """Connect, migrate, provision, subscribe and relay."""
         failpoints.configure(self.settings.failpoint)
+        if self.settings.metrics_port is not None and self._stop_metrics is None:
+            # First, so that an SRE sees `linli_ready 0` while dependencies are awaited.
+            self._stop_metrics = metrics.serve(self.settings.http_host, self.settings.metrics_port)
+            metrics.READY.set(0)
         self._pool = await _retry(
             "database",
             lambda: create_pool(
@@ -122,10 +131,13 @@ class ServiceRuntime:
                 max_size=self.settings.db_pool_max,
             ),
         )
-        async with self.pool.acquire() as conn:
-            applied = await migrate(conn, self.settings.db_schema, self.migrations)
-        if applied:
-            log.info("migrations applied", extra={"versions": applied})
+        if self.settings.migrate_on_start:
+            async with self.pool.acquire() as conn:
+                applied = await migrate(conn, self.settings.db_schema, self.migrations)
+            if applied:
+                log.info("migrations applied", extra={"versions": applied})
+        else:
+            await self._await_migrations()
         await _retry("nats", self.broker.connect)
         if self.settings.provision_streams:
             await provision_streams(self.js, self.settings)
@@ -178,6 +190,37 @@ class ServiceRuntime:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+        if self._stop_metrics is not None:
+            await asyncio.to_thread(self._stop_metrics)
+            self._stop_metrics = None
+        metrics.READY.set(0)
+
+    async def _await_migrations(self) -> None:
+        """Wait (bounded) for the migrations a Job applies; this replica runs none."""
+        deadline = asyncio.get_running_loop().time() + self.settings.migrations_wait_s
+        while True:
+            async with self.pool.acquire() as conn:
+                pending = await pending_migrations(conn, self.settings.db_schema, self.migrations)
+            if not pending:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"migrations not applied: {pending[:5]}")
+            log.warning("waiting for migrations", extra={"pending": pending[:5]})
+            await asyncio.sleep(2.0)
+
+    async def _refresh_metrics_forever(self) -> None:
+        await periodic("metrics", self.settings.metrics_refresh_s, self.refresh_metrics)
+
+    async def refresh_metrics(self) -> None:
+        """Read the gauges that live in PostgreSQL and JetStream (and readiness) now."""
+        checks = await self.readiness()
+        metrics.READY.set(1 if checks["ready"] else 0)
+        if not checks["database"]:
+            return
+        async with self.pool.acquire(timeout=5) as conn:
+            await self.metrics.refresh(conn)
+        if checks["nats"]:
+            await self.metrics.refresh_consumers(self.js, self.durables)
 
     async def readiness(self) -> dict[str, Any]:
         """What /readyz reports: database, NATS, migrations."""

@@ -89,6 +89,26 @@ class ServiceSettings(BaseSettings):
         description="Sent rows are kept this long so a gap in the stream can be re-published.",
     )
     run_relay: bool = Field(default=True)
+    migrate_on_start: bool = Field(
+        default=True,
+        description=(
+            "Apply migrations at start under an advisory lock. Off in Kubernetes, where a "
+            "Job runs `migrate` once: a replica then waits for the migrations to appear."
+        ),
+    )
+    migrations_wait_s: float = Field(
+        default=600.0, gt=0, description="How long a replica waits for migrations it does not run."
+    )
+
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve Prometheus metrics on this port (apart from the API); unset: none.",
+    )
+    metrics_refresh_s: float = Field(
+        default=15.0, gt=0, description="How often gauges read from PostgreSQL and JetStream."
+    )
 
     log_level: str = Field(default="INFO")
     log_json: bool = Field(default=True)

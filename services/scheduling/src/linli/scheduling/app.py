@@ -6,12 +6,13 @@ from fastapi import FastAPI
 from opentelemetry.sdk.trace import SpanProcessor
 from pydantic import Field
 
-from linli.servicekit.db import service_migrations
+from linli.servicekit import metrics
+from linli.servicekit.db import Conn, service_migrations
 from linli.servicekit.http import create_http_app
 from linli.servicekit.runtime import ServiceRuntime
 from linli.servicekit.settings import ServiceSettings
 
-from . import api
+from . import api, store
 from .rules import Policy
 from .service import Clock, Scheduler, SchedulingConfig
 from .timers import TimerLoop
@@ -101,6 +102,7 @@ def build_app(
     scheduler = scheduler_for(settings, clock)
     # One inbox name whatever the streams' scope, so re-scoping never applies an event twice.
     runtime.consume(scheduler.subscriptions(CONSUMER))
+    runtime.metrics.extra.append(_sla_gauges)
     app = create_http_app(
         runtime,
         title="Linli scheduling",
@@ -110,6 +112,16 @@ def build_app(
     app.include_router(api.router)
     _run_timers(app, runtime, settings, scheduler)
     return app
+
+
+async def _sla_gauges(conn: Conn) -> None:
+    """`linli_needs_sla`: open needs at risk or in breach, per community and kind."""
+    rows = await store.sla_open_counts(conn)
+    values: list[tuple[tuple[str, ...], float]] = []
+    for r in rows:
+        values.append(((r["community"], r["kind"], "at_risk"), r["at_risk"]))
+        values.append(((r["community"], r["kind"], "breached"), r["breached"]))
+    metrics.set_labelled(metrics.NEEDS_SLA, values)
 
 
 def _run_timers(

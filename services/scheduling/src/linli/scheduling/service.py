@@ -40,7 +40,7 @@ from linli.contracts.events import (
     VolunteerDeclined,
 )
 from linli.contracts.types import NeedKind, Reason, Urgency
-from linli.servicekit import outbox
+from linli.servicekit import metrics, outbox
 from linli.servicekit.clock import Clock
 from linli.servicekit.consume import Received, Subscriptions
 from linli.servicekit.db import Conn
@@ -447,6 +447,7 @@ class Scheduler:
         if await store.candidate_exists(conn, need, now):
             # A fitting slot exists but another transaction holds it: look again soon
             # (it may be full by then) instead of escalating a need that can be served.
+            metrics.RESERVATION_CONFLICTS.labels(need["community"], need["kind"]).inc()
             await store.add_timer(
                 conn,
                 kind="rematch",
@@ -473,6 +474,7 @@ class Scheduler:
         for need in await store.needs_for_slot(conn, slot, now, free):
             reserved = await store.reserve_slot(conn, slot_id)
             if reserved is None:
+                metrics.RESERVATION_CONFLICTS.labels(slot["community"], slot["kind"]).inc()
                 return
             await self._offer(conn, need, reserved, now)
 

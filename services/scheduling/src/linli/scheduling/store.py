@@ -608,3 +608,17 @@ async def purge_fired_timers(conn: Conn, *, days: int) -> int:
         "DELETE FROM timers WHERE fired_at < now() - make_interval(days => $1)", days
     )
     return int(result.split()[-1])
+
+
+async def sla_open_counts(conn: Conn) -> list[asyncpg.Record]:
+    """Open needs whose SLA clock was escalated at risk or breached, per community and kind."""
+    return await conn.fetch(
+        "SELECT community, kind, count(*) FILTER (WHERE breached) AS breached, "
+        "count(*) FILTER (WHERE NOT breached) AS at_risk FROM ("
+        "  SELECT n.community, n.kind, bool_or(e.key LIKE 'sla_breached:%') AS breached"
+        "  FROM escalations e JOIN needs n ON n.id = e.need_id"
+        "  WHERE (e.key LIKE 'sla_at_risk:%' OR e.key LIKE 'sla_breached:%')"
+        "    AND n.state IN ('waiting', 'offered', 'assigned', 'escalated')"
+        "  GROUP BY n.id, n.community, n.kind) per_need "
+        "GROUP BY community, kind"
+    )

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import asyncpg
 
 from linli.notifications.settings import NotificationsSettings
+from linli.servicekit import metrics
 from linli.servicekit.clock import Clock
 from linli.servicekit.wake import WakeLoop
 
@@ -100,6 +101,7 @@ class Sender:
                 error = "timeout"
             except Exception as exc:
                 error = _describe(exc)
+        metrics.MESSAGES.labels(row["channel"], "failed" if error else "sent").inc()
         async with pool.acquire() as conn, conn.transaction():
             await service.settle(
                 conn, row, error=error, permanent=permanent, retries=self._retries, now=now

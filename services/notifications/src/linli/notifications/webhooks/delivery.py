@@ -42,7 +42,7 @@ from linli.contracts.binding import STRUCTURED_CONTENT_TYPE
 from linli.contracts.envelope import new_event
 from linli.contracts.events import NotificationChannel, NotificationFailed
 from linli.notifications.settings import NotificationsSettings
-from linli.servicekit import outbox
+from linli.servicekit import metrics, outbox
 from linli.servicekit.clock import Clock
 from linli.servicekit.db import Conn
 from linli.servicekit.wake import WakeLoop
@@ -273,6 +273,7 @@ class DeliveryWorker:
             outcome = "gone"
         else:
             outcome = "failed"
+        metrics.WEBHOOK_ATTEMPTS.labels("delivered" if attempt.ok else "failed").inc()
         async with self._pool().acquire() as conn, conn.transaction():
             await store.record_attempt(
                 conn,
@@ -313,6 +314,7 @@ class DeliveryWorker:
     async def _disable(self, conn: Conn, sub_id: uuid.UUID, reason: str) -> bool:
         if await store.disable(conn, sub_id, reason):
             log.warning("webhook endpoint disabled", extra={"subscription": str(sub_id)})
+            metrics.WEBHOOK_DISABLED.labels("gone" if "410" in reason else "failing").inc()
             return True
         return False
 
