@@ -4,6 +4,7 @@
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 UV_VERSION := 0.13.9
+IMAGE ?= linli:dev
 export UV_PYTHON_DOWNLOADS := never
 
 
@@ -12,7 +13,7 @@ ifeq ($(UV),)
 UV := $(CURDIR)/.tools/bin/uv
 endif
 
-.PHONY: help install run test test-unit lint fmt schemas schemas-check bench clean
+.PHONY: help install run test test-unit lint fmt schemas schemas-check bench image k8s-natsconf clean
 
 help:
 	@echo "make run      - install and start the local stack with demo data (Ctrl-C stops)"
@@ -20,7 +21,8 @@ help:
 	@echo "make lint     - ruff, format check, mypy, import rules"
 	@echo "make schemas  - regenerate JSON Schemas, the event catalogue and AsyncAPI"
 	@echo "make bench    - whole-lifecycle benchmark: latency per stage, sustained rate, CPU, memory"
-	@echo "make test-unit, make fmt, make schemas-check, make clean"
+	@echo "make image    - build the one container image (skipped when no Docker engine answers)"
+	@echo "make test-unit, make fmt, make schemas-check, make k8s-natsconf, make clean"
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv $(CURDIR)/.tools
@@ -46,6 +48,7 @@ lint: install
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen mypy libs/contracts/src libs/servicekit/src libs/devstack/src services/*/src bench
 	$(UV) run --frozen lint-imports
+	$(UV) run --frozen hadolint Dockerfile
 
 fmt: install
 	$(UV) run --frozen ruff format .
@@ -62,6 +65,18 @@ schemas: install
 schemas-check: install
 	$(UV) run --frozen python -m linli.contracts.schemagen --check
 	$(UV) run --frozen python -m linli.devstack.asyncapi --check
+
+# Never faked: without an engine there is no image, and the target says so.
+image:
+	@if docker info >/dev/null 2>&1; then \
+		docker build -t $(IMAGE) . ; \
+	else \
+		echo "make image: skipped, no Docker engine is available ('docker info' failed); nothing was built"; \
+	fi
+
+# deploy/k8s/components/nats/nats.conf comes from the same user definitions as make run's.
+k8s-natsconf: install
+	$(UV) run --frozen python -m linli.devstack.natsconf --k8s > deploy/k8s/components/nats/nats.conf
 
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache

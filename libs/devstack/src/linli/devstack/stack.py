@@ -22,12 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
+
+from linli.servicekit.messaging import provision_streams
+from linli.servicekit.settings import ServiceSettings
 
 from . import demo
 from .natsconf import (
     admin_user,
     community_app_user,
     community_system_user,
+    linli_services,
+    provisioner_user,
     render_config,
     service_user,
 )
@@ -42,21 +48,16 @@ class ServiceSpec:
 
     name: str
     module: str
-    aggregates: list[str]
     port_offset: int
 
 
 SERVICES = [
-    ServiceSpec("intake", "linli.intake", ["need"], 1),
-    ServiceSpec(
-        "partners",
-        "linli.partners",
-        ["slot", "volunteer", "partner", "meal", "visit", "repair", "delivery", "points"],
-        2,
-    ),
-    ServiceSpec("scheduling", "linli.scheduling", ["slot", "assignment", "need"], 3),
-    ServiceSpec("notifications", "linli.notifications", ["notification"], 4),
+    ServiceSpec("intake", "linli.intake", 1),
+    ServiceSpec("partners", "linli.partners", 2),
+    ServiceSpec("scheduling", "linli.scheduling", 3),
+    ServiceSpec("notifications", "linli.notifications", 4),
 ]
+"""What each one may do on NATS is `natsconf.linli_services()`, the same as in Kubernetes."""
 
 
 @dataclass
@@ -132,9 +133,10 @@ class Stack:
                 )
             )
         users = [
-            service_user(spec.name, self.state.password(f"nats-{spec.name}"), spec.aggregates)
-            for spec in SERVICES
+            service_user(access, self.state.password(f"nats-{access.name}"))
+            for access in linli_services()
         ]
+        users.append(provisioner_user(self.state.password("nats-provisioner")))
         users.append(admin_user(self.state.password("nats-admin")))
         for community in demo.COMMUNITIES:
             users.append(
@@ -155,6 +157,13 @@ class Stack:
         )
         self.nats.start()
         _save_state(self.state_file, self.state)
+        # Services may not create streams (least privilege): the provisioner does, once,
+        # as the streams Job does in Kubernetes.
+        run_sync(
+            _provision_streams(
+                self.nats.url, "provisioner", self.state.password("nats-provisioner")
+            )
+        )
 
     def service_env(self, spec: ServiceSpec) -> dict[str, str]:
         assert self.pg is not None
@@ -176,6 +185,7 @@ class Stack:
                 "LINLI_HTTP_PORT": str(self.state.http_base + spec.port_offset),
                 "LINLI_METRICS_PORT": str(self.metrics_port(spec)),
                 "LINLI_METRICS_REFRESH_S": "5",
+                "LINLI_PROVISION_STREAMS": "false",
             }
         )
         if spec.name == "scheduling":
@@ -323,6 +333,14 @@ class Stack:
                 f"{self.service_url(SERVICES[1])}/v1/communities/{demo.COMMUNITIES[0].slug}"
             ),
         }
+
+
+async def _provision_streams(url: str, user: str, password: str) -> None:
+    nc = await nats.connect(url, user=user, password=password, allow_reconnect=False)
+    try:
+        await provision_streams(nc.jetstream(), ServiceSettings(service_name="provisioner"))
+    finally:
+        await nc.close()
 
 
 def inbox_prefix(community: str) -> str:
