@@ -21,16 +21,11 @@ for it to come back). Afterwards:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
-import uuid
 from collections import Counter
-from dataclasses import dataclass, field
 
-import httpx
 import pytest
-from harness.intake import meal_need
-from harness.lifecycle import ALL_SERVICES, Lifecycle, now_iso, window
+from harness.lifecycle import ALL_SERVICES, Lifecycle, window
+from harness.load import Load
 from harness.notifications import Receiver, receiver
 from starlette.responses import Response
 
@@ -54,87 +49,6 @@ SPINE = (
 async def slow_ok(_n: int) -> Response:
     await asyncio.sleep(WEBHOOK_ANSWER_S)
     return Response(status_code=204)
-
-
-@dataclass
-class Load:
-    """Lunches submitted at a steady pace, answered by volunteers through partners' API;
-    every failed request is kept."""
-
-    lc: Lifecycle
-    residents: list[str]
-    tokens: list[str]
-    submitted: list[str] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    answered: set[str] = field(default_factory=set)
-    reported: set[str] = field(default_factory=set)
-    requests: int = 0
-    done_submitting: bool = False
-
-    async def call(self, what: str, request: object, *expected: int) -> httpx.Response | None:
-        """Await one request; a failure (transport error or unexpected status) is kept."""
-        self.requests += 1
-        try:
-            response: httpx.Response = await request  # type: ignore[misc]
-        except httpx.HTTPError as exc:
-            self.failures.append(f"{what}: {type(exc).__name__}: {exc}")
-            return None
-        if response.status_code not in expected:
-            self.failures.append(f"{what}: HTTP {response.status_code} {response.text[:300]}")
-            return None
-        return response
-
-    async def submit(self, count: int, seconds: float) -> None:
-        """`count` lunches over about `seconds` seconds."""
-        lc = self.lc
-        pause = seconds / count
-        started = time.monotonic()
-        for i in range(count):
-            body = meal_need(self.residents[i % len(self.residents)], hours_ahead=1)
-            response = await self.call(
-                "submit",
-                lc.http.post(
-                    lc.c("intake", "/needs"),
-                    json=body,
-                    headers={"Idempotency-Key": f"drain-{uuid.uuid4()}"},
-                ),
-                201,
-            )
-            if response is not None:
-                self.submitted.append(response.json()["id"])
-            await asyncio.sleep(max(0.0, started + (i + 1) * pause - time.monotonic()))
-        self.done_submitting = True
-
-    async def volunteer(self, token: str, stop: asyncio.Event) -> None:
-        """Accept every open offer in the inbox and report the lunch delivered."""
-        lc = self.lc
-        while not stop.is_set():
-            page = await self.call(
-                "offers",
-                lc.http.get(
-                    lc.url("partners", "/v1/me/offers"),
-                    params={"status": "open", "limit": 200},
-                    headers=lc.bearer(token),
-                ),
-                200,
-            )
-            for item in page.json()["items"] if page is not None else []:
-                assignment = item["assignment_id"]
-                if assignment in self.answered:
-                    continue
-                self.answered.add(assignment)
-                accepted = await self.call("accept", lc.answer(token, assignment, "accept"), 200)
-                if accepted is None:
-                    continue
-                body = {
-                    "outcome": "meal_delivered",
-                    "delivered_at": now_iso(),
-                    "handed_to": "resident",
-                }
-                if await self.call("report", lc.report(token, assignment, body), 201):
-                    self.reported.add(assignment)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.3)
 
 
 async def drive(

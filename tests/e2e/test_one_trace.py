@@ -115,6 +115,7 @@ async def test_one_trace_follows_a_lunch_through_all_four_services(lifecycle) ->
             if request.event and request.event["id"] in {fulfilled.event.id, points.event.id}:
                 assert request.headers["traceparent"].split("-")[1] == root.trace_id
         check_no_personal_data(otlp)
+        await lc.stop()  # before the OTLP receiver goes
 
 
 def check_one_tree(otlp: OtlpReceiver, root: CollectedSpan) -> None:

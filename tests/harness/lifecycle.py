@@ -469,6 +469,11 @@ class Lifecycle:
         env = dict(svc.env)
         env["LINLI_HTTP_PORT"] = str(svc.ports[slot])
         env.setdefault("LINLI_INSTANCE_ID", name)
+        # Spans say which replica made them (OTel's own resource attribute).
+        resource = env.get("OTEL_RESOURCE_ATTRIBUTES", "")
+        env["OTEL_RESOURCE_ATTRIBUTES"] = ",".join(
+            a for a in (resource, f"service.instance.id={name}") if a
+        )
         proc = self.procs.start(MODULES[service], "serve", env=env, name=name)
         replica = Replica(proc, f"http://127.0.0.1:{svc.ports[slot]}", slot)
         svc.replicas.append(replica)
@@ -521,6 +526,14 @@ class Lifecycle:
         else:
             await self.terminate(proc, grace_s)
         return await self.start_replica(service, replica.slot)
+
+    async def stop(self) -> None:
+        """SIGTERM every running process and wait for them (before a test takes down
+        something they talk to, such as its OTLP receiver)."""
+        running = [p for p in self.procs.processes if p.running]
+        for proc in running:
+            self._stopped.add(id(proc))
+        await asyncio.gather(*(asyncio.to_thread(p.terminate, 15.0) for p in running))
 
     async def close(self) -> None:
         """Stop every process, drop the schemas, delete the streams."""

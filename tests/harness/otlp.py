@@ -69,6 +69,8 @@ class CollectedSpan:
     attributes: dict[str, Any]
     links: tuple[Link, ...] = ()
     start_ns: int = 0
+    instance: str = ""
+    """The resource's `service.instance.id` (the harness names each replica)."""
 
     def __str__(self) -> str:
         parent = self.parent_id or "-"
@@ -104,6 +106,7 @@ class OtlpReceiver:
                                 Link(link.trace_id.hex(), link.span_id.hex()) for link in span.links
                             ),
                             start_ns=span.start_time_unix_nano,
+                            instance=str(resource.get("service.instance.id", "")),
                         )
                     )
 
