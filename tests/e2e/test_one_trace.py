@@ -203,3 +203,40 @@ def check_no_personal_data(otlp: OtlpReceiver) -> None:
             for secret in (NAME, PHONE, ADDRESS, "ZZTRACE"):
                 assert secret not in text, f"{span}: attribute {key} carries personal data"
         assert "ZZTRACE" not in span.name
+
+
+async def test_a_waiting_need_filled_by_a_new_slot_stays_in_its_own_trace(lifecycle) -> None:
+    """The place appears after the need: the offer is made while handling the slot's
+    event (another trace), yet it belongs to the need's trace, linked to that event."""
+    async with otlp_receiver() as otlp:
+        lc: Lifecycle = await lifecycle(env=otlp_env(otlp.endpoint))
+        volunteer = await lc.create_volunteer("小刘 Xiao Liu", ["meal_delivery"])
+        resident = await lc.create_resident()
+        need_id = (await lc.submit_need(meal_need(resident, hours_ahead=1)))["id"]
+        await lc.wait_events("need.escalated", need_id=need_id)  # no place anywhere yet
+        await lc.publish_slot(
+            "meal_delivery", provider=("volunteer", volunteer), window=window(20, 150)
+        )
+        (offered,) = await lc.wait_events("assignment.offered", need_id=need_id)
+        (submitted,) = await lc.events("need.submitted", need_id=need_id)
+        assert submitted.event.traceparent is not None
+        assert offered.event.traceparent is not None
+        need_trace = submitted.event.traceparent.split("-")[1]
+        assert offered.event.traceparent.split("-")[1] == need_trace
+
+        def resumed(spans: list[CollectedSpan]) -> bool:
+            return any(s.name == "offer from slot" for s in spans)
+
+        await otlp.wait_for(resumed, what="the offer's span")
+        (span,) = [s for s in otlp.spans if s.name == "offer from slot"]
+        assert span.trace_id == need_trace
+        (link,) = span.links
+        await otlp.wait_for(
+            lambda spans: any(s.span_id == link.span_id for s in spans),
+            what="the linked slot.published consumer span",
+        )
+        (cause,) = [s for s in otlp.spans if s.span_id == link.span_id]
+        assert cause.service == "linli-scheduling"
+        assert cause.name == "process linli.slot.published.v1"
+        assert cause.trace_id != need_trace
+        await lc.stop()  # before the OTLP receiver goes
