@@ -16,18 +16,25 @@ async def lifecycle(
     nats_url: str, database_url: str, names: Names, procs: ProcessGroup
 ) -> AsyncIterator[Callable[..., Awaitable[Lifecycle]]]:
     """`lc = await lifecycle(time_scale=..., scheduling_replicas=...)`: intake, partners and
-    scheduling started as subprocesses on this test's schemas, streams and communities.
+    scheduling started as subprocesses on this test's schemas, streams and communities;
+    `notifications=True` adds notifications, `replicas=2` (or `{"partners": 2}`) runs
+    that many processes of every (or the named) service.
 
     Torn down after the test: processes stopped, schemas dropped, streams deleted (the
     `procs` fixture prints the services' log tails when the test failed).
     """
     made: list[Lifecycle] = []
 
-    async def make(*, scheduling_replicas: int = 1, **options: Any) -> Lifecycle:
+    async def make(
+        *,
+        scheduling_replicas: int = 1,
+        replicas: int | dict[str, int] | None = None,
+        **options: Any,
+    ) -> Lifecycle:
         lc = Lifecycle(names, nats_url, database_url, procs, **options)
         made.append(lc)
         await lc.prepare()
-        await lc.start(scheduling_replicas=scheduling_replicas)
+        await lc.start(scheduling_replicas=scheduling_replicas, replicas=replicas)
         return lc
 
     yield make

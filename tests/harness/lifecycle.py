@@ -1,18 +1,31 @@
-"""intake, partners and scheduling as separate processes for one test.
+"""intake, partners, scheduling (and notifications) as separate processes for one test.
 
-`Lifecycle` runs the three services on the session's NATS and PostgreSQL the way
-`make run` wires them (libs/devstack/src/linli/devstack/stack.py), isolated per test:
+`Lifecycle` runs the services on the session's NATS and PostgreSQL the way `make run`
+wires them (libs/devstack/src/linli/devstack/stack.py), isolated per test:
 
-* each service has its own schema (`names.schema("intake")`, …); all three share the
-  test's streams (`names.stream("events")`, `names.stream("ingress")`) and communities
+* each service has its own schema (`names.schema("intake")`, …); all share the test's
+  streams (`names.stream("events")`, `names.stream("ingress")`) and communities
   (`names.community("home")`, `names.community("other")`);
-* one operator token, registered in all three; partners asks intake for contact details
-  with a `service` token issued in intake (LINLI_INTAKE_URL / LINLI_INTAKE_TOKEN);
+* one operator token, registered in every service; partners asks intake for contact
+  details with a `service` token issued in intake (LINLI_INTAKE_URL / LINLI_INTAKE_TOKEN);
 * free HTTP ports, fast outbox and timer polling, and `LINLI_TIME_SCALE` for scheduling
-  chosen per test.
+  chosen per test;
+* notifications only when asked for (`notifications=True`), with a Fernet
+  `LINLI_SECRETS_KEY` and plain-http receivers on 127.0.0.1 allowed;
+* any number of replicas of every service (`start(replicas={...})`): each replica is its
+  own process with its own HTTP port (its "slot"), all sharing the service's durables,
+  schema and outbox. A replica is stopped with SIGTERM (`terminate`, its exit code is
+  kept) or SIGKILL (`kill`), and `restart` starts it again on the same port.
+
+`lc.http` reaches a service through `lc.url(service, path)` / `lc.c(...)`, which name the
+service, not a replica (`http://intake.linli/...`): a routing transport spreads requests
+over the service's slots round-robin and, like a Kubernetes Service whose endpoint is
+gone, tries the next slot only when a connection is refused (the replica is not
+listening: stopped, or not started yet). Any other failure (a reset, a response cut off,
+a timeout) is the test's to see: a request a replica accepted must be answered.
 
 Everything a test does goes through the services' HTTP APIs, except reading the truth
-afterwards: the events stream (`events`) and scheduling's tables (`sql`).
+afterwards: the events stream (`events`) and the services' tables (`sql`).
 """
 
 from __future__ import annotations
@@ -40,6 +53,7 @@ from linli.contracts.envelope import CloudEvent
 from linli.contracts.types import Role
 from linli.devstack.servers import free_port
 from linli.intake.app import IntakeSettings
+from linli.notifications.settings import NotificationsSettings
 from linli.partners.app import PartnersSettings
 from linli.scheduling.app import SchedulingSettings
 from linli.servicekit.auth import issue_credential
@@ -53,7 +67,9 @@ from .names import Names
 from .procs import ProcessGroup, ServiceProcess
 
 SERVICES = ("intake", "partners", "scheduling")
-MODULES = {name: f"linli.{name}" for name in SERVICES}
+"""The services every lifecycle runs; notifications joins when asked for."""
+ALL_SERVICES = (*SERVICES, "notifications")
+MODULES = {name: f"linli.{name}" for name in ALL_SERVICES}
 
 
 def new_token() -> str:
@@ -152,10 +168,11 @@ class EventLog:
 
 @dataclass
 class Replica:
-    """One process of a service and where it listens."""
+    """One process of a service and where it listens (its slot's port)."""
 
     proc: ServiceProcess
     url: str
+    slot: int
 
 
 @dataclass
@@ -165,6 +182,13 @@ class Service:
     env: dict[str, str]
     port: int
     replicas: list[Replica] = field(default_factory=list)
+    """Every process ever started for the service, in order (stopped ones included)."""
+    ports: list[int] = field(default_factory=list)
+    """The HTTP port of each slot; slot 0 is `port`."""
+
+    def __post_init__(self) -> None:
+        if not self.ports:
+            self.ports.append(self.port)
 
     @property
     def url(self) -> str:
@@ -172,13 +196,87 @@ class Service:
         running = [r.url for r in self.replicas if r.proc.running]
         return running[0] if running else f"http://127.0.0.1:{self.port}"
 
+    @property
+    def running(self) -> list[Replica]:
+        return [r for r in self.replicas if r.proc.running]
+
+    def free_slot(self) -> int:
+        """The first slot no running replica holds (a new one when all are held)."""
+        held = {r.slot for r in self.running}
+        for slot in range(len(self.ports)):
+            if slot not in held:
+                return slot
+        self.ports.append(free_port())
+        return len(self.ports) - 1
+
 
 class ServiceDown(AssertionError):
     """A service process died although the test did not stop it."""
 
 
+ROUTE_HOST_SUFFIX = ".linli"
+"""`http://<service>.linli/...` names a service; the routing transport picks a replica."""
+
+
+class ReplicaRouter(httpx.AsyncBaseTransport):
+    """Spreads requests over a service's slots; fails over only on a refused connection.
+
+    A refused connection means nobody listens on that port (the replica stopped, has not
+    started yet, or is draining and closed its socket): the request was never accepted, so
+    sending it elsewhere is safe even when it is not idempotent. Everything else (a reset,
+    a response cut off, a read timeout) is raised: the replica had the request.
+    While every slot refuses (a lone replica restarting), it waits and tries again, for a
+    bounded while.
+    """
+
+    def __init__(self, services: Mapping[str, Service], *, patience_s: float = 30.0) -> None:
+        self._services = services
+        self._inner = httpx.AsyncHTTPTransport()
+        self._turn: dict[str, int] = {}
+        self._patience_s = patience_s
+        self.refused = 0
+        """Connections refused (and sent to another slot or tried again)."""
+        self.answered: dict[str, int] = {}
+        """Answers per slot URL, to show that requests were spread."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        if not host.endswith(ROUTE_HOST_SUFFIX):
+            return await self._inner.handle_async_request(request)
+        service = self._services[host.removesuffix(ROUTE_HOST_SUFFIX)]
+        deadline = time.monotonic() + self._patience_s
+        while True:
+            ports = list(service.ports)
+            start = self._turn.get(service.name, 0)
+            self._turn[service.name] = start + 1
+            for i in range(len(ports)):
+                port = ports[(start + i) % len(ports)]
+                request.url = request.url.copy_with(scheme="http", host="127.0.0.1", port=port)
+                request.headers["host"] = f"127.0.0.1:{port}"
+                try:
+                    response = await self._inner.handle_async_request(request)
+                except httpx.ConnectError:
+                    self.refused += 1
+                    continue
+                key = f"{service.name}:{port}"
+                self.answered[key] = self.answered.get(key, 0) + 1
+                return response
+            if time.monotonic() > deadline:
+                raise httpx.ConnectError(f"no replica of {service.name} accepts connections")
+            await asyncio.sleep(0.1)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
 class Lifecycle:
-    """The three services for one test; `await prepare()`, then `await start()`."""
+    """The services for one test; `await prepare()`, then `await start()`."""
 
     def __init__(
         self,
@@ -191,7 +289,11 @@ class Lifecycle:
         scheduling_env: Mapping[str, str] | None = None,
         partners_env: Mapping[str, str] | None = None,
         intake_env: Mapping[str, str] | None = None,
+        notifications: bool = False,
+        notifications_env: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        """`env` goes to every service (OTEL_* for instance); `<service>_env` to one."""
         self.names = names
         self.nats_url = nats_url
         self.database_url = database_url
@@ -202,6 +304,9 @@ class Lifecycle:
         self.ingress_stream = names.stream("ingress")
         self.operator_token = new_token()
         self.service_token = new_token()
+        self.app_token = new_token()
+        """A community app's token in notifications (role system, the home community)."""
+        self.active: tuple[str, ...] = ALL_SERVICES if notifications else SERVICES
         common: dict[str, Any] = {
             "environment": "test",
             "database_url": database_url,
@@ -215,7 +320,7 @@ class Lifecycle:
             "db_pool_max": 6,
             "log_json": False,
         }
-        ports = {name: free_port() for name in SERVICES}
+        ports = {name: free_port() for name in self.active}
         settings: dict[str, ServiceSettings] = {
             "intake": IntakeSettings(
                 **common, db_schema=names.schema("intake"), http_port=ports["intake"]
@@ -236,22 +341,47 @@ class Lifecycle:
                 rematch_delay_s=0.2,
             ),
         }
-        extra = {"intake": intake_env, "partners": partners_env, "scheduling": scheduling_env}
+        if notifications:
+            settings["notifications"] = NotificationsSettings(
+                **common,
+                service_name="notifications",
+                db_schema=names.schema("notifications"),
+                http_port=ports["notifications"],
+                secrets_key=fernet_key(),
+                allow_insecure_endpoints=True,
+                webhook_timeout_s=2.0,
+                retry_schedule_s=[0.3, 0.6, 1.0, 2.0],
+                retry_jitter=0.1,
+                delivery_poll_interval_s=0.2,
+                people_poll_interval_s=0.5,
+                sms_provider="console",
+            )
+        extra = {
+            "intake": intake_env,
+            "partners": partners_env,
+            "scheduling": scheduling_env,
+            "notifications": notifications_env,
+        }
         self.services = {
             name: Service(
                 name,
                 settings[name],
-                {**settings_env(settings[name]), **dict(extra[name] or {})},
+                {**settings_env(settings[name]), **dict(env or {}), **dict(extra[name] or {})},
                 ports[name],
             )
-            for name in SERVICES
+            for name in self.active
         }
         self._nc: NatsClient | None = None
         self._events: EventLog | None = None
         self._pools: dict[str, asyncpg.Pool] = {}
         self._stopped: set[int] = set()
+        self.exit_codes: dict[str, int | None] = {}
+        """Exit code of every replica the test stopped with SIGTERM, by process name."""
+        self.router = ReplicaRouter(self.services)
         self.http = httpx.AsyncClient(
-            timeout=15, headers={"Authorization": f"Bearer {self.operator_token}"}
+            timeout=15,
+            headers={"Authorization": f"Bearer {self.operator_token}"},
+            transport=self.router,
         )
 
     # --- set-up and tear-down ----------------------------------------------------------
@@ -289,6 +419,14 @@ class Lifecycle:
                         label="partners service",
                         token=self.service_token,
                     )
+                if service == "notifications":
+                    await issue_credential(
+                        conn,
+                        role=Role.SYSTEM,
+                        communities=[self.home],
+                        label="community app",
+                        token=self.app_token,
+                    )
                 await issue_credential(
                     conn,
                     role=Role.OPERATOR,
@@ -299,46 +437,106 @@ class Lifecycle:
             finally:
                 await conn.close()
 
-        await asyncio.gather(*(one(s) for s in SERVICES))
+        await asyncio.gather(*(one(s) for s in self.active))
         self._nc = await nats.connect(self.nats_url)
         await provision_streams(self._nc.jetstream(), self.services["intake"].settings)
         self._events = EventLog(self._nc, self.events_stream)
 
-    async def start(self, *, scheduling_replicas: int = 1) -> None:
-        """Start intake, partners and scheduling (in parallel) and wait for /readyz."""
-        started = [self._spawn("intake"), self._spawn("partners")]
-        started += [self._spawn("scheduling") for _ in range(scheduling_replicas)]
-        await asyncio.gather(*(r.proc.wait_http_async(r.url, 45) for r in started))
+    async def start(
+        self, *, scheduling_replicas: int = 1, replicas: int | Mapping[str, int] | None = None
+    ) -> None:
+        """Start the services (in parallel) and wait for every replica's /readyz.
 
-    def _spawn(self, service: str) -> Replica:
+        `replicas`: how many processes of each service (one number for all, or per
+        service); `scheduling_replicas` is the older spelling for scheduling alone.
+        """
+        wanted = {name: 1 for name in self.active}
+        wanted["scheduling"] = scheduling_replicas
+        if isinstance(replicas, int):
+            wanted = dict.fromkeys(self.active, replicas)
+        elif replicas is not None:
+            wanted.update(replicas)
+        started = [self._spawn(name) for name in self.active for _ in range(wanted[name])]
+        await asyncio.gather(*(r.proc.wait_http_async(r.url, 60) for r in started))
+
+    def _spawn(self, service: str, slot: int | None = None) -> Replica:
         svc = self.services[service]
+        slot = svc.free_slot() if slot is None else slot
+        generation = sum(1 for r in svc.replicas if r.slot == slot)
+        name = service if slot == 0 else f"{service}-{slot}"
+        if generation:
+            name = f"{name}.{generation}"  # a restart: its own log file
         env = dict(svc.env)
-        if any(r.proc.running for r in svc.replicas):
-            env["LINLI_HTTP_PORT"] = str(free_port())  # another replica listens elsewhere
-        index = len(svc.replicas)
-        proc = self.procs.start(
-            MODULES[service], "serve", env=env, name=f"{service}-{index}" if index else service
+        env["LINLI_HTTP_PORT"] = str(svc.ports[slot])
+        env.setdefault("LINLI_INSTANCE_ID", name)
+        # Spans say which replica made them (OTel's own resource attribute).
+        resource = env.get("OTEL_RESOURCE_ATTRIBUTES", "")
+        env["OTEL_RESOURCE_ATTRIBUTES"] = ",".join(
+            a for a in (resource, f"service.instance.id={name}") if a
         )
-        replica = Replica(proc, f"http://127.0.0.1:{env['LINLI_HTTP_PORT']}")
+        proc = self.procs.start(MODULES[service], "serve", env=env, name=name)
+        replica = Replica(proc, f"http://127.0.0.1:{svc.ports[slot]}", slot)
         svc.replicas.append(replica)
         return replica
 
-    async def start_replica(self, service: str = "scheduling") -> ServiceProcess:
-        """One more process of a service (a replica, or a restart after a kill)."""
-        replica = self._spawn(service)
-        await replica.proc.wait_http_async(replica.url, 45)
+    async def start_replica(
+        self, service: str = "scheduling", slot: int | None = None
+    ) -> ServiceProcess:
+        """One more process of a service (a replica, or a restart after a kill); by default
+        in the first slot no running replica holds."""
+        replica = self._spawn(service, slot)
+        await replica.proc.wait_http_async(replica.url, 60)
         return replica.proc
 
     def processes(self, service: str) -> list[ServiceProcess]:
         return [r.proc for r in self.services[service].replicas]
+
+    def running(self, service: str) -> list[Replica]:
+        """The service's replicas that run now, by slot."""
+        return sorted(self.services[service].running, key=lambda r: r.slot)
+
+    def replica_of(self, proc: ServiceProcess) -> tuple[str, Replica]:
+        for name, svc in self.services.items():
+            for replica in svc.replicas:
+                if replica.proc is proc:
+                    return name, replica
+        raise KeyError(proc.name)
 
     def kill(self, proc: ServiceProcess) -> None:
         """SIGKILL a service process: a crash, not a shutdown."""
         self._stopped.add(id(proc))
         proc.kill()
 
+    async def terminate(self, proc: ServiceProcess, grace_s: float = 30.0) -> int | None:
+        """SIGTERM a service process, as Kubernetes does, and wait for it to exit (SIGKILL
+        after `grace_s`, as the kubelet does); returns and records its exit code."""
+        self._stopped.add(id(proc))
+        code = await asyncio.to_thread(proc.terminate, grace_s)
+        self.exit_codes[proc.name] = code
+        return code
+
+    async def restart(
+        self, proc: ServiceProcess, *, signal: str = "TERM", grace_s: float = 30.0
+    ) -> ServiceProcess:
+        """Stop one replica (SIGTERM, or SIGKILL with signal="KILL") and start it again in
+        the same slot (same port); returns the new process once it is ready."""
+        service, replica = self.replica_of(proc)
+        if signal == "KILL":
+            self.kill(proc)
+        else:
+            await self.terminate(proc, grace_s)
+        return await self.start_replica(service, replica.slot)
+
+    async def stop(self) -> None:
+        """SIGTERM every running process and wait for them (before a test takes down
+        something they talk to, such as its OTLP receiver)."""
+        running = [p for p in self.procs.processes if p.running]
+        for proc in running:
+            self._stopped.add(id(proc))
+        await asyncio.gather(*(asyncio.to_thread(p.terminate, 15.0) for p in running))
+
     async def close(self) -> None:
-        """Stop every process, drop the three schemas, delete the streams."""
+        """Stop every process, drop the schemas, delete the streams."""
         running = [p for p in self.procs.processes if p.running]
         await asyncio.gather(*(asyncio.to_thread(p.terminate, 8.0) for p in running))
         await self.http.aclose()
@@ -347,7 +545,7 @@ class Lifecycle:
                 await pool.close()
         conn = await asyncpg.connect(self.database_url)
         try:
-            for service in SERVICES:
+            for service in self.active:
                 await conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema(service)}" CASCADE')
         finally:
             await conn.close()
@@ -458,7 +656,8 @@ class Lifecycle:
     # --- HTTP ------------------------------------------------------------------------------
 
     def url(self, service: str, path: str) -> str:
-        return f"{self.services[service].url}{path}"
+        """A URL naming the service; `lc.http` routes it to one of its replicas."""
+        return f"http://{service}{ROUTE_HOST_SUFFIX}{path}"
 
     def c(self, service: str, path: str = "", community: str | None = None) -> str:
         """URL of a community-scoped route: /v1/communities/<home><path>."""
@@ -626,6 +825,22 @@ class Lifecycle:
             find, timeout, what=f"a {status} offer for need {need_id}"
         )
         return found
+
+    # notifications
+
+    async def subscribe_webhook(self, url: str, **body: Any) -> dict[str, Any]:
+        """A community app's webhook subscription (every event of the home community by
+        default); the answer holds the signing secret."""
+        wanted = {"url": url, "communities": [self.home], **body}
+        created: dict[str, Any] = self.ok(
+            await self.http.post(
+                self.url("notifications", "/v1/subscriptions"),
+                json=wanted,
+                headers=self.bearer(self.app_token),
+            ),
+            201,
+        )
+        return created
 
     # CLIs
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
+from types import FrameType
 from typing import Any
 
 import asyncpg
@@ -95,6 +97,7 @@ class ServiceCLI:
         args = self.parser().parse_args(argv)
         if args.command in (None, "serve"):
             settings = self.settings()
+            _exit_zero_after_drain()
             uvicorn.run(
                 self.build_app(settings),
                 host=settings.http_host,
@@ -207,6 +210,24 @@ async def connect_nats(settings: ServiceSettings) -> Any:
         options["user"] = settings.nats_user
         options["password"] = settings.nats_password.get_secret_value()
     return await nats.connect(settings.nats_url, **options)
+
+
+def _exit_zero_after_drain() -> None:
+    """SIGTERM ends `serve` with exit status 0 once uvicorn has drained.
+
+    uvicorn handles SIGTERM itself (stops accepting, finishes the requests in hand within
+    `timeout_graceful_shutdown`, then the lifespan stops consuming, relaying and the
+    background loops), and afterwards raises the signal again against the handler that
+    was there before it: with the default one the process dies by the signal (status
+    143), and a drain that went as planned looks like a crash to Kubernetes and to
+    supervisors. This handler is that "one before": a SIGTERM that arrives before uvicorn
+    serves (nothing held yet) or that uvicorn passes on after its drain exits 0.
+    """
+
+    def exit_zero(_sig: int, _frame: FrameType | None) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, exit_zero)
 
 
 async def _list_dead_letters(conn: Conn, limit: int, *, only_open: bool) -> None:

@@ -14,8 +14,9 @@ measured), so the asyncpg instrumentation is off unless
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -23,6 +24,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.trace import Link, Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _provider: TracerProvider | None = None
@@ -73,6 +75,31 @@ def context_from_traceparent(traceparent: str | None) -> Context | None:
     if not traceparent:
         return None
     return _PROPAGATOR.extract({"traceparent": traceparent})
+
+
+@contextlib.contextmanager
+def resumed_span(
+    name: str,
+    traceparent: str | None,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, Any] | None = None,
+) -> Iterator[Span]:
+    """A span that continues the trace a stored `traceparent` names (a need's, kept with
+    its offer), linked to the current span (the request that resumes it; ADR 0025).
+
+    The request that resumes work on a need (a partner's accept, a report) arrives with a
+    trace of its own; what it causes for the need belongs to the need's trace, so that one
+    trace tells a need's whole story. The link keeps the way back to the request. With no
+    stored traceparent the span is simply a child of the current one.
+    """
+    parent = context_from_traceparent(traceparent)
+    current = trace.get_current_span().get_span_context()
+    links = [Link(current)] if parent is not None and current.is_valid else None
+    with tracer().start_as_current_span(
+        name, context=parent, kind=kind, links=links, attributes=attributes
+    ) as span:
+        yield span
 
 
 def context_from_headers(headers: Mapping[str, str] | None) -> Context:

@@ -37,6 +37,7 @@ from linli.servicekit import outbox
 from linli.servicekit.clock import Clock
 from linli.servicekit.consume import Received, Subscriptions
 from linli.servicekit.db import Conn
+from linli.servicekit.telemetry import current_traceparent, resumed_span
 
 from . import rules, store
 from .contacts import Contact, ContactDirectory, ContactDirectoryUnavailable
@@ -235,7 +236,10 @@ async def publish_slot(
 
 async def _on_offered(conn: Conn, community: str, data: AssignmentOffered, now: datetime) -> None:
     void = await store.withdrawal_for(conn, data.assignment_id, data.need_id)
-    await store.insert_offer(conn, community, data, withdrawn_reason=void)
+    # The offer keeps the need's trace: the party's answer, a request of its own, resumes it.
+    await store.insert_offer(
+        conn, community, data, withdrawn_reason=void, traceparent=current_traceparent()
+    )
 
 
 async def _on_expired(conn: Conn, community: str, data: AssignmentExpired, now: datetime) -> None:
@@ -330,7 +334,8 @@ async def answer_offer(
             data = PartnerDeclined(
                 assignment_id=assignment_id, need_id=need_id, partner_id=party.id, declined_at=now
             )
-        await outbox.enqueue(conn, _event(data, offer["community"], need_id, now))
+        with resumed_span(f"{status} offer", offer["traceparent"]):
+            await outbox.enqueue(conn, _event(data, offer["community"], need_id, now))
 
 
 @dataclass(frozen=True)
@@ -477,7 +482,8 @@ async def report_completion(
                     now,
                 )
             )
-        await outbox.enqueue_many(conn, events)
+        with resumed_span(f"report {report.outcome}", offer["traceparent"]):
+            await outbox.enqueue_many(conn, events)
     return ReportResult(report.outcome, points, balance_after)
 
 

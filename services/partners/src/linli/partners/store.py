@@ -279,15 +279,20 @@ async def list_slots(
 
 
 async def insert_offer(
-    conn: Conn, community: str, offer: AssignmentOffered, *, withdrawn_reason: str | None
+    conn: Conn,
+    community: str,
+    offer: AssignmentOffered,
+    *,
+    withdrawn_reason: str | None,
+    traceparent: str | None = None,
 ) -> bool:
     """Store an offer; False when the assignment was stored before."""
     inserted = await conn.fetchval(
         "INSERT INTO offers (assignment_id, community, need_id, slot_id, party_kind, party_id, "
         "kind, urgency, window_earliest, window_latest, details, compound, attempt, offered_at, "
-        "expires_at, status, status_reason) "
+        "expires_at, status, status_reason, traceparent) "
         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14, $15, $16, "
-        "$17) ON CONFLICT (assignment_id) DO NOTHING RETURNING true",
+        "$17, $18) ON CONFLICT (assignment_id) DO NOTHING RETURNING true",
         offer.assignment_id,
         community,
         offer.need_id,
@@ -305,6 +310,7 @@ async def insert_offer(
         offer.expires_at,
         "withdrawn" if withdrawn_reason else "open",
         withdrawn_reason,
+        traceparent,
     )
     return bool(inserted)
 
@@ -380,10 +386,11 @@ async def get_offer(
     *,
     for_update: bool = False,
 ) -> asyncpg.Record | None:
-    """One offer, only when it was made to `party` in one of its communities."""
+    """One offer, only when it was made to `party` in one of its communities (with the
+    need's `traceparent`)."""
     lock = " FOR UPDATE" if for_update else ""
     return await conn.fetchrow(
-        f"SELECT {OFFER_COLUMNS} FROM offers WHERE {_IN_SCOPE} "
+        f"SELECT {OFFER_COLUMNS}, traceparent FROM offers WHERE {_IN_SCOPE} "
         f"AND assignment_id = $2 AND party_kind = $3 AND party_id = $4{lock}",
         communities,
         assignment_id,

@@ -45,7 +45,7 @@ from linli.servicekit.clock import Clock
 from linli.servicekit.consume import Received, Subscriptions
 from linli.servicekit.db import Conn
 from linli.servicekit.messaging import PoisonMessage
-from linli.servicekit.telemetry import current_traceparent
+from linli.servicekit.telemetry import current_traceparent, resumed_span
 
 from . import store
 from .rules import (
@@ -205,6 +205,7 @@ class Scheduler:
             facts=facts,
             resident_id=data.resident_id,
             details=data.details.model_dump(mode="json"),
+            traceparent=current_traceparent(),
         )
         if need is None:
             return
@@ -476,7 +477,9 @@ class Scheduler:
             if reserved is None:
                 metrics.RESERVATION_CONFLICTS.labels(slot["community"], slot["kind"]).inc()
                 return
-            await self._offer(conn, need, reserved, now)
+            # The slot's event brought this about; the offer belongs to the need's trace.
+            with resumed_span("offer from slot", need["traceparent"]):
+                await self._offer(conn, need, reserved, now)
 
     async def _offer(
         self, conn: Conn, need: asyncpg.Record, slot: asyncpg.Record, now: datetime

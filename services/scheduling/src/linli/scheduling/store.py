@@ -30,7 +30,7 @@ from .rules import NeedFacts, SlotFacts
 NEED_COLUMNS = (
     "id, community, resident_id, kind, urgency, priority_group, rank, window_earliest, "
     "window_latest, compound, details, submitted_at, state, current_assignment, attempts, "
-    "received_at, updated_at"
+    "received_at, updated_at, traceparent"
 )
 SLOT_COLUMNS = (
     "id, community, kind, provider_kind, provider_id, window_earliest, window_latest, "
@@ -238,13 +238,14 @@ async def insert_need(
     facts: NeedFacts,
     resident_id: uuid.UUID,
     details: dict[str, Any],
+    traceparent: str | None = None,
 ) -> asyncpg.Record | None:
     """Insert a need in state waiting and return it (locked by the insert); None when it
     is known already."""
     return await conn.fetchrow(
         "INSERT INTO needs (id, community, resident_id, kind, urgency, priority_group, rank, "
-        "window_earliest, window_latest, compound, details, submitted_at, state) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, 'waiting') "
+        "window_earliest, window_latest, compound, details, submitted_at, state, traceparent) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, 'waiting', $13) "
         f"ON CONFLICT (id) DO NOTHING RETURNING {NEED_COLUMNS}",
         facts.id,
         community,
@@ -258,6 +259,7 @@ async def insert_need(
         facts.compound,
         json.dumps(details),
         facts.submitted_at,
+        traceparent,
     )
 
 

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import email.utils
 import ipaddress
+import json
 import logging
 import random
 import time
@@ -36,6 +37,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from opentelemetry.trace import SpanKind, StatusCode
 from standardwebhooks import Webhook
 
 from linli.contracts.binding import STRUCTURED_CONTENT_TYPE
@@ -45,6 +47,7 @@ from linli.notifications.settings import NotificationsSettings
 from linli.servicekit import metrics, outbox
 from linli.servicekit.clock import Clock
 from linli.servicekit.db import Conn
+from linli.servicekit.telemetry import current_traceparent, resumed_span
 from linli.servicekit.wake import WakeLoop
 
 from . import store
@@ -158,6 +161,11 @@ class DeliveryWorker:
         try:
             await self._loop.run()
         finally:
+            # Stopping (SIGTERM): no new claims, but the POSTs in flight finish and are
+            # recorded. Cut short, a POST the receiver got would stay leased and go out
+            # a second time when its lease ends.
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=self._settings.webhook_timeout_s + 5)
             for task in list(self._tasks):
                 task.cancel()
             for task in list(self._tasks):
@@ -240,6 +248,28 @@ class DeliveryWorker:
         def elapsed() -> int:
             return int((time.monotonic() - started) * 1000)
 
+        # The attempt continues the trace of the event it carries (the need's), and the
+        # receiver can go on with it: the request carries that span's `traceparent`.
+        with resumed_span(
+            "webhook POST",
+            _event_traceparent(body),
+            kind=SpanKind.CLIENT,
+            attributes={"http.request.method": "POST", "messaging.message.id": event_id},
+        ) as span:
+            attempt = await self._post(url, headers, body, elapsed)
+            if attempt.status is not None:
+                span.set_attribute("http.response.status_code", attempt.status)
+            if attempt.error is not None:
+                span.set_status(StatusCode.ERROR)
+            return attempt
+
+    async def _post(
+        self, url: str, headers: dict[str, str], body: bytes, elapsed: Callable[[], int]
+    ) -> Attempt:
+        assert self._client is not None
+        traceparent = current_traceparent()
+        if traceparent:
+            headers["traceparent"] = traceparent
         try:
             target, ip = await check_endpoint(
                 url,
@@ -343,6 +373,15 @@ class DeliveryWorker:
         )
         event = new_event(data, community=row["community"], source=SOURCE, subject=str(sub_id))
         await outbox.enqueue(conn, event)
+
+
+def _event_traceparent(body: bytes) -> str | None:
+    """The `traceparent` extension of a structured CloudEvent body, if it has one."""
+    try:
+        value = json.loads(body).get("traceparent")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _pin(
