@@ -10,11 +10,13 @@ file.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email
 import email.policy
 import json
 import socket
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -94,10 +96,13 @@ class Mail:
 
 
 class SmtpSink:
-    """An aiosmtpd handler that keeps every message; RCPT `busy@...` gets a 451."""
+    """An aiosmtpd handler that keeps every message; RCPT `busy@...` gets a 451, and a
+    message to `slow@...` takes `slow_s` to accept (`slow_started` is set when it begins)."""
 
     def __init__(self) -> None:
         self.mails: list[Mail] = []
+        self.slow_s = 1.5
+        self.slow_started = threading.Event()  # set in the SMTP thread
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
@@ -108,6 +113,9 @@ class SmtpSink:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if any(r.startswith("slow@") for r in envelope.rcpt_tos):
+            self.slow_started.set()
+            await asyncio.sleep(self.slow_s)
         parsed = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
         body_part = parsed.get_body(preferencelist=("plain",))
         body = body_part.get_content() if body_part is not None else ""
@@ -148,6 +156,7 @@ class PeopleStack:
     smtp: SmtpSink
     sms_file: Path
     tokens: dict[str, str]
+    runtime: ServiceRuntime
     published: list[CloudEvent[Any]] = field(default_factory=list)
 
     @property
@@ -278,7 +287,9 @@ async def people_stack(
                         transport=httpx.ASGITransport(app=app), base_url="http://people.test"
                     ) as http,
                 ):
-                    yield PeopleStack(settings, people, http, js, pool, sink, sms_file, tokens)
+                    yield PeopleStack(
+                        settings, people, http, js, pool, sink, sms_file, tokens, runtime
+                    )
             finally:
                 await pool.close()
                 await nc.close()

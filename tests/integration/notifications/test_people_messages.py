@@ -316,3 +316,21 @@ async def test_recipients_api_is_scoped_to_the_community(stack: PeopleStack) -> 
     again = await stack.http.delete(f"{base}/{created['id']}", headers=stack.auth())
     assert again.status_code == 404
     assert (await stack.http.get(base, headers=stack.auth())).json() == []
+
+
+async def test_a_message_in_flight_at_stop_is_sent_once_and_recorded(stack: PeopleStack) -> None:
+    """SIGTERM while the SMTP server is still accepting a message: the sender lets it
+    finish and records it as sent, so no later replica sends it a second time."""
+    resident = uuid.uuid4()
+    await stack.add_recipient(
+        role="family", resident_id=str(resident), channel="email",
+        address="slow@example.com", locale="zh-CN",
+    )  # fmt: skip
+    need = need_submitted(resident)
+    await stack.publish(need)
+    delivered = await stack.publish(meal_delivered(need.need_id, at_shanghai(11, 52)))
+    await wait_for(lambda: stack.smtp.slow_started.is_set(), what="the slow SMTP transaction")
+    await stack.runtime.stop()  # what the lifespan does on SIGTERM
+    assert len(stack.smtp.to("slow@example.com")) == 1
+    [row] = await stack.messages(delivered.id)
+    assert row["status"] == "sent"

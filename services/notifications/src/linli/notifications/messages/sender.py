@@ -67,7 +67,16 @@ class Sender:
     async def send_batch(self) -> bool:
         """Lease and send one batch of due messages; True when the batch was full."""
         rows = await store.claim_due(self._pool(), self.settings.people_batch, self.lease_s)
-        await asyncio.gather(*(self._one(row) for row in rows))
+        sending = asyncio.gather(*(self._one(row) for row in rows))
+        try:
+            await asyncio.shield(sending)
+        except asyncio.CancelledError:
+            # Stopping (SIGTERM): the messages in hand are sent and recorded (bounded by
+            # the provider timeout). Cut short, one the provider already took would stay
+            # leased and go out a second time when its lease ends.
+            await asyncio.wait({sending}, timeout=self.settings.smtp_timeout_s * 2 + 5)
+            sending.cancel()  # what is still not done after that is redone after its lease
+            raise
         return len(rows) == self.settings.people_batch
 
     async def _one(self, row: asyncpg.Record) -> None:
