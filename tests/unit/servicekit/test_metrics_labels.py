@@ -101,10 +101,14 @@ def test_unknown_event_types_share_one_label() -> None:
     assert metrics.event_type(None) == metrics.UNREGISTERED
 
 
-def test_a_gauge_state_that_emptied_reads_zero() -> None:
+def test_a_gauge_keeps_series_only_for_what_is_open_now() -> None:
     gauge = metrics.NEEDS_SLA
-    metrics.set_labelled(gauge, [(("labels-a", "meal", "breached"), 3.0)])
-    sample = {"community": "labels-a", "kind": "meal", "state": "breached"}
-    assert REGISTRY.get_sample_value("linli_needs_sla", sample) == 3.0
+    breached = {"community": "labels-a", "kind": "meal", "state": "breached"}
+    at_risk = {**breached, "state": "at_risk"}
+    metrics.set_labelled(
+        gauge, [(("labels-a", "meal", "breached"), 3.0), (("labels-a", "meal", "at_risk"), 0.0)]
+    )
+    assert REGISTRY.get_sample_value("linli_needs_sla", breached) == 3.0
+    assert REGISTRY.get_sample_value("linli_needs_sla", at_risk) is None  # zero: no series
     metrics.set_labelled(gauge, [])
-    assert REGISTRY.get_sample_value("linli_needs_sla", sample) == 0.0
+    assert REGISTRY.get_sample_value("linli_needs_sla", breached) is None

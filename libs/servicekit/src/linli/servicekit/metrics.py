@@ -89,7 +89,7 @@ RESERVATION_CONFLICTS = Counter(
 )
 NEEDS_SLA = Gauge(
     "linli_needs_sla",
-    "Open needs whose SLA clock is at risk or breached.",
+    "Open needs whose SLA clock is at risk or breached (no series where there are none).",
     ["community", "kind", "state"],
 )
 WEBHOOK_ATTEMPTS = Counter(
@@ -265,14 +265,18 @@ class MetricsRefresher:
 
 
 def set_labelled(gauge: Gauge, rows: list[tuple[tuple[str, ...], float]]) -> None:
-    """Replace every series of `gauge` with `rows`, so a state that emptied reads 0."""
-    seen = set()
-    for labels, value in rows:
+    """Replace every series of `gauge` with `rows`.
+
+    A label set that is no longer there is removed rather than kept at 0, so the series
+    follow what is open now (a province has ten thousand communities; only those with
+    needs at risk have series) and an alert on them resolves when they go.
+    """
+    wanted = {labels: value for labels, value in rows if value}
+    for labels in _label_sets(gauge):
+        if labels not in wanted:
+            gauge.remove(*labels)
+    for labels, value in wanted.items():
         gauge.labels(*labels).set(value)
-        seen.add(labels)
-    for labels in list(_label_sets(gauge)):
-        if labels not in seen:
-            gauge.labels(*labels).set(0)
 
 
 def _label_sets(gauge: Gauge) -> list[tuple[str, ...]]:
