@@ -55,17 +55,25 @@ async def test_plan_generates_each_occurrence_once(intake) -> None:
     # Horizon 2 days from today, plan starts tomorrow: tomorrow and the day after.
     occurrences = await plan_needs(intake, plan_id, 2)
     assert len(occurrences) == 2
-    # Two more generators racing (as two intake processes would) add nothing.
+    # Three generators racing (as three intake processes would) on occurrences nobody has
+    # generated yet (a longer horizon than the service's): each made exactly once.
     pool = intake.app.state.runtime.pool
 
     async def one() -> int:
         async with pool.acquire() as conn:
-            return await generate_plan_needs(conn, clock=Clock(), horizon_days=2)
+            return await generate_plan_needs(conn, clock=Clock(), horizon_days=5)
 
+    created = sum(await asyncio.gather(one(), one(), one()))
+    assert created >= 3  # the days beyond the service's 2-day horizon
+    total = 2 + created
+    assert await pool.fetchval("SELECT count(*) FROM needs") == total
+    days = await pool.fetch("SELECT on_date, count(*) AS n FROM plan_occurrences GROUP BY on_date")
+    assert len(days) == total
+    assert all(d["n"] == 1 for d in days)
+    # And once more, all at once: nothing left to make.
     assert sum(await asyncio.gather(one(), one(), one())) == 0
-    assert await pool.fetchval("SELECT count(*) FROM needs") == 2
-    messages = await events_on_stream(intake.js, world.settings.events_stream, expect=2)
-    assert len(messages) == 2
+    messages = await events_on_stream(intake.js, world.settings.events_stream, expect=total)
+    assert len(messages) == total
     need = await intake.http.get(
         f"/v1/communities/{world.home}/needs/{occurrences[0]['need_id']}", headers=world.auth()
     )
