@@ -84,7 +84,8 @@ async def event_types(info: dict) -> set[str]:
         await nc.close()
 
 
-async def first_event_of_type(info: dict, ce_type: str) -> tuple[str, dict, dict]:
+async def event_of_need(info: dict, ce_type: str, need_id: str) -> tuple[str, dict, dict]:
+    """The `ce_type` event of one need (the demo has published many of each type)."""
     admin = info["nats"]["admin"]
     nc = await nats.connect(info["nats"]["url"], user=admin["user"], password=admin["password"])
     try:
@@ -92,11 +93,12 @@ async def first_event_of_type(info: dict, ce_type: str) -> tuple[str, dict, dict
         state = (await js.stream_info("LINLI_EVENTS")).state
         for seq in range(state.first_seq, state.last_seq + 1):
             msg = await js.get_msg("LINLI_EVENTS", seq)
-            if json.loads(msg.data)["type"] == ce_type:
-                return msg.subject, dict(msg.headers or {}), json.loads(msg.data)
+            body = json.loads(msg.data)
+            if body["type"] == ce_type and body["data"].get("need_id") == need_id:
+                return msg.subject, dict(msg.headers or {}), body
     finally:
         await nc.close()
-    raise AssertionError(f"no {ce_type} on LINLI_EVENTS")
+    raise AssertionError(f"no {ce_type} of need {need_id} on LINLI_EVENTS")
 
 
 class Receiver:
@@ -225,12 +227,22 @@ async def test_make_run_stack(tmp_path: Path, stack_dir: Path) -> None:
             other = {"Authorization": f"Bearer {info['credentials']['operator_other']}"}
             assert (await http.get(f"{base}/needs/{need_id}", headers=other)).status_code == 404
 
-        # The need appears on JetStream as a valid CloudEvent.
-        await asyncio.sleep(1.0)
-        subject, headers, body = await first_event_of_type(info, "linli.need.submitted.v1")
+        # Our need appears on JetStream as a valid CloudEvent.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                subject, headers, body = await event_of_need(
+                    info, "linli.need.submitted.v1", need_id
+                )
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
         assert subject.startswith(f"linli.events.{community}.need.submitted.v1")
         event = from_nats(json.dumps(body).encode(), headers)
         assert headers["Nats-Msg-Id"] == event.id
+        assert event.data["need_id"] == need_id
 
         # Another program submits over NATS as the community's system user.
         system = info["nats"]["systems"][community]

@@ -502,6 +502,10 @@ class Lifecycle:
                     return name, replica
         raise KeyError(proc.name)
 
+    def expect_exit(self, proc: ServiceProcess) -> None:
+        """The test means this process to die (an armed failpoint): not a ServiceDown."""
+        self._stopped.add(id(proc))
+
     def kill(self, proc: ServiceProcess) -> None:
         """SIGKILL a service process: a crash, not a shutdown."""
         self._stopped.add(id(proc))
