@@ -44,3 +44,38 @@ async def wait_for(
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def outbox_settled(pool: asyncpg.Pool, *, timeout: float = 10.0) -> int:
+    """Wait until the relay has published every outbox row; returns how many rows exist.
+
+    The positive signal a test waits for before asserting that something was published
+    only once (or not at all): after this, nothing written so far can still appear.
+    """
+
+    async def drained() -> int | None:
+        row = await pool.fetchrow(
+            "SELECT count(*) FILTER (WHERE sent_at IS NULL) AS unsent, count(*) AS rows FROM outbox"
+        )
+        assert row is not None
+        return None if row["unsent"] else int(row["rows"]) + 1
+
+    return int(await wait_for(drained, timeout=timeout, what="the outbox to be relayed")) - 1
+
+
+async def consumer_settled(
+    js: Any, stream: str, durable: str | None = None, *, timeout: float = 10.0
+) -> None:
+    """Wait until a durable (None: every consumer of the stream) has been given and has
+    acknowledged everything on the stream that it will ever be given: after this, what
+    it did with them is final."""
+
+    async def settled() -> bool:
+        if durable is not None:
+            infos = [await js.consumer_info(stream, durable)]
+        else:
+            infos = await js.consumers_info(stream)
+        return bool(infos) and all(i.num_pending == 0 and i.num_ack_pending == 0 for i in infos)
+
+    what = f"consumer {durable or 'every consumer of ' + stream} to settle"
+    await wait_for(settled, timeout=timeout, what=what)

@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+from harness.common import outbox_settled
 from harness.intake import events_on_stream, meal_need, outbox_backlog, repair_need
 
 from linli.contracts.binding import from_nats
@@ -71,8 +72,8 @@ async def test_same_idempotency_key_and_body_returns_the_original(intake) -> Non
     assert again.json()["id"] == first.json()["id"]
     listed = await intake.http.get(f"/v1/communities/{world.home}/needs", headers=world.auth())
     assert len(listed.json()["items"]) == 1
-    messages = await events_on_stream(intake.js, world.settings.events_stream, expect=1)
-    await asyncio.sleep(0.5)
+    # Everything intake wrote has been relayed: one row, one event on the stream.
+    assert await outbox_settled(intake.app.state.runtime.pool) == 1
     messages = await events_on_stream(intake.js, world.settings.events_stream, expect=1)
     assert len(messages) == 1
 
@@ -165,8 +166,7 @@ async def test_cancel_publishes_need_cancelled_once(intake) -> None:
     assert first.status_code == 200
     assert first.json()["status"] == "cancelled"
     assert again.status_code == 200
-    messages = await events_on_stream(intake.js, world.settings.events_stream, expect=2)
-    await asyncio.sleep(0.3)
+    assert await outbox_settled(intake.app.state.runtime.pool) == 2
     messages = await events_on_stream(intake.js, world.settings.events_stream, expect=2)
     types = [json.loads(m.data)["type"] for m in messages]
     assert types == ["linli.need.submitted.v1", "linli.need.cancelled.v1"]

@@ -7,6 +7,7 @@ import json
 import uuid
 
 import pytest
+from harness.common import consumer_settled
 from harness.intake import cloudevent, dumps, events_on_stream, meal_need
 
 from linli.contracts.binding import to_binary
@@ -63,7 +64,7 @@ async def test_same_source_and_id_twice_creates_one_need(intake) -> None:
     assert first["need_id"] == second["need_id"]
     assert second["duplicate"] is True
     # The durable stream path saw both copies too and changed nothing.
-    await asyncio.sleep(1.0)
+    await consumer_settled(intake.js, world.settings.ingress_stream)
     assert await count(intake, "SELECT count(*) FROM needs") == 1
     messages = await events_on_stream(intake.js, world.settings.events_stream, expect=1)
     assert len(messages) == 1
@@ -93,7 +94,8 @@ async def test_invalid_data_is_rejected_kept_and_announced_once(intake) -> None:
     assert answer["reasons"][0]["field"] == "data.resident_id"
     again = await request(intake, submit_subject(world.home), payload)
     assert again["dead_letter_id"] == answer["dead_letter_id"]
-    await asyncio.sleep(1.0)  # the stream path sees both copies as well
+    # The stream path saw both copies as well.
+    await consumer_settled(intake.js, world.settings.ingress_stream)
     row = await intake.app.state.runtime.pool.fetchrow(
         "SELECT subject, payload, reasons FROM dead_letters WHERE id = $1",
         uuid.UUID(answer["dead_letter_id"]),

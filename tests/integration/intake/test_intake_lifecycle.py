@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from harness.common import consumer_settled
 from harness.intake import meal_need, publish_event, resident_body
 
 from linli.contracts.events import (
@@ -21,6 +22,7 @@ from linli.contracts.events import (
     VolunteerConfirmed,
 )
 from linli.contracts.types import Role
+from linli.intake.app import LIFECYCLE
 from linli.servicekit.auth import issue_credential
 
 pytestmark = pytest.mark.integration
@@ -172,7 +174,7 @@ async def test_status_follows_the_lifecycle_to_fulfilled(intake) -> None:
         ).data,
         headers={"Nats-Msg-Id": f"{fulfilled_id}-again"},
     )
-    await asyncio.sleep(1.0)
+    await consumer_settled(intake.js, intake.world.settings.events_stream, LIFECYCLE)
     again = await status_of(intake, need["id"], "fulfilled")
     assert len(again["timeline"]) == len(body["timeline"])
 
@@ -241,8 +243,8 @@ async def test_an_acceptance_scheduling_never_honoured_makes_nobody_the_assignee
     )
     for data in (confirmed, expired) if acceptance_first else (expired, confirmed):
         await publish_event(intake.js, data, home)
-        await asyncio.sleep(0.5)  # in this order, not in one concurrent batch
-    await asyncio.sleep(0.5)
+        # In this order, each handled before the next arrives (not one batch).
+        await consumer_settled(intake.js, intake.world.settings.events_stream, LIFECYCLE)
     body = (
         await intake.http.get(
             f"/v1/communities/{home}/needs/{need['id']}", headers=intake.world.auth()

@@ -8,7 +8,6 @@ reaches the events stream or a log record.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import uuid
@@ -18,6 +17,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from harness.common import outbox_settled
 from harness.intake import events_on_stream, meal_need, outbox_backlog, resident_body
 
 from linli.contracts.types import Role
@@ -131,7 +131,7 @@ async def test_another_communitys_operator_cannot_read_or_change_home(intake: An
     assert listed.status_code == 200
     assert listed.json()["items"] == []
 
-    await asyncio.sleep(0.3)  # a relay pass, in case anything was enqueued after all
+    await outbox_settled(pool)  # anything enqueued after all would be counted now
     rows_after = {
         t: await pool.fetchval(f"SELECT count(*) FROM {t}")  # noqa: S608
         for t in rows_before

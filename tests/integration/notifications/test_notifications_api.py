@@ -73,14 +73,18 @@ async def test_scoping_and_validation(start_notifications: Any) -> None:
 
 
 async def test_pause_resume_and_replay(start_notifications: Any) -> None:
-    async with start_notifications() as n, receiver() as hook:
+    async with start_notifications() as n, receiver() as hook, receiver() as witness:
         sub = await n.subscribe(url=hook.url, secret="whsec_" + "A" * 32)
         hook.secret = sub["secret"]
         assert hook.secret == "whsec_" + "A" * 32
+        witness.secret = (await n.subscribe(url=witness.url))["secret"]
         response = await n.http.post(f"/v1/subscriptions/{sub['id']}/pause", headers=n.auth())
         assert response.json()["state"] == "paused"
         first = await n.bus.publish(need_submitted(), n.home)
-        await asyncio.sleep(1.0)
+        # An active subscription made in the same transaction got it: the worker has run
+        # past it, and held the paused one's.
+        await witness.wait(1)
+        assert witness.event_ids() == [first.id]
         assert hook.received == []
         response = await n.http.post(f"/v1/subscriptions/{sub['id']}/resume", headers=n.auth())
         assert response.json()["state"] == "active"
