@@ -30,7 +30,7 @@ from .messaging import (
     capture_max_deliveries,
     provision_streams,
 )
-from .outbox import OutboxRelay
+from .outbox import OutboxRelay, PublishDenials
 from .settings import ServiceSettings
 from .telemetry import setup_tracing
 from .wake import WakeLoop
@@ -56,7 +56,11 @@ class ServiceRuntime:
         self.tracer_provider = setup_tracing(
             f"linli-{settings.service_name}", extra_processor=span_processor
         )
-        self.broker: NatsBroker = build_broker(settings, self.tracer_provider)
+        self.publish_denials = PublishDenials()
+        """Subjects NATS refused this connection (fed by the broker's error callback)."""
+        self.broker: NatsBroker = build_broker(
+            settings, self.tracer_provider, error_cb=self.publish_denials.note
+        )
         self._pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
         self.deliveries = Deliveries(lambda: self.pool, settings)
@@ -159,6 +163,10 @@ class ServiceRuntime:
                 batch_size=self.settings.outbox_batch,
                 poll_interval=self.settings.outbox_poll_interval_s,
                 publish_timeout=self.settings.outbox_publish_timeout_s,
+                max_attempts=self.settings.outbox_max_attempts,
+                retry_base_s=self.settings.outbox_retry_base_s,
+                retry_max_s=self.settings.outbox_retry_max_s,
+                denials=self.publish_denials,
                 retention_s=self.settings.outbox_retention_s,
             )
             await self.relay.start()

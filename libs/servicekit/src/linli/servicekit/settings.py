@@ -83,6 +83,24 @@ class ServiceSettings(BaseSettings):
     outbox_batch: int = Field(default=200, ge=1, le=5000)
     outbox_poll_interval_s: float = Field(default=1.0, gt=0)
     outbox_publish_timeout_s: float = Field(default=5.0, gt=0)
+    outbox_max_attempts: int = Field(
+        default=8,
+        ge=1,
+        le=1000,
+        description=(
+            "Refusals by the server (no stream for the subject, over max payload, "
+            "permission denied) after which an outbox row is quarantined. Outages "
+            "(NATS unreachable, timeouts) never count."
+        ),
+    )
+    outbox_retry_base_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Delay before a refused row is tried again; doubles per refusal.",
+    )
+    outbox_retry_max_s: float = Field(
+        default=60.0, gt=0, description="Longest delay between two tries of a refused row."
+    )
     outbox_retention_s: float = Field(
         default=3 * 24 * 3600.0,
         gt=0,
