@@ -126,6 +126,11 @@ HTTP_SECONDS = Histogram(
     ["method", "route"],
     buckets=_LATENCY_BUCKETS,
 )
+RETENTION_PURGED = Counter(
+    "linli_retention_purged",
+    "Rows deleted by the retention purge, by table (ADR 0029).",
+    ["table"],
+)
 READY = Gauge("linli_ready", "1 when the service is ready (what /readyz answers), else 0.")
 
 UNREGISTERED = "unregistered"

@@ -50,7 +50,7 @@ from linli.contracts.subjects import SubjectError, parse_subject, subject_for
 from . import failpoints, metrics
 from .db import Conn, quote_ident
 from .telemetry import context_from_traceparent, current_traceparent, tracer
-from .wake import Every, WakeLoop
+from .wake import WakeLoop
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,6 @@ def _type_label(subject: str) -> str:
     except SubjectError:
         return metrics.UNREGISTERED
 
-
-PURGE_EVERY_S = 60.0
-"""How often a relay deletes sent rows older than the retention period."""
 
 EVIDENCE_S = 120.0
 """A refused row is quarantined only if JetStream accepted a publish this recently."""
@@ -206,7 +203,6 @@ class OutboxRelay:
         retry_base_s: float = 2.0,
         retry_max_s: float = 60.0,
         denials: PublishDenials | None = None,
-        retention_s: float = 3 * 24 * 3600.0,
     ) -> None:
         self._pool = pool
         self._js = js
@@ -218,11 +214,9 @@ class OutboxRelay:
         self._retry_max = retry_max_s
         self._denials = denials
         self._accepted_at: float | None = None
-        self._retention_s = retention_s
-        self._purge = Every(PURGE_EVERY_S)
         self._loop = WakeLoop(
             f"outbox-relay-{self._schema}",
-            self._pass,
+            self.relay_once,
             poll_interval=poll_interval,
             channel=notify_channel(self._schema),
             dsn=dsn,
@@ -242,21 +236,6 @@ class OutboxRelay:
     async def stop(self) -> None:
         """Stop relaying; unsent rows stay for the next relay."""
         await self._loop.stop()
-
-    async def _pass(self) -> bool:
-        """One batch; then, once the backlog is drained, the retention purge when due."""
-        if await self.relay_once():
-            return True
-        await self._purge.run(self.purge_sent)
-        return False
-
-    async def purge_sent(self) -> int:
-        """Delete sent rows older than the retention period."""
-        result = await self._pool.execute(
-            "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)",
-            self._retention_s,
-        )
-        return int(result.split()[-1])
 
     def _retry_delay(self, refusals: int) -> float:
         return float(min(self._retry_base * 2 ** min(refusals - 1, 32), self._retry_max))
