@@ -58,6 +58,7 @@ CONTRACT_METRICS, HISTOGRAMS = _exposed_metrics()
 ALERTS = {
     "LinliConsumerLag": "warning",
     "LinliOutboxStuck": "critical",
+    "LinliOutboxQuarantined": "warning",
     "LinliDeadLettersGrowing": "warning",
     "LinliSLABreached": "critical",
     "LinliSLAAtRisk": "warning",

@@ -1,4 +1,5 @@
-"""The command line every service shares: serve, migrate, streams, credentials, dead letters.
+"""The command line every service shares: serve, migrate, streams, credentials, dead
+letters, the outbox's quarantine.
 
 A service adds its own commands (intake: communities) through `extra_commands` and
 `run_extra`; everything else is the same in every service, so an operator learns it once.
@@ -24,6 +25,7 @@ from linli.contracts.types import Role
 from .auth import issue_credential, revoke_credential
 from .db import Conn, Migration, create_pool, migrate
 from .messaging import provision_streams, replay_dead_letter, stream_configs
+from .outbox import notify_channel as outbox_channel
 from .settings import ServiceSettings
 
 SubjectCheck = Callable[[Conn, Role, uuid.UUID | None], Awaitable[str | None]]
@@ -89,6 +91,17 @@ class ServiceCLI:
         lst.add_argument("--open", action="store_true", help="only those not replayed")
         rep = dlq_sub.add_parser("replay")
         rep.add_argument("id")
+        box = sub.add_parser("outbox", help="outbox rows the server refused (ADR 0029)")
+        box_sub = box.add_subparsers(dest="action", required=True)
+        box_list = box_sub.add_parser(
+            "list", help="quarantined rows, and rows being refused that are not yet quarantined"
+        )
+        box_list.add_argument("--limit", type=int, default=50)
+        retry = box_sub.add_parser(
+            "retry", help="re-queue quarantined rows (after fixing the cause); all or none"
+        )
+        retry.add_argument("ids", nargs="*", type=int, metavar="ID", help="outbox row ids")
+        retry.add_argument("--all", action="store_true", help="every quarantined row")
         if self.extra_commands is not None:
             self.extra_commands(sub)
         return parser
@@ -136,6 +149,11 @@ class ServiceCLI:
             if args.command == "dead-letters" and args.action == "replay":
                 await _replay(settings, uuid.UUID(args.id))
                 return 0
+            if args.command == "outbox" and args.action == "list":
+                await _list_outbox(conn, args.limit)
+                return 0
+            if args.command == "outbox" and args.action == "retry":
+                return await _retry_outbox(conn, settings.db_schema, args.ids, every=args.all)
             if self.run_extra is not None:
                 result = await self.run_extra(args, conn)
                 if result is not None:
@@ -253,6 +271,70 @@ async def _list_dead_letters(conn: Conn, limit: int, *, only_open: bool) -> None
                 ensure_ascii=False,
             )
         )
+
+
+async def _list_outbox(conn: Conn, limit: int) -> None:
+    rows = await conn.fetch(
+        "SELECT id, event_id, subject, attempts, refusals, last_error, created_at, "
+        "next_attempt_at, quarantined_at FROM outbox "
+        "WHERE sent_at IS NULL AND (quarantined_at IS NOT NULL OR refusals > 0) "
+        "ORDER BY id LIMIT $1",
+        limit,
+    )
+    for r in rows:
+        print(
+            json.dumps(
+                {
+                    "id": r["id"],
+                    "state": "quarantined" if r["quarantined_at"] else "refused",
+                    "event_id": r["event_id"],
+                    "subject": r["subject"],
+                    "attempts": r["attempts"],
+                    "refusals": r["refusals"],
+                    "last_error": r["last_error"],
+                    "created_at": r["created_at"].isoformat(),
+                    "quarantined_at": _iso(r["quarantined_at"]),
+                    "next_attempt_at": _iso(r["next_attempt_at"]),
+                }
+            )
+        )
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+async def _retry_outbox(conn: Conn, schema: str, ids: list[int], *, every: bool) -> int:
+    """Put quarantined rows back in the relay's queue, as if never refused; all or none."""
+    if every == bool(ids):
+        print("give outbox row ids or --all (not both)", file=sys.stderr)
+        return 2
+    async with conn.transaction():
+        if not every:
+            found = await conn.fetch(
+                "SELECT id, quarantined_at FROM outbox WHERE id = ANY($1::bigint[]) FOR UPDATE",
+                ids,
+            )
+            known = {r["id"]: r["quarantined_at"] for r in found}
+            missing = [i for i in ids if i not in known]
+            if missing:
+                print(f"no outbox rows {missing}", file=sys.stderr)
+                return 2
+            waiting = [i for i in ids if known[i] is None]
+            if waiting:
+                print(f"outbox rows {waiting} are not quarantined", file=sys.stderr)
+                return 2
+        requeued = await conn.fetch(
+            "UPDATE outbox SET quarantined_at = NULL, refusals = 0, next_attempt_at = NULL "
+            "WHERE quarantined_at IS NOT NULL AND ($2 OR id = ANY($1::bigint[])) "
+            "RETURNING id",
+            ids,
+            every,
+        )
+        # Wake the relays now rather than at their next poll.
+        await conn.execute("SELECT pg_notify($1, '')", outbox_channel(schema))
+    print(json.dumps({"requeued": sorted(r["id"] for r in requeued)}))
+    return 0
 
 
 async def _replay(settings: ServiceSettings, letter_id: uuid.UUID) -> None:

@@ -53,8 +53,17 @@ class PoisonMessage(Exception):
         self.reasons = reasons
 
 
-def build_broker(settings: ServiceSettings, tracer_provider: TracerProvider | None) -> NatsBroker:
-    """A FastStream NATS broker with tracing and without per-message logging."""
+def build_broker(
+    settings: ServiceSettings,
+    tracer_provider: TracerProvider | None,
+    *,
+    error_cb: Callable[[Exception], Awaitable[None]] | None = None,
+) -> NatsBroker:
+    """A FastStream NATS broker with tracing and without per-message logging.
+
+    `error_cb` receives the connection's asynchronous errors (a permission violation
+    arrives only there; see `outbox.PublishDenials`).
+    """
     security: NatsUserPassword | NatsCredentials | None = None
     if settings.nats_creds_file:
         security = NatsCredentials(settings.nats_creds_file)
@@ -66,6 +75,7 @@ def build_broker(settings: ServiceSettings, tracer_provider: TracerProvider | No
         security=security,
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
+        error_cb=error_cb,
         middlewares=[NatsTelemetryMiddleware(tracer_provider=tracer_provider)],
         # The per-message logger costs more than the message itself (NOTES.md).
         logger=None,

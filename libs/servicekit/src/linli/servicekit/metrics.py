@@ -54,10 +54,22 @@ EVENTS_PUBLISHED = Counter(
     "Events the outbox relay published to the stream (acknowledged by JetStream).",
     ["type"],
 )
-OUTBOX_BACKLOG = Gauge("linli_outbox_backlog", "Outbox rows not yet published.")
+OUTBOX_BACKLOG = Gauge(
+    "linli_outbox_backlog", "Outbox rows not yet published (quarantined rows aside)."
+)
 OUTBOX_OLDEST_AGE = Gauge(
     "linli_outbox_oldest_age_seconds",
     "Age of the oldest outbox row not yet published; 0 when the outbox is drained.",
+)
+OUTBOX_QUARANTINED = Counter(
+    "linli_outbox_quarantined",
+    "Outbox rows quarantined after the server refused them max_attempts times, by reason: "
+    "no_stream, max_payload, permissions, rejected.",
+    ["type", "reason"],
+)
+OUTBOX_QUARANTINED_ROWS = Gauge(
+    "linli_outbox_quarantined_rows",
+    "Outbox rows quarantined now (never published until an operator re-queues them).",
 )
 CONSUMER_PENDING = Gauge(
     "linli_consumer_pending",
@@ -113,6 +125,11 @@ HTTP_SECONDS = Histogram(
     "Time to answer an HTTP request, by route template.",
     ["method", "route"],
     buckets=_LATENCY_BUCKETS,
+)
+RETENTION_PURGED = Counter(
+    "linli_retention_purged",
+    "Rows deleted by the retention purge, by table (ADR 0029).",
+    ["table"],
 )
 READY = Gauge("linli_ready", "1 when the service is ready (what /readyz answers), else 0.")
 
@@ -239,15 +256,22 @@ class MetricsRefresher:
         """Service-specific gauges (scheduling's SLA clocks)."""
 
     async def refresh(self, conn: Conn) -> None:
-        """Outbox backlog and age, open dead letters, and the service's own gauges."""
+        """Outbox backlog, age and quarantine, open dead letters, the service's own gauges.
+
+        Quarantined rows are not backlog: they have their own gauge and alert, and
+        counting them would keep `LinliOutboxStuck` firing for one row.
+        """
         row = await conn.fetchrow(
-            "SELECT count(*) AS backlog, "
-            "coalesce(extract(epoch FROM now() - min(created_at)), 0) AS oldest "
+            "SELECT count(*) FILTER (WHERE quarantined_at IS NULL) AS backlog, "
+            "coalesce(extract(epoch FROM now() - min(created_at) "
+            "FILTER (WHERE quarantined_at IS NULL)), 0) AS oldest, "
+            "count(*) FILTER (WHERE quarantined_at IS NOT NULL) AS quarantined "
             "FROM outbox WHERE sent_at IS NULL"
         )
         assert row is not None
         OUTBOX_BACKLOG.set(row["backlog"])
         OUTBOX_OLDEST_AGE.set(float(row["oldest"]))
+        OUTBOX_QUARANTINED_ROWS.set(row["quarantined"])
         DEAD_LETTERS_OPEN.set(
             await conn.fetchval("SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL")
         )

@@ -30,7 +30,8 @@ from .messaging import (
     capture_max_deliveries,
     provision_streams,
 )
-from .outbox import OutboxRelay
+from .outbox import OutboxRelay, PublishDenials
+from .retention import Retention
 from .settings import ServiceSettings
 from .telemetry import setup_tracing
 from .wake import WakeLoop
@@ -56,7 +57,11 @@ class ServiceRuntime:
         self.tracer_provider = setup_tracing(
             f"linli-{settings.service_name}", extra_processor=span_processor
         )
-        self.broker: NatsBroker = build_broker(settings, self.tracer_provider)
+        self.publish_denials = PublishDenials()
+        """Subjects NATS refused this connection (fed by the broker's error callback)."""
+        self.broker: NatsBroker = build_broker(
+            settings, self.tracer_provider, error_cb=self.publish_denials.note
+        )
         self._pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
         self.deliveries = Deliveries(lambda: self.pool, settings)
@@ -68,6 +73,17 @@ class ServiceRuntime:
         self._background: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.started = False
+        self.retention = Retention(batch=settings.retention_batch)
+        """Tables that age out; a service adds its own with `retention.keep(...)`."""
+        self.retention.keep("inbox", "processed_at", settings.inbox_retention_s)
+        self.retention.keep(
+            "dead_letters",
+            "replayed_at",
+            settings.dead_letter_retention_s,
+            where="replayed_at IS NOT NULL",
+        )
+        self.retention.keep("outbox", "sent_at", settings.outbox_retention_s)
+        self.background("retention", self._purge_forever)
         self.metrics = metrics.MetricsRefresher()
         """Gauges read on a timer; a service adds its own with `metrics.extra`."""
         self._stop_metrics: Callable[[], None] | None = None
@@ -159,7 +175,10 @@ class ServiceRuntime:
                 batch_size=self.settings.outbox_batch,
                 poll_interval=self.settings.outbox_poll_interval_s,
                 publish_timeout=self.settings.outbox_publish_timeout_s,
-                retention_s=self.settings.outbox_retention_s,
+                max_attempts=self.settings.outbox_max_attempts,
+                retry_base_s=self.settings.outbox_retry_base_s,
+                retry_max_s=self.settings.outbox_retry_max_s,
+                denials=self.publish_denials,
             )
             await self.relay.start()
         for name, run in self._background:
@@ -207,6 +226,12 @@ class ServiceRuntime:
                 raise RuntimeError(f"migrations not applied: {pending[:5]}")
             log.warning("waiting for migrations", extra={"pending": pending[:5]})
             await asyncio.sleep(2.0)
+
+    async def _purge_forever(self) -> None:
+        async def purge() -> None:
+            await self.retention.purge(self.pool)
+
+        await periodic("retention", self.settings.retention_interval_s, purge)
 
     async def _refresh_metrics_forever(self) -> None:
         await periodic("metrics", self.settings.metrics_refresh_s, self.refresh_metrics)

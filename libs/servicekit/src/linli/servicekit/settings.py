@@ -83,10 +83,49 @@ class ServiceSettings(BaseSettings):
     outbox_batch: int = Field(default=200, ge=1, le=5000)
     outbox_poll_interval_s: float = Field(default=1.0, gt=0)
     outbox_publish_timeout_s: float = Field(default=5.0, gt=0)
+    outbox_max_attempts: int = Field(
+        default=8,
+        ge=1,
+        le=1000,
+        description=(
+            "Refusals by the server (no stream for the subject, over max payload, "
+            "permission denied) after which an outbox row is quarantined. Outages "
+            "(NATS unreachable, timeouts) never count."
+        ),
+    )
+    outbox_retry_base_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Delay before a refused row is tried again; doubles per refusal.",
+    )
+    outbox_retry_max_s: float = Field(
+        default=60.0, gt=0, description="Longest delay between two tries of a refused row."
+    )
     outbox_retention_s: float = Field(
         default=3 * 24 * 3600.0,
         gt=0,
         description="Sent rows are kept this long so a gap in the stream can be re-published.",
+    )
+    inbox_retention_s: float = Field(
+        default=14 * 24 * 3600.0,
+        gt=0,
+        description=(
+            "Inbox rows are kept this long. At least the events stream's max age plus the "
+            "duplicate window, and the outbox re-publish window: an event that comes back "
+            "after its inbox row is gone would be applied twice (ADR 0029)."
+        ),
+    )
+    dead_letter_retention_s: float = Field(
+        default=30 * 24 * 3600.0,
+        gt=0,
+        description="Replayed dead letters are kept this long after the replay; open ones "
+        "are never purged.",
+    )
+    retention_interval_s: float = Field(
+        default=300.0, gt=0, description="How often each replica runs the retention purge."
+    )
+    retention_batch: int = Field(
+        default=5000, ge=1, le=100_000, description="Rows deleted per purge statement."
     )
     run_relay: bool = Field(default=True)
     migrate_on_start: bool = Field(
@@ -120,6 +159,14 @@ class ServiceSettings(BaseSettings):
             self.db_schema = self.service_name.replace("-", "_")
         if not _IDENT.match(self.db_schema):
             raise ValueError("db_schema must be a lowercase SQL identifier")
+        horizon = max(self.events_max_age_s, self.outbox_retention_s) + self.duplicate_window_s
+        if self.inbox_retention_s < horizon:
+            raise ValueError(
+                f"inbox_retention_s ({self.inbox_retention_s:g}) must be at least the events "
+                f"stream's max age or the outbox retention, whichever is longer, plus the "
+                f"duplicate window ({horizon:g} s): an event that comes back after its inbox "
+                "row is purged would be applied twice"
+            )
         for community in self.communities_scope:
             if not re.match(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$", community):
                 raise ValueError("stream_communities must hold community slugs")

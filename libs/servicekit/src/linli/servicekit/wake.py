@@ -102,6 +102,8 @@ class WakeLoop:
         """Passes that completed (a probe for tests and metrics)."""
         self.failures = 0
         """Failed passes in a row; 0 after a pass succeeds."""
+        self.failed = 0
+        """Failed passes since the loop was made (a probe for tests)."""
 
     def wake(self, *_: object) -> None:
         """Run a pass as soon as the current one (if any) ends.
@@ -141,6 +143,7 @@ class WakeLoop:
                     raise
                 except Exception as exc:
                     self.failures += 1
+                    self.failed += 1
                     delay = backoff_delay(self.failures, self._poll, self._max_backoff)
                     log.warning(
                         "loop pass failed",

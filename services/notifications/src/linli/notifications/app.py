@@ -109,6 +109,10 @@ def wire_webhooks(
     consumer = runtime.consume(webhooks_consumer.subscriptions(on_commit=worker.wake))
     if settings.run_delivery:
         runtime.background("webhook-delivery", worker.run)
+    # Attempts go with their delivery (ON DELETE CASCADE).
+    runtime.retention.keep(
+        "deliveries", "finished_at", settings.deliveries_retention_s, where="state <> 'pending'"
+    )
     service = WebhookService(
         lambda: runtime.pool, settings, box, resolver=resolver, clock=clock, wake=worker.wake
     )
@@ -147,6 +151,12 @@ def wire_messages(
     )
     if settings.people_run_sender:
         runtime.background("notifications-people-sender", sender.run)
+    runtime.retention.keep(
+        "people_messages",
+        "created_at",
+        settings.people_messages_retention_s,
+        where="status <> 'pending'",
+    )
     app.include_router(messages_api.router)
     errors.install_error_handlers(app)
     wired = Messages(sender, consumer)

@@ -77,6 +77,12 @@ class NotificationsSettings(ServiceSettings):
         description="How long the previous secret still signs after a rotation.",
     )
     sse_heartbeat_s: float = Field(default=15.0, gt=0, le=300)
+    deliveries_retention_s: float = Field(
+        default=30 * 24 * 3600.0,
+        gt=0,
+        description="Finished (delivered or failed) webhook deliveries and their attempts are "
+        "kept this long: the horizon of `POST /v1/subscriptions/{id}/replay` (ADR 0029).",
+    )
 
     # --- messages to people -----------------------------------------------------------
     email_provider: EmailProviderName = Field(default=EmailProviderName.CONSOLE)
@@ -99,6 +105,11 @@ class NotificationsSettings(ServiceSettings):
     people_batch: int = Field(default=50, ge=1, le=1000)
     people_send_concurrency: int = Field(default=8, ge=1, le=100)
     people_run_sender: bool = Field(default=True, description="Send due messages here.")
+    people_messages_retention_s: float = Field(
+        default=30 * 24 * 3600.0,
+        gt=0,
+        description="Sent and failed messages to people are kept this long (ADR 0029).",
+    )
 
     @model_validator(mode="after")
     def _check_notifications(self) -> Self:

@@ -49,6 +49,11 @@ class SchedulingSettings(ServiceSettings):
         default=1.0, gt=0, le=60, description="Longest sleep of the timer loop between passes."
     )
     timer_batch: int = Field(default=100, ge=1, le=5000, description="Timers per pass.")
+    timers_retention_s: float = Field(
+        default=30 * 24 * 3600.0,
+        gt=0,
+        description="Fired timers (the history the API shows) are kept this long (ADR 0029).",
+    )
     run_timers: bool = Field(default=True, description="Fire durable timers in this process.")
     policy_cache_s: float = Field(
         default=5.0,
@@ -103,6 +108,7 @@ def build_app(
     # One inbox name whatever the streams' scope, so re-scoping never applies an event twice.
     runtime.consume(scheduler.subscriptions(CONSUMER))
     runtime.metrics.extra.append(_sla_gauges)
+    runtime.retention.keep("timers", "fired_at", settings.timers_retention_s)
     app = create_http_app(
         runtime,
         title="Linli scheduling",

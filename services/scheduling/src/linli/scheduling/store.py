@@ -604,14 +604,6 @@ async def list_slots(
     )
 
 
-async def purge_fired_timers(conn: Conn, *, days: int) -> int:
-    """Delete timers that fired more than `days` ago."""
-    result: str = await conn.execute(
-        "DELETE FROM timers WHERE fired_at < now() - make_interval(days => $1)", days
-    )
-    return int(result.split()[-1])
-
-
 async def sla_open_counts(conn: Conn) -> list[asyncpg.Record]:
     """Open needs whose SLA clock was escalated at risk or breached, per community and kind."""
     return await conn.fetch(

@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind
 
 from linli.servicekit.db import TRANSIENT_ERRORS, quote_ident
 from linli.servicekit.telemetry import context_from_traceparent, tracer
-from linli.servicekit.wake import Every, WakeLoop
+from linli.servicekit.wake import WakeLoop
 
 from . import store
 from .service import Scheduler
@@ -28,8 +28,6 @@ log = logging.getLogger(__name__)
 
 GIVE_UP_AFTER = 10
 """Failed attempts after which a timer is closed with outcome `error` (logged)."""
-
-PURGE_EVERY_S = 600.0
 
 
 def notify_channel(schema: str) -> str:
@@ -53,7 +51,6 @@ class TimerLoop:
         self._scheduler = scheduler
         self._schema = quote_ident(schema).strip('"')
         self._batch = batch
-        self._purge = Every(PURGE_EVERY_S)
         self._loop = WakeLoop(
             f"timers-{self._schema}",
             self._pass,
@@ -71,16 +68,8 @@ class TimerLoop:
         await self._loop.stop()
 
     async def _pass(self) -> bool:
-        """One batch of due timers; then, when nothing more is due, the purge when due."""
-        if await self.fire_due() == self._batch:
-            return True
-        await self._purge.run(self._purge_fired)
-        return False
-
-    async def _purge_fired(self) -> None:
-        # Fired timers are history (shown by the API) for a month, then go.
-        async with self._pool.acquire() as conn:
-            await store.purge_fired_timers(conn, days=30)
+        """One batch of due timers (fired ones age out by the runtime's retention)."""
+        return await self.fire_due() == self._batch
 
     async def _until_next_due(self) -> float | None:
         """Until the next timer is due (a NOTIFY wakes us earlier; the poll caps it)."""
