@@ -88,7 +88,8 @@ async def submit_need(
     """Accept a need and announce it as `need.submitted`, exactly once.
 
     `idempotency` (HTTP) and `ingress` (CloudEvent source and id) make a retry return
-    the need created the first time instead of a second one.
+    the need created the first time instead of a second one; both are keyed within the
+    community (another community's command with the same key is a command of its own).
     """
     now = clock.now()
     known, resident = await store.submission_context(conn, community, spec.resident_id)
@@ -129,7 +130,9 @@ async def submit_need(
         )
         if not created:
             assert ingress is not None
-            return SubmitResult(await store.need_id_for_ingress(conn, *ingress), created=False)
+            return SubmitResult(
+                await store.need_id_for_ingress(conn, community, *ingress), created=False
+            )
         event = new_event(
             NeedSubmitted(
                 need_id=need_id,
@@ -215,7 +218,10 @@ async def reject_ingress(
     one dead letter and one event. A rejection for a community intake does not know
     is kept but not announced: no community's subscribers should see it.
     """
-    dedupe = f"{consumer}:{event.source}:{event.id}" if event is not None else None
+    # Per community, like accepted commands: B's rejection is B's, not a repeat of A's.
+    dedupe = (
+        f"{consumer}:{community}:{event.source}:{event.id}" if event is not None else None
+    )
     async with conn.transaction():
         letter_id, inserted = await store_dead_letter(
             conn,
