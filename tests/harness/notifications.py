@@ -314,7 +314,9 @@ class Hostile:
             await self._write(writer, b"HTTP/1.1 200 OK\r\nX-Trickle: ")
         else:
             length = 1 << 40
-            await self._write(writer, f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n".encode())
+            await self._write(
+                writer, f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n".encode()
+            )
         if self.mode == "endless_body":
             chunk = b"x" * 65536
             while self.sent < HOSTILE_BODY_LIMIT and not gone.done():

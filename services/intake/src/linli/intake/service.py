@@ -19,6 +19,7 @@ from linli.servicekit import outbox
 from linli.servicekit.clock import Clock
 from linli.servicekit.consume import Received, Subscriptions
 from linli.servicekit.db import Conn
+from linli.servicekit.idempotency import Idempotency, check_replay
 from linli.servicekit.messaging import DeadLetter, store_dead_letter
 
 from . import lifecycle, plans, store
@@ -61,13 +62,6 @@ class SubmitResult:
     created: bool
 
 
-@dataclass(frozen=True)
-class Idempotency:
-    credential_id: uuid.UUID
-    key: str
-    fingerprint: bytes
-
-
 async def create_resident(conn: Conn, community: str, spec: ResidentSpec) -> asyncpg.Record:
     if not await store.community_exists(conn, community):
         raise NotFound("community")
@@ -107,8 +101,7 @@ async def submit_need(
                 need_id,
             )
             if earlier is not None:
-                if bytes(earlier["request_sha256"]) != idempotency.fingerprint:
-                    raise Conflict("Idempotency-Key was already used with a different request")
+                check_replay(idempotency, earlier["request_sha256"])
                 return SubmitResult(earlier["need_id"], created=False)
         reasons = window_reasons(spec, now)
         if resident is None:
@@ -219,9 +212,7 @@ async def reject_ingress(
     is kept but not announced: no community's subscribers should see it.
     """
     # Per community, like accepted commands: B's rejection is B's, not a repeat of A's.
-    dedupe = (
-        f"{consumer}:{community}:{event.source}:{event.id}" if event is not None else None
-    )
+    dedupe = f"{consumer}:{community}:{event.source}:{event.id}" if event is not None else None
     async with conn.transaction():
         letter_id, inserted = await store_dead_letter(
             conn,

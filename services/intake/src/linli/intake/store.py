@@ -179,9 +179,7 @@ async def insert_need(
     return bool(inserted)
 
 
-async def need_id_for_ingress(
-    conn: Conn, community: str, source: str, event_id: str
-) -> uuid.UUID:
+async def need_id_for_ingress(conn: Conn, community: str, source: str, event_id: str) -> uuid.UUID:
     value = await conn.fetchval(
         "SELECT id FROM needs "
         "WHERE community = $1 AND ingress_source = $2 AND ingress_event_id = $3",
