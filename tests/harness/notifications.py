@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -246,6 +247,112 @@ async def receiver(behaviour: Behaviour = ok) -> AsyncIterator[Receiver]:
     async with serve(r.app()) as base:
         r.url = f"{base}/hook"
         yield r
+
+
+HOSTILE_BODY_LIMIT = 128 * 1024 * 1024
+
+
+@dataclass
+class Hostile:
+    """A raw TCP webhook receiver on 127.0.0.1 that never finishes its answer.
+
+    `trickle_headers`: a status line, then one header byte per `interval` forever.
+    `trickle_body`: complete headers announcing a large body, then one byte per
+    `interval`. `endless_body`: complete headers, then body bytes as fast as the client
+    takes them (up to HOSTILE_BODY_LIMIT, so a client that reads everything stays
+    bounded here), then silence. Every loop is bounded; the connection ends when the
+    client closes it.
+    """
+
+    mode: str
+    interval: float = 1.0
+    url: str = ""
+    connections: int = 0
+    open: int = 0
+    sent: int = 0
+    closed: int = 0
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            # A small send buffer: what was sent is close to what the client read.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
+        self.connections += 1
+        self.open += 1
+        self._changed.set()
+        gone: asyncio.Task[None] | None = None
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            # From here on, the rest of the request and then EOF: the client hung up.
+            gone = asyncio.create_task(self._until_eof(reader))
+            await self._answer(writer, gone)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(gone), timeout=120)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            if gone is not None:
+                gone.cancel()
+            writer.close()
+            self.open -= 1
+            self.closed += 1
+            self._changed.set()
+
+    async def _until_eof(self, reader: asyncio.StreamReader) -> None:
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):
+                pass
+
+    async def _write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        writer.write(data)
+        await writer.drain()
+        self.sent += len(data)
+
+    async def _answer(self, writer: asyncio.StreamWriter, gone: asyncio.Task[None]) -> None:
+        if self.mode == "trickle_headers":
+            await self._write(writer, b"HTTP/1.1 200 OK\r\nX-Trickle: ")
+        else:
+            length = 1 << 40
+            await self._write(
+                writer, f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n".encode()
+            )
+        if self.mode == "endless_body":
+            chunk = b"x" * 65536
+            while self.sent < HOSTILE_BODY_LIMIT and not gone.done():
+                await self._write(writer, chunk)
+            return
+        for _ in range(600):  # ten minutes at one byte a second, at most
+            if gone.done():
+                return
+            await self._write(writer, b"a")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(gone), timeout=self.interval)
+
+    async def wait(self, predicate: Callable[[Hostile], bool], *, timeout: float = 30.0) -> None:
+        """Wait until `predicate(self)` holds (a connection opened or closed)."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"hostile receiver: {self}")
+            self._changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=min(remaining, 0.5))
+
+
+@contextlib.asynccontextmanager
+async def hostile(mode: str, *, interval: float = 1.0) -> AsyncIterator[Hostile]:
+    h = Hostile(mode, interval)
+    server = await asyncio.start_server(h.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    h.url = f"http://127.0.0.1:{port}/hook"
+    try:
+        yield h
+    finally:
+        server.close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), timeout=5)
 
 
 # --- publishing events -----------------------------------------------------------

@@ -70,6 +70,47 @@ async def test_same_source_and_id_twice_creates_one_need(intake) -> None:
     assert len(messages) == 1
 
 
+async def test_same_source_and_id_in_another_community_is_a_command_of_its_own(intake) -> None:
+    """De-duplication is per community: B reusing A's (source, id) gets B's own need."""
+    world = intake.world
+    home_resident = await intake.new_resident()
+    other_resident = await intake.new_resident("other_operator", world.other)
+    event = cloudevent(world.home, meal_need(home_resident))
+    in_home = await request(intake, submit_subject(world.home), dumps(event))
+    reused = {**event, "community": world.other, "data": meal_need(other_resident)}
+    in_other = await request(intake, submit_subject(world.other), dumps(reused))
+    assert in_home["status"] == in_other["status"] == "accepted", (in_home, in_other)
+    assert in_other["duplicate"] is False
+    assert in_other["need_id"] != in_home["need_id"]
+    got = await intake.http.get(
+        f"/v1/communities/{world.other}/needs/{in_other['need_id']}",
+        headers=world.auth("other_operator"),
+    )
+    assert got.status_code == 200, got.text
+    assert got.json()["resident_id"] == other_resident
+    # Within one community the key still holds: a repeat in B is B's duplicate.
+    again = await request(intake, submit_subject(world.other), dumps(reused))
+    assert (again["need_id"], again["duplicate"]) == (in_other["need_id"], True)
+    messages = await events_on_stream(intake.js, world.settings.events_stream, expect=2)
+    assert sorted(m.subject for m in messages) == sorted(
+        f"linli.events.{c}.need.submitted.v1" for c in (world.home, world.other)
+    )
+
+    # A rejection is scoped the same way: B's is kept and announced to B, not folded
+    # into A's dead letter.
+    bad = cloudevent(world.home, meal_need(str(uuid.uuid4())))
+    rejected_home = await request(intake, submit_subject(world.home), dumps(bad))
+    bad_other = {**bad, "community": world.other}
+    rejected_other = await request(intake, submit_subject(world.other), dumps(bad_other))
+    assert rejected_home["status"] == rejected_other["status"] == "rejected"
+    assert rejected_other["dead_letter_id"] != rejected_home["dead_letter_id"]
+    messages = await events_on_stream(intake.js, world.settings.events_stream, expect=4)
+    rejections = [m.subject for m in messages if m.subject.endswith("need.rejected.v1")]
+    assert sorted(rejections) == sorted(
+        f"linli.events.{c}.need.rejected.v1" for c in (world.home, world.other)
+    )
+
+
 async def test_fire_and_forget_publish_is_processed_by_the_durable_consumer(intake) -> None:
     world = intake.world
     resident = await intake.new_resident()

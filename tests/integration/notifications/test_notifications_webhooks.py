@@ -12,6 +12,7 @@ from harness.notifications import (
     Notifications,
     always,
     hang,
+    hostile,
     need_cancelled,
     need_submitted,
     receiver,
@@ -227,3 +228,53 @@ async def test_rotation_sends_both_signatures(start_notifications: Any) -> None:
         received = (await hook.wait(2))[1]
         assert len(received.headers["webhook-signature"].split(" ")) == 1
         Webhook(newest).verify(received.body, received.headers)
+
+
+HOSTILE_ERRORS = {
+    "trickle_headers": "timeout",
+    "trickle_body": "timeout",
+    "endless_body": "response too large",
+}
+
+
+@pytest.mark.parametrize("mode", sorted(HOSTILE_ERRORS))
+async def test_hostile_receiver_cannot_pin_a_worker(start_notifications: Any, mode: str) -> None:
+    """A raw receiver that trickles one byte a second forever, or sends an endless body:
+    the attempt ends by its deadline with a clear error, reads a bounded number of bytes,
+    and a live endpoint's deliveries go out meanwhile."""
+    deadline_s = 3.0
+    async with (
+        start_notifications(webhook_timeout_s=deadline_s, retry_schedule_s=[600.0]) as n,
+        hostile(mode, interval=1.0) as bad,
+        receiver() as live,
+    ):
+        bad_sub = await n.subscribe(url=bad.url)
+        live.secret = (await n.subscribe("app2", url=live.url))["secret"]
+        first = await n.bus.publish(need_submitted(), n.home)
+        await bad.wait(lambda h: h.connections >= 1)
+        events = [await n.bus.publish(need_submitted(), n.home) for _ in range(5)]
+        await live.wait(6, timeout=10)
+        assert set(live.event_ids()) == {first.id, *(e.id for e in events)}
+        if mode != "endless_body":
+            # Still trickling: the live endpoint was served while the hostile attempts
+            # (one per event, up to the endpoint's in-flight limit) ran.
+            assert bad.open >= 1
+            assert bad.closed == 0
+
+        # The attempt is recorded (the lease would otherwise hold it for 30 s more).
+        log: list[dict[str, Any]] = []
+        wait_until = time.monotonic() + deadline_s + 10
+        while not log and time.monotonic() < wait_until:
+            log = [a for a in await n.attempts(bad_sub["id"]) if a["event_id"] == first.id]
+            await asyncio.sleep(0.1)
+        assert log, "no attempt recorded: the hostile receiver pinned the worker"
+        assert log[0]["outcome"] == "failed"
+        assert log[0]["error"] == HOSTILE_ERRORS[mode]
+        # Connect, send and the whole response fit in one deadline.
+        assert log[0]["latency_ms"] <= deadline_s * 1000 + 1000, log[0]
+        # We closed the connection: nothing keeps a worker's socket open.
+        await bad.wait(lambda h: h.closed >= 1)
+        # Bounded memory: 64 KiB read, plus what kernel buffers hold, not the 128 MiB offered.
+        assert bad.sent < 16 * 1024 * 1024, bad.sent
+        view = (await n.http.get(f"/v1/subscriptions/{bad_sub['id']}", headers=n.auth())).json()
+        assert view["state"] == "active"

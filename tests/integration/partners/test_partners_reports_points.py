@@ -201,11 +201,11 @@ async def test_redemption_never_overdraws(partners) -> None:
     codes = sorted(a.status_code for a in answers)
     assert codes == [201] * 6 + [409] * 4, [a.text for a in answers]
     balance = await partners.pool.fetchval(
-        "SELECT balance FROM balances WHERE account = $1", f"volunteer:{vid}"
+        "SELECT balance FROM balances WHERE account = $1", f"volunteer:{world.home}:{vid}"
     )
     assert balance == 2
     ledger = await partners.pool.fetchval(
-        "SELECT sum(amount) FROM ledger_entries WHERE account = $1", f"volunteer:{vid}"
+        "SELECT sum(amount) FROM ledger_entries WHERE account = $1", f"volunteer:{world.home}:{vid}"
     )
     assert ledger == balance
     assert await partners.pool.fetchval("SELECT sum(amount) FROM ledger_entries") == 0
@@ -218,15 +218,17 @@ async def test_redemption_never_overdraws(partners) -> None:
 
 
 async def test_the_database_refuses_a_negative_balance(partners) -> None:
+    world = partners.world
     vid = uuid.uuid4()
     async with partners.pool.acquire() as conn:
         await conn.execute(
             "INSERT INTO balances (account, account_kind) VALUES ($1, 'volunteer')",
-            f"volunteer:{vid}",
+            f"volunteer:{world.home}:{vid}",
         )
         with pytest.raises(Exception, match="volunteer_balance_not_negative"):
             await conn.execute(
-                "UPDATE balances SET balance = -1 WHERE account = $1", f"volunteer:{vid}"
+                "UPDATE balances SET balance = -1 WHERE account = $1",
+                f"volunteer:{world.home}:{vid}",
             )
         # A one-legged entry group does not commit.
         with pytest.raises(Exception, match="does not balance"):
@@ -235,7 +237,7 @@ async def test_the_database_refuses_a_negative_balance(partners) -> None:
                     "INSERT INTO ledger_entries (entry_group, community, account, amount, "
                     "entry_kind, created_by) VALUES ($1, 'x', $2, 5, 'award', 'test')",
                     uuid.uuid4(),
-                    f"volunteer:{vid}",
+                    f"volunteer:{world.home}:{vid}",
                 )
 
 

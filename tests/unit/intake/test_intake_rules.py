@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from linli.contracts.needs import NeedSpecAdapter
-from linli.intake.rules import can_cancel, request_fingerprint, window_reasons
+from linli.intake.rules import can_cancel, window_reasons
+from linli.servicekit.idempotency import request_fingerprint
 
 pytestmark = pytest.mark.unit
 

@@ -62,6 +62,7 @@ __all__ = [
     "PartyKind",
     "PartyRef",
     "PointsAwarded",
+    "PointsRedeemed",
     "RepairCompleted",
     "SlotPublished",
     "SlotReleaseReason",
@@ -388,8 +389,26 @@ class PointsAwarded(EventData):
     volunteer_id: UUID = Field(description="Volunteer credited.")
     points: int = Field(gt=0, le=10_000, description="Points awarded.")
     need_id: UUID = Field(description="Need the points are for.")
-    balance_after: int = Field(ge=0, description="Volunteer's balance after this award.")
+    balance_after: int = Field(
+        ge=0, description="Volunteer's balance in this community after this award."
+    )
     awarded_at: AwareDatetime = Field(description="When the points were credited.")
+
+
+class PointsRedeemed(EventData):
+    """A community operator redeemed a volunteer's service points in that community.
+
+    Balances are per community: `balance_after` is what the volunteer still holds in the
+    event's community. The operator's note stays in partners (free text may name people).
+    """
+
+    redemption_id: UUID = Field(description="Id of the redemption (one per Idempotency-Key).")
+    volunteer_id: UUID = Field(description="Volunteer whose points were spent.")
+    points: int = Field(gt=0, le=1_000_000, description="Points redeemed.")
+    balance_after: int = Field(
+        ge=0, description="Volunteer's balance in this community after the redemption."
+    )
+    redeemed_at: AwareDatetime = Field(description="When the points were debited.")
 
 
 # --- scheduling ---------------------------------------------------------------

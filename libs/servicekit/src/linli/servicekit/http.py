@@ -21,6 +21,7 @@ from linli.contracts.binding import reasons_from_validation_error
 from .auth import AuthMiddleware
 from .db import TRANSIENT_ERRORS
 from .errors import JSONBody, error_response
+from .idempotency import KeyReused
 from .metrics import HTTPMetricsMiddleware, RouteTemplates
 from .runtime import ServiceRuntime
 
@@ -130,6 +131,10 @@ async def _data_error(_request: Request, _exc: Exception) -> JSONResponse:
     return error_response(422, "validation_failed", detail)
 
 
+async def _key_reused(_request: Request, exc: Exception) -> JSONResponse:
+    return error_response(409, "conflict", str(exc))
+
+
 async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(
         503, "unavailable", "a dependency is unavailable; retry later", {"Retry-After": "2"}
@@ -162,6 +167,7 @@ def create_http_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(asyncpg.exceptions.DataError, _data_error)
+    app.add_exception_handler(KeyReused, _key_reused)
     # A database or broker outage is a 503 the client can retry, not a stack trace.
     for exc_type in TRANSIENT_ERRORS:
         app.add_exception_handler(exc_type, _unavailable)

@@ -13,7 +13,7 @@ from datetime import date, datetime, time
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import APIRouter, Body, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -21,25 +21,14 @@ from linli.contracts.needs import DETAILS_BY_KIND, NeedSpec, ResidentSpec
 from linli.contracts.types import CommunitySlug, NeedKind, NeedStatus, Reason, Role, Urgency
 from linli.servicekit.auth import CurrentPrincipal, Principal
 from linli.servicekit.http import error_response
+from linli.servicekit.idempotency import Idempotency, IdempotencyKey, mark_replayed
 from linli.servicekit.telemetry import current_traceparent
 
 from . import service, store
-from .rules import request_fingerprint
 
 router = APIRouter(prefix="/v1/communities/{community}", tags=["needs"])
 
 Community = Annotated[CommunitySlug, Path(description="Community slug, e.g. taian-zhiyuan")]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=200,
-        pattern=r"^[\x21-\x7e]+$",
-        description="Retry-safe submission: the same key with the same body returns the "
-        "original need; with a different body it is refused (409).",
-    ),
-]
 
 
 class TimelineEntry(BaseModel):
@@ -161,10 +150,9 @@ async def submit_need(
 ) -> Any:
     principal.require_community(community)
     principal.require_role(Role.OPERATOR, Role.SYSTEM, Role.ADMIN)
-    idem = None
-    if idempotency_key is not None:
-        fingerprint = request_fingerprint(community, spec.model_dump(mode="json"))
-        idem = service.Idempotency(principal.credential_id, idempotency_key, fingerprint)
+    idem = Idempotency.of(
+        idempotency_key, principal.credential_id, community, spec.model_dump(mode="json")
+    )
     pool = request.app.state.runtime.pool
     async with pool.acquire() as conn:
         result = await service.submit_need(
@@ -180,8 +168,7 @@ async def submit_need(
     assert row is not None
     response.headers["Location"] = f"/v1/communities/{community}/needs/{result.need_id}"
     if not result.created:
-        response.status_code = status.HTTP_200_OK
-        response.headers["Idempotent-Replayed"] = "true"
+        mark_replayed(response)
     return _need_view(row)
 
 

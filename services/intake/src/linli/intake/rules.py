@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import datetime
-from typing import Any
 
 from linli.contracts.needs import MealNeedSpec, RepairNeedSpec, VisitNeedSpec
 from linli.contracts.types import Reason
@@ -24,12 +21,6 @@ def window_reasons(spec: AnyNeedSpec, now: datetime) -> list[Reason]:
             )
         ]
     return []
-
-
-def request_fingerprint(community: str, body: dict[str, Any]) -> bytes:
-    """A stable digest of a request body, to tell a retry from a different request."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(f"{community}\n{canonical}".encode()).digest()
 
 
 def can_cancel(status: str) -> bool:

@@ -19,6 +19,7 @@ from linli.servicekit import outbox
 from linli.servicekit.clock import Clock
 from linli.servicekit.consume import Received, Subscriptions
 from linli.servicekit.db import Conn
+from linli.servicekit.idempotency import Idempotency, check_replay
 from linli.servicekit.messaging import DeadLetter, store_dead_letter
 
 from . import lifecycle, plans, store
@@ -61,13 +62,6 @@ class SubmitResult:
     created: bool
 
 
-@dataclass(frozen=True)
-class Idempotency:
-    credential_id: uuid.UUID
-    key: str
-    fingerprint: bytes
-
-
 async def create_resident(conn: Conn, community: str, spec: ResidentSpec) -> asyncpg.Record:
     if not await store.community_exists(conn, community):
         raise NotFound("community")
@@ -88,7 +82,8 @@ async def submit_need(
     """Accept a need and announce it as `need.submitted`, exactly once.
 
     `idempotency` (HTTP) and `ingress` (CloudEvent source and id) make a retry return
-    the need created the first time instead of a second one.
+    the need created the first time instead of a second one; both are keyed within the
+    community (another community's command with the same key is a command of its own).
     """
     now = clock.now()
     known, resident = await store.submission_context(conn, community, spec.resident_id)
@@ -106,8 +101,7 @@ async def submit_need(
                 need_id,
             )
             if earlier is not None:
-                if bytes(earlier["request_sha256"]) != idempotency.fingerprint:
-                    raise Conflict("Idempotency-Key was already used with a different request")
+                check_replay(idempotency, earlier["request_sha256"])
                 return SubmitResult(earlier["need_id"], created=False)
         reasons = window_reasons(spec, now)
         if resident is None:
@@ -129,7 +123,9 @@ async def submit_need(
         )
         if not created:
             assert ingress is not None
-            return SubmitResult(await store.need_id_for_ingress(conn, *ingress), created=False)
+            return SubmitResult(
+                await store.need_id_for_ingress(conn, community, *ingress), created=False
+            )
         event = new_event(
             NeedSubmitted(
                 need_id=need_id,
@@ -215,7 +211,8 @@ async def reject_ingress(
     one dead letter and one event. A rejection for a community intake does not know
     is kept but not announced: no community's subscribers should see it.
     """
-    dedupe = f"{consumer}:{event.source}:{event.id}" if event is not None else None
+    # Per community, like accepted commands: B's rejection is B's, not a repeat of A's.
+    dedupe = f"{consumer}:{community}:{event.source}:{event.id}" if event is not None else None
     async with conn.transaction():
         letter_id, inserted = await store_dead_letter(
             conn,

@@ -147,7 +147,8 @@ async def insert_need(
     ingress: tuple[str, str] | None,
 ) -> bool:
     """Insert a need with its first timeline entry ("submitted" by `submitted_by`), in one
-    statement; False when the same ingress (source, id) already created one."""
+    statement; False when the same ingress (source, id) already created one in this
+    community."""
     inserted = await conn.fetchval(
         "WITH need AS ("
         "INSERT INTO needs (id, community, resident_id, kind, urgency, status, window_earliest, "
@@ -155,7 +156,7 @@ async def insert_need(
         "submitted_by, ingress_source, ingress_event_id, submitted_at, updated_at) "
         "VALUES ($1, $2, $3, $4, $5, 'submitted', $6, $7, $8::jsonb, $9, $10, $11, $12, $13, "
         "$14, $15, $16, $16) "
-        "ON CONFLICT (ingress_source, ingress_event_id) DO NOTHING RETURNING id) "
+        "ON CONFLICT (community, ingress_source, ingress_event_id) DO NOTHING RETURNING id) "
         "INSERT INTO need_timeline (need_id, status, actor) "
         "SELECT id, 'submitted', $13 FROM need RETURNING true",
         need_id,
@@ -178,9 +179,11 @@ async def insert_need(
     return bool(inserted)
 
 
-async def need_id_for_ingress(conn: Conn, source: str, event_id: str) -> uuid.UUID:
+async def need_id_for_ingress(conn: Conn, community: str, source: str, event_id: str) -> uuid.UUID:
     value = await conn.fetchval(
-        "SELECT id FROM needs WHERE ingress_source = $1 AND ingress_event_id = $2",
+        "SELECT id FROM needs "
+        "WHERE community = $1 AND ingress_source = $2 AND ingress_event_id = $3",
+        community,
         source,
         event_id,
     )

@@ -47,7 +47,20 @@ class NotificationsSettings(ServiceSettings):
         description="Fernet key (LINLI_SECRETS_KEY) sealing webhook secrets at rest; "
         "required in production.",
     )
-    webhook_timeout_s: float = Field(default=10.0, gt=0, le=60, description="Per attempt.")
+    webhook_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=60,
+        description="Deadline of one whole attempt: address check, connect, send and the "
+        "complete response. A receiver still answering then fails with `timeout`.",
+    )
+    webhook_response_max_bytes: int = Field(
+        default=64 * 1024,
+        ge=0,
+        le=16 * 1024 * 1024,
+        description="Most response body bytes read per attempt (the body is discarded). "
+        "A longer answer fails with `response too large` and its connection is closed.",
+    )
     retry_schedule_s: list[float] = Field(
         default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE),
         min_length=1,

@@ -17,7 +17,7 @@ import uuid
 from datetime import datetime, time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -25,6 +25,7 @@ from linli.contracts.events import PartyKind, PartyRef
 from linli.contracts.types import CommunitySlug, NeedKind, Role
 from linli.servicekit.auth import CurrentPrincipal, Principal
 from linli.servicekit.http import error_response
+from linli.servicekit.idempotency import Idempotency, IdempotencyKey, mark_replayed
 
 from . import rules, service, store
 from .contacts import Contact
@@ -176,16 +177,30 @@ class LedgerEntryView(BaseModel):
     created_at: datetime
 
 
+class CommunityBalance(BaseModel):
+    community: str
+    balance: int
+
+
 class PointsView(BaseModel):
     volunteer_id: uuid.UUID
-    balance: int
+    balance: int = Field(
+        description="In a community's view, the balance there; in the volunteer's own view, "
+        "the sum over its communities."
+    )
+    communities: list[CommunityBalance] | None = Field(
+        default=None,
+        description="The volunteer's own view only: its balance in each community "
+        "(points are redeemable only where they were earned).",
+    )
     entries: list[LedgerEntryView]
 
 
 class RedemptionView(BaseModel):
+    redemption_id: uuid.UUID
     volunteer_id: uuid.UUID
     points: int
-    balance_after: int
+    balance_after: int = Field(description="The volunteer's balance in this community after.")
 
 
 class MeView(BaseModel):
@@ -479,7 +494,7 @@ async def volunteer_points(
     async with request.app.state.runtime.pool.acquire() as conn:
         if await store.get_volunteer(conn, community, volunteer_id) is None:
             return error_response(404, "not_found", "volunteer not found")
-        balance, entries = await service.points_history(conn, volunteer_id, limit=limit)
+        balance, entries = await service.points_history(conn, community, volunteer_id, limit=limit)
     return PointsView(
         volunteer_id=volunteer_id,
         balance=balance,
@@ -492,19 +507,40 @@ async def volunteer_points(
     status_code=status.HTTP_201_CREATED,
     response_model=RedemptionView,
     tags=["points"],
-    summary="Redeem a volunteer's points (409 when the balance is too low)",
+    summary="Redeem a volunteer's points earned in this community (emits points.redeemed; "
+    "409 when the balance is too low)",
+    responses={200: {"description": "Replay of an earlier request with the same key"}},
 )
 async def redeem_points(
     request: Request,
+    response: Response,
     community: Community,
     volunteer_id: uuid.UUID,
     principal: CurrentPrincipal,
     spec: RedemptionSpec,
+    idempotency_key: IdempotencyKey = None,
 ) -> Any:
     _operator(principal, community)
+    body = {"volunteer_id": str(volunteer_id), **spec.model_dump(mode="json")}
+    idem = Idempotency.of(idempotency_key, principal.credential_id, community, body)
     async with request.app.state.runtime.pool.acquire() as conn:
-        balance = await service.redeem(conn, community, volunteer_id, spec, _actor(principal))
-    return RedemptionView(volunteer_id=volunteer_id, points=spec.points, balance_after=balance)
+        result = await service.redeem(
+            conn,
+            community,
+            volunteer_id,
+            spec,
+            _actor(principal),
+            clock=_clock(request),
+            idempotency=idem,
+        )
+    if not result.created:
+        mark_replayed(response)
+    return RedemptionView(
+        redemption_id=result.id,
+        volunteer_id=result.volunteer_id,
+        points=result.points,
+        balance_after=result.balance_after,
+    )
 
 
 # --- capacity ---------------------------------------------------------------------------
@@ -575,7 +611,8 @@ async def me(request: Request, principal: CurrentPrincipal) -> Any:
         if row is None:
             return error_response(404, "not_found", "volunteer not found")
         (volunteer,) = await _volunteer_views(conn, [row])
-        balance = await store.balance_of(conn, rules.volunteer_account(party.id))
+        balances = await store.volunteer_balances(conn, party.id)
+    balance = sum(int(b["balance"]) for b in balances)
     return MeView(
         role=principal.role.value, party=party, volunteer=volunteer, points_balance=balance
     )
@@ -587,10 +624,13 @@ async def my_points(request: Request, principal: CurrentPrincipal, limit: Limit 
     if party.kind is not PartyKind.VOLUNTEER:
         return error_response(404, "not_found", "only volunteers earn points")
     async with request.app.state.runtime.pool.acquire() as conn:
-        balance, entries = await service.points_history(conn, party.id, limit=limit)
+        balances, entries = await service.my_points(conn, party.id, limit=limit)
     return PointsView(
         volunteer_id=party.id,
-        balance=balance,
+        balance=sum(int(b["balance"]) for b in balances),
+        communities=[
+            CommunityBalance(community=b["community"], balance=b["balance"]) for b in balances
+        ],
         entries=[LedgerEntryView(**dict(e)) for e in entries],
     )
 

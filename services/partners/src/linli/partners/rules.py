@@ -108,8 +108,9 @@ def may_publish_for(role: Role, own: PartyRef | None, provider: PartyRef) -> boo
     return own is not None and own == provider
 
 
-def volunteer_account(volunteer_id: uuid.UUID) -> str:
-    return f"volunteer:{volunteer_id}"
+def volunteer_account(community: str, volunteer_id: uuid.UUID) -> str:
+    """A volunteer's points in one community: earned there, redeemable only there."""
+    return f"volunteer:{community}:{volunteer_id}"
 
 
 def pool_account(community: str) -> str:

@@ -26,6 +26,7 @@ from linli.contracts.events import (
     PartyKind,
     PartyRef,
     PointsAwarded,
+    PointsRedeemed,
     RepairCompleted,
     SlotPublished,
     VisitCompleted,
@@ -37,6 +38,7 @@ from linli.servicekit import outbox
 from linli.servicekit.clock import Clock
 from linli.servicekit.consume import Received, Subscriptions
 from linli.servicekit.db import Conn
+from linli.servicekit.idempotency import Idempotency, check_replay
 from linli.servicekit.telemetry import current_traceparent, resumed_span
 
 from . import rules, store
@@ -498,7 +500,7 @@ async def _award(
     offer: asyncpg.Record,
     now: datetime,
 ) -> int:
-    volunteer = rules.volunteer_account(volunteer_id)
+    volunteer = rules.volunteer_account(community, volunteer_id)
     pool = rules.pool_account(community)
     await store.ensure_accounts(conn, (volunteer, "volunteer"), (pool, "pool"))
     group = uuid.uuid4()
@@ -515,26 +517,61 @@ async def _award(
     return balance
 
 
+@dataclass(frozen=True)
+class Redemption:
+    """A redemption as recorded; `created` is False for a replay of an earlier one."""
+
+    id: uuid.UUID
+    volunteer_id: uuid.UUID
+    points: int
+    balance_after: int
+    created: bool
+
+
 async def redeem(
     conn: Conn,
     community: str,
     volunteer_id: uuid.UUID,
     spec: RedemptionSpec,
     actor: Actor,
-) -> int:
-    """Spend a volunteer's points; refused (409) when the balance would go negative.
+    *,
+    clock: Clock,
+    idempotency: Idempotency | None = None,
+) -> Redemption:
+    """Spend a volunteer's points in this community, once per Idempotency-Key; refused
+    (409) when the community's balance would go negative. Announced as `points.redeemed`.
 
     The refusal comes from the CHECK on `balances`, not from a read in Python, so
-    concurrent redemptions cannot overdraw together.
+    concurrent redemptions cannot overdraw together. The key is claimed in the same
+    transaction: a refused redemption leaves it unused.
     """
+    now = clock.now()
     async with conn.transaction():
         if await store.get_volunteer(conn, community, volunteer_id) is None:
             raise NotFound("volunteer")
-        volunteer = rules.volunteer_account(volunteer_id)
+        redemption_id = uuid.uuid4()
+        if idempotency is not None:
+            earlier = await store.claim_idempotency_key(
+                conn,
+                community,
+                idempotency.credential_id,
+                idempotency.key,
+                idempotency.fingerprint,
+                redemption_id,
+            )
+            if earlier is not None:
+                check_replay(idempotency, earlier["request_sha256"])
+                row = await store.get_redemption(conn, community, earlier["redemption_id"])
+                assert row is not None
+                return Redemption(
+                    row["id"], row["volunteer_id"], row["points"], row["balance_after"], False
+                )
+        volunteer = rules.volunteer_account(community, volunteer_id)
         redeemed = rules.redeemed_account(community)
         await store.ensure_accounts(conn, (volunteer, "volunteer"), (redeemed, "redeemed"))
+        group = uuid.uuid4()
         common: dict[str, Any] = {
-            "group": uuid.uuid4(),
+            "group": group,
             "community": community,
             "entry_kind": "redemption",
             "by": actor.label(),
@@ -545,11 +582,43 @@ async def redeem(
         except asyncpg.CheckViolationError:
             raise Conflict("insufficient points") from None
         await store.post(conn, account=redeemed, amount=spec.points, **common)
-    return balance
+        await store.insert_redemption(
+            conn,
+            redemption_id=redemption_id,
+            community=community,
+            volunteer_id=volunteer_id,
+            points=spec.points,
+            balance_after=balance,
+            group=group,
+            note=spec.note,
+            by=actor.label(),
+            at=now,
+        )
+        # The note stays here: free text may name people (ADR 0016).
+        event = PointsRedeemed(
+            redemption_id=redemption_id,
+            volunteer_id=volunteer_id,
+            points=spec.points,
+            balance_after=balance,
+            redeemed_at=now,
+        )
+        await outbox.enqueue(conn, _event(event, community, volunteer_id, now))
+    return Redemption(redemption_id, volunteer_id, spec.points, balance, True)
 
 
 async def points_history(
-    conn: Conn, volunteer_id: uuid.UUID, *, limit: int
+    conn: Conn, community: str, volunteer_id: uuid.UUID, *, limit: int
 ) -> tuple[int, list[asyncpg.Record]]:
-    account = rules.volunteer_account(volunteer_id)
-    return await store.balance_of(conn, account), await store.entries_of(conn, account, limit=limit)
+    """A volunteer's balance and ledger legs in one community."""
+    account = rules.volunteer_account(community, volunteer_id)
+    balance = await store.balance_of(conn, account)
+    return balance, await store.entries_of(conn, [account], limit=limit)
+
+
+async def my_points(
+    conn: Conn, volunteer_id: uuid.UUID, *, limit: int
+) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+    """A volunteer's own view: its balance in every community and all its legs."""
+    balances = await store.volunteer_balances(conn, volunteer_id)
+    entries = await store.entries_of(conn, [b["account"] for b in balances], limit=limit)
+    return balances, entries

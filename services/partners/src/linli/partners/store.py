@@ -533,16 +533,100 @@ async def post(
     return int(balance)
 
 
+async def volunteer_balances(conn: Conn, volunteer_id: uuid.UUID) -> list[asyncpg.Record]:
+    """(account, community, balance) of a volunteer in every community it has points in."""
+    return await conn.fetch(
+        "SELECT account, split_part(account, ':', 2) AS community, balance FROM balances "
+        "WHERE account_kind = 'volunteer' AND split_part(account, ':', 3) = $1 "
+        "ORDER BY community",
+        str(volunteer_id),
+    )
+
+
+async def claim_idempotency_key(
+    conn: Conn,
+    community: str,
+    credential_id: uuid.UUID,
+    key: str,
+    fingerprint: bytes,
+    redemption_id: uuid.UUID,
+) -> asyncpg.Record | None:
+    """Claim a key for a new redemption; returns the earlier claim when the key was used.
+
+    A concurrent request with the same key waits on the primary key until the first
+    commits (or rolls back), then sees its row: no check-then-insert race.
+    """
+    inserted = await conn.fetchval(
+        "INSERT INTO idempotency_keys (community, credential_id, key, request_sha256, "
+        "redemption_id) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true",
+        community,
+        credential_id,
+        key,
+        fingerprint,
+        redemption_id,
+    )
+    if inserted:
+        return None
+    return await conn.fetchrow(
+        "SELECT request_sha256, redemption_id FROM idempotency_keys "
+        "WHERE community = $1 AND credential_id = $2 AND key = $3",
+        community,
+        credential_id,
+        key,
+    )
+
+
+REDEMPTION_COLUMNS = "id, community, volunteer_id, points, balance_after, redeemed_at"
+
+
+async def insert_redemption(
+    conn: Conn,
+    *,
+    redemption_id: uuid.UUID,
+    community: str,
+    volunteer_id: uuid.UUID,
+    points: int,
+    balance_after: int,
+    group: uuid.UUID,
+    note: str | None,
+    by: str,
+    at: datetime,
+) -> None:
+    await conn.execute(
+        "INSERT INTO redemptions (id, community, volunteer_id, points, balance_after, "
+        "entry_group, note, created_by, redeemed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        redemption_id,
+        community,
+        volunteer_id,
+        points,
+        balance_after,
+        group,
+        note,
+        by,
+        at,
+    )
+
+
+async def get_redemption(
+    conn: Conn, community: str, redemption_id: uuid.UUID
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE community = $1 AND id = $2",
+        community,
+        redemption_id,
+    )
+
+
 async def balance_of(conn: Conn, account: str) -> int:
     value = await conn.fetchval("SELECT balance FROM balances WHERE account = $1", account)
     return int(value or 0)
 
 
-async def entries_of(conn: Conn, account: str, *, limit: int) -> list[asyncpg.Record]:
+async def entries_of(conn: Conn, accounts: Sequence[str], *, limit: int) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT id, entry_group, community, amount, entry_kind, need_id, assignment_id, note, "
-        "created_at FROM ledger_entries WHERE account = $1 ORDER BY id DESC LIMIT $2",
-        account,
+        "created_at FROM ledger_entries WHERE account = ANY($1::text[]) ORDER BY id DESC LIMIT $2",
+        list(accounts),
         limit,
     )
 

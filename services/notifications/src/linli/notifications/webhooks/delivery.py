@@ -98,9 +98,18 @@ def retry_delay(settings: NotificationsSettings, attempts: int, rng: random.Rand
     return base * (1 + rng.uniform(-jitter, jitter))
 
 
+TIMEOUT = "timeout"
+TOO_LARGE = "response too large"
+
+
 @dataclass
 class Attempt:
-    """What one attempt produced (never the response body)."""
+    """What one attempt produced (never the response body).
+
+    `error` is set when the attempt did not complete: no connection, blocked, or a
+    response not finished within the deadline (`timeout`) or longer than the cap
+    (`response too large`); `status` is then whatever status line had arrived.
+    """
 
     status: int | None
     error: str | None
@@ -108,8 +117,13 @@ class Attempt:
     retry_after: float | None = None
 
     @property
+    def answered(self) -> bool:
+        """A complete response arrived in time."""
+        return self.status is not None and self.error is None
+
+    @property
     def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
+        return self.answered and self.status is not None and 200 <= self.status < 300
 
 
 class DeliveryWorker:
@@ -266,28 +280,49 @@ class DeliveryWorker:
     async def _post(
         self, url: str, headers: dict[str, str], body: bytes, elapsed: Callable[[], int]
     ) -> Attempt:
+        """Check, connect, send and read the response, all within one deadline.
+
+        httpx's timeouts bound each phase and each read, so a receiver trickling a byte
+        at a time would hold the attempt forever; `asyncio.timeout` bounds the whole.
+        The response body is streamed and at most `webhook_response_max_bytes` of it is
+        read (raw, never decompressed); a longer one ends the attempt and the
+        connection.
+        """
         assert self._client is not None
         traceparent = current_traceparent()
         if traceparent:
             headers["traceparent"] = traceparent
+        status: int | None = None
+        cap = self._settings.webhook_response_max_bytes
         try:
-            target, ip = await check_endpoint(
-                url,
-                allow_insecure=self._settings.allow_insecure_endpoints,
-                resolver=self._resolver,
-            )
-            pinned, extensions = _pin(url, target.host, ip)
-            headers["host"] = _host_header(target.host, target.port, target.scheme)
-            response = await self._client.post(
-                pinned, content=body, headers=headers, extensions=extensions
-            )
-            await response.aclose()
+            async with asyncio.timeout(self._settings.webhook_timeout_s):
+                target, ip = await check_endpoint(
+                    url,
+                    allow_insecure=self._settings.allow_insecure_endpoints,
+                    resolver=self._resolver,
+                )
+                pinned, extensions = _pin(url, target.host, ip)
+                headers["host"] = _host_header(target.host, target.port, target.scheme)
+                request = self._client.build_request(
+                    "POST", pinned, content=body, headers=headers, extensions=extensions
+                )
+                response = await self._client.send(request, stream=True)
+                try:
+                    status = response.status_code
+                    read = 0
+                    async for chunk in response.aiter_raw():
+                        read += len(chunk)
+                        if read > cap:
+                            return Attempt(status, TOO_LARGE, elapsed())
+                finally:
+                    # Unfinished, the connection is closed rather than reused.
+                    await response.aclose()
         except UnsafeUrl as exc:
             return Attempt(None, f"blocked: {exc}", elapsed())
-        except httpx.TimeoutException:
-            return Attempt(None, "timeout", elapsed())
+        except (TimeoutError, httpx.TimeoutException):
+            return Attempt(status, TIMEOUT, elapsed())
         except httpx.HTTPError as exc:
-            return Attempt(None, f"connection error: {type(exc).__name__}", elapsed())
+            return Attempt(status, f"connection error: {type(exc).__name__}", elapsed())
         retry_after = None
         if response.status_code in (429, 503):
             retry_after = parse_retry_after(response.headers.get("retry-after"))
@@ -299,7 +334,7 @@ class DeliveryWorker:
         error = attempt.error or (None if attempt.ok else f"HTTP {attempt.status}")
         if attempt.ok:
             outcome = "delivered"
-        elif attempt.status == 410:
+        elif attempt.answered and attempt.status == 410:
             outcome = "gone"
         else:
             outcome = "failed"
@@ -320,7 +355,7 @@ class DeliveryWorker:
                 await store.mark_delivered(conn, row["id"], attempts, attempt.status)
                 await store.clear_failing(conn, sub_id)
                 return
-            if attempt.status == 410:
+            if attempt.answered and attempt.status == 410:
                 await store.mark_gone(conn, row["id"], attempts, error)
                 await self._disable(conn, sub_id, "endpoint answered 410 Gone")
                 await self._failed(conn, sub_id, row, attempt, attempts, "HTTP 410: disabled")
