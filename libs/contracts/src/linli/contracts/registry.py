@@ -248,6 +248,7 @@ REGISTRY = Registry(
         _spec("repair", "completed", ev.RepairCompleted, "partners"),
         _spec("delivery", "failed", ev.DeliveryFailed, "partners"),
         _spec("points", "awarded", ev.PointsAwarded, "partners"),
+        _spec("offer", "lapsed", ev.OfferLapsed, "partners"),
         # scheduling
         _spec("slot", "reserved", ev.SlotReserved, "scheduling"),
         _spec("slot", "released", ev.SlotReleased, "scheduling"),
