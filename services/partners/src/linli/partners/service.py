@@ -364,7 +364,7 @@ async def lapse_due(conn: Conn, *, clock: Clock, batch: int) -> int:
                 slot_id=row["slot_id"],
                 offered_to=PartyRef(kind=PartyKind(row["party_kind"]), id=row["party_id"]),
                 expires_at=row["expires_at"],
-                lapsed_at=max(now, row["expires_at"]),
+                lapsed_at=now,  # expires_at <= now: the sweep takes only due offers
             )
             with resumed_span("offer lapsed", row["traceparent"]):
                 await outbox.enqueue(conn, _event(data, row["community"], row["need_id"], now))
