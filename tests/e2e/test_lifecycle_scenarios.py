@@ -476,7 +476,7 @@ async def test_scheduling_killed_mid_flow_loses_no_timer_and_repeats_no_offer(li
     lc.kill(scheduling)
     pending = await lc.sql(
         "scheduling",
-        "SELECT assignment_id FROM timers WHERE kind = 'offer_expiry' AND fired_at IS NULL",
+        "SELECT assignment_id FROM timers WHERE kind = 'offer_overdue' AND fired_at IS NULL",
     )
     assert {str(r["assignment_id"]) for r in pending} == {o.data["assignment_id"] for o in offers}
     during = [(await lc.submit_need(body()))["id"] for _ in range(2)]
@@ -485,8 +485,8 @@ async def test_scheduling_killed_mid_flow_loses_no_timer_and_repeats_no_offer(li
     restarted_at = datetime.now(UTC)
     await lc.start_replica("scheduling")
 
-    # Every need: offered to one firm, expired, offered to the other, expired, escalated
-    # as no_taker; each step exactly once.
+    # Every need: offered to one firm, lapsed (partners' verdict, ADR 0026), offered to
+    # the other, lapsed, escalated as no_taker; each step exactly once.
     need_ids = before + during
     for need_id in need_ids:
         await lc.wait_events("need.escalated", need_id=need_id, reason="no_taker", timeout=30)
@@ -513,13 +513,17 @@ async def test_scheduling_killed_mid_flow_loses_no_timer_and_repeats_no_offer(li
         assert kinds["slot.released"] == 2
         assert kinds["need.escalated"] == 1
 
-    # The truth in scheduling's tables: every expiry fired once, nothing pending, no
-    # capacity held.
-    fired = await lc.sql(
+    # Each offer lapsed once in partners, the verdict scheduling acted on.
+    lapses = Counter(e.data["assignment_id"] for e in all_events if e.short == "offer.lapsed")
+    offered_ids = [e.data["assignment_id"] for e in all_events if e.short == "assignment.offered"]
+    assert lapses == Counter(offered_ids)
+    # The truth in scheduling's tables: every offer's timer closed by the verdict in time
+    # (none overdue), nothing pending, no capacity held.
+    closed = await lc.sql(
         "scheduling",
-        "SELECT outcome, count(*) AS n FROM timers WHERE kind = 'offer_expiry' GROUP BY outcome",
+        "SELECT outcome, count(*) AS n FROM timers WHERE kind = 'offer_overdue' GROUP BY outcome",
     )
-    assert {r["outcome"]: r["n"] for r in fired} == {"fired": 2 * len(need_ids)}
+    assert {r["outcome"]: r["n"] for r in closed} == {"cancelled": 2 * len(need_ids)}
     assert await lc.sql_value("scheduling", "SELECT sum(reserved) FROM slots") == 0
     for need_id in need_ids:
         await lc.wait_status(need_id, "escalated")
@@ -549,9 +553,14 @@ async def test_acceptance_delayed_past_the_expiry_leaves_no_phantom_assignee(lif
         # The firm accepts in time; partners confirms it.
         answered = lc.ok(await lc.answer(firm_token, offer["assignment_id"], "accept"))
         assert answered["status"] == "accepted"
-        # Scheduling hears nothing and lets the offer expire; nobody else can take it.
-        await lc.wait_events("assignment.expired", need_id=need_id, timeout=10)
-        await lc.wait_events("need.escalated", need_id=need_id, reason="no_taker")
+        # The expiry passes while scheduling hears nothing. Before ADR 0026 scheduling
+        # expired the offer on its own clock here and escalated the need (no_taker);
+        # now only partners' verdict ends an offer, and partners has it as accepted.
+        expires_at = datetime.fromisoformat(offer["expires_at"])
+        await lc.wait_for(
+            lambda: datetime.now(UTC) > expires_at + timedelta(seconds=1),
+            what="the offer's expiry to pass",
+        )
         await relay.start()  # partners reconnects: the acceptance arrives late
         await lc.wait_events("partner.accepted", need_id=need_id)
     finally:
@@ -584,18 +593,21 @@ async def test_acceptance_delayed_past_the_expiry_leaves_no_phantom_assignee(lif
             headers=lc.bearer(lc.service_token),
         )
         seen["contact for the firm"] = contact.status_code
-        if seen["scheduling"] == "assigned":  # scheduling honoured the late acceptance
-            return seen["intake"] == "assigned" and seen["partners inbox"] == "accepted"
+        # The acceptance was made in time, so it stands everywhere (ADR 0026).
         return (
-            seen["partners inbox"] != "accepted"
-            and seen["intake"] != "assigned"
-            and seen["contact for the firm"] == 404
+            seen["scheduling"] == "assigned"
+            and seen["intake"] == "assigned"
+            and seen["partners inbox"] == "accepted"
+            and seen["contact for the firm"] == 200
         )
 
     try:
         await lc.wait_for(consistent, 5, what="partners, intake and scheduling to agree")
     except AssertionError:
-        # Before the fix: scheduling 'escalated', partners inbox 'accepted', intake
+        # Before the first fix: scheduling 'escalated', partners inbox 'accepted', intake
         # 'assigned', contact 200 — the firm went to the door with the resident's details
-        # while the operators were told nobody took the need.
+        # while the operators were told nobody took the need. Before ADR 0026: everybody
+        # agreed the firm was not assigned, although it had accepted in time.
         raise AssertionError(f"services disagree about the assignee: {seen}") from None
+    assert await lc.events("assignment.expired", need_id=need_id) == []
+    assert await lc.events("need.escalated", need_id=need_id) == []

@@ -3,9 +3,10 @@ OTLP/HTTP by the four service processes to an in-test receiver, form one tree.
 
 The lunch: submitted over HTTP at intake -> need.submitted through intake's outbox ->
 scheduling reserves a place and offers it to the first volunteer, who never answers ->
-the offer's expiry timer fires in scheduling and the place goes to the second volunteer
--> partners puts it in her inbox, she accepts and reports the meal delivered over HTTP
-(requests with traces of their own) -> scheduling fulfils the need, partners credits
+partners' lapse sweep lapses the offer at its expiry (`offer.lapsed`, ADR 0026), on which
+scheduling expires it and the place goes to the second volunteer -> partners puts it in
+her inbox, she accepts and reports the meal delivered over HTTP (requests with traces of
+their own) -> scheduling fulfils the need, partners credits
 points -> notifications delivers every step to a community app's webhook receiver.
 """
 
@@ -51,7 +52,7 @@ def complete(spans: list[CollectedSpan], trace_id: str) -> bool:
     names = {s.name for s in mine}
     return (
         all(consumed[service] for service in SERVICES)
-        and any(n.startswith("timer offer_expiry") for n in names)
+        and "offer lapsed" in names
         and "webhook POST" in names
         and any("need.fulfilled" in n and "process" in n for n in names)
         and any("points.awarded" in n for n in names)
@@ -80,7 +81,7 @@ async def test_one_trace_follows_a_lunch_through_all_four_services(lifecycle) ->
         resident = await lc.create_resident(name=NAME, phone=PHONE, address=ADDRESS)
 
         need_id = (await lc.submit_need(meal_need(resident, hours_ahead=1)))["id"]
-        # Nobody answers the first offer: it expires on scheduling's timer.
+        # Nobody answers the first offer: partners lapses it, scheduling expires it.
         await lc.wait_events("assignment.expired", need_id=need_id, timeout=20)
         offer = await lc.wait_offer(second_token, need_id)
         lc.ok(await lc.answer(second_token, offer["assignment_id"], "accept"))
@@ -143,22 +144,28 @@ def check_one_tree(otlp: OtlpReceiver, root: CollectedSpan) -> None:
     assert set(consumers) == SERVICES, f"consumer spans per service: {consumers}\n{shown}"
     producers = Counter(s.service for s in spans if s.kind == "producer")
     # Outbox publishes of intake (need.submitted), scheduling (reservations, offers, the
-    # expiry, fulfilment) and partners (confirmation, delivery, points).
+    # expiry, fulfilment) and partners (the lapse, confirmation, delivery, points).
     assert {"linli-intake", "linli-scheduling", "linli-partners"} <= set(producers), shown
     sent = {
         s.attributes.get("messaging.destination.name", "") for s in spans if s.kind == "producer"
     }
     for event in ("need.submitted", "slot.reserved", "assignment.offered", "assignment.expired"):
         assert any(f".{event}." in subject for subject in sent), (event, shown)
-    for event in ("volunteer.confirmed", "meal.delivered", "need.fulfilled", "points.awarded"):
+    for event in (
+        "offer.lapsed",
+        "volunteer.confirmed",
+        "meal.delivered",
+        "need.fulfilled",
+        "points.awarded",
+    ):
         assert any(f".{event}." in subject for subject in sent), (event, shown)
-    (timer,) = [s for s in spans if s.name == "timer offer_expiry"]
-    assert timer.service == "linli-scheduling"
-    # The second offer was made by the expiry timer, so its publish descends from it.
-    under_timer = descendants(spans, timer)
+    (lapse,) = [s for s in spans if s.name == "offer lapsed"]
+    assert lapse.service == "linli-partners"
+    # The second offer was made on partners' lapse, so its publish descends from it.
+    under_lapse = descendants(spans, lapse)
     assert any(
         ".assignment.offered." in s.attributes.get("messaging.destination.name", "")
-        for s in under_timer
+        for s in under_lapse
     ), shown
     webhooks = [s for s in spans if s.name == "webhook POST"]
     assert webhooks

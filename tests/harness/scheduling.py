@@ -23,7 +23,13 @@ from pydantic import BaseModel
 
 from linli.contracts.binding import from_nats, to_structured
 from linli.contracts.envelope import CloudEvent, new_event
-from linli.contracts.events import NeedSubmitted, PartyKind, PartyRef, SlotPublished
+from linli.contracts.events import (
+    NeedSubmitted,
+    OfferLapsed,
+    PartyKind,
+    PartyRef,
+    SlotPublished,
+)
 from linli.contracts.registry import lookup
 from linli.contracts.subjects import subject_for
 from linli.contracts.types import Role
@@ -170,6 +176,22 @@ def need_submitted(
     )
 
 
+def lapsed(offered: CloudEvent[dict[str, Any]], at: datetime | None = None) -> OfferLapsed:
+    """Partners' verdict that an `assignment.offered` went unanswered (ADR 0026)."""
+    data = offered.data or {}
+    expires_at = datetime.fromisoformat(data["expires_at"])
+    return OfferLapsed.model_validate(
+        {
+            "assignment_id": data["assignment_id"],
+            "need_id": data["need_id"],
+            "slot_id": data["slot_id"],
+            "offered_to": data["offered_to"],
+            "expires_at": expires_at,
+            "lapsed_at": max(at or datetime.now(UTC), expires_at),
+        }
+    )
+
+
 @dataclass
 class Bus:
     """Publishes onto and reads back from one test's events stream."""
@@ -179,6 +201,7 @@ class Bus:
     community: str
     _seen: int = 0
     events: list[CloudEvent[dict[str, Any]]] = field(default_factory=list)
+    _reading: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def publish(
         self,
@@ -197,14 +220,40 @@ class Bus:
         )
         return event
 
+    @contextlib.asynccontextmanager
+    async def nobody_answers(self, *, limit: int = 1000) -> Any:
+        """Play partners' lapse sweep: every offer scheduling makes while this runs lapses
+        (`offer.lapsed`) once its expiry has come, as it does when no party answers."""
+
+        async def sweep() -> None:
+            done: set[str] = set()
+            while len(done) < limit:
+                await self.refresh()
+                now = datetime.now(UTC)
+                for offered in self.emitted("assignment.offered"):
+                    due = datetime.fromisoformat(offered.data["expires_at"])
+                    if offered.id not in done and due <= now:
+                        done.add(offered.id)
+                        await self.publish(lapsed(offered, now))
+                await asyncio.sleep(0.05)
+
+        task = asyncio.create_task(sweep())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def refresh(self) -> list[CloudEvent[dict[str, Any]]]:
-        """Read every message appended since the last call."""
-        info = await self.js.stream_info(self.stream)
-        first = max(self._seen + 1, info.state.first_seq)
-        for seq in range(first, info.state.last_seq + 1):
-            msg = await self.js.get_msg(self.stream, seq)
-            self.events.append(from_nats(msg.data or b"", dict(msg.headers or {})))
-            self._seen = seq
+        """Read every message appended since the last call (one reader at a time)."""
+        async with self._reading:
+            info = await self.js.stream_info(self.stream)
+            first = max(self._seen + 1, info.state.first_seq)
+            for seq in range(first, info.state.last_seq + 1):
+                msg = await self.js.get_msg(self.stream, seq)
+                self.events.append(from_nats(msg.data or b"", dict(msg.headers or {})))
+                self._seen = seq
         return self.events
 
     def emitted(self, short: str, **match: Any) -> list[CloudEvent[dict[str, Any]]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,10 +17,14 @@ from linli.contracts.envelope import new_event_id
 from linli.contracts.events import (
     AssignmentExpired,
     NeedCancelled,
+    OfferLapsed,
     PartnerDeclined,
     VolunteerConfirmed,
 )
+from linli.contracts.registry import lookup
 from linli.contracts.types import Role
+from linli.partners.lapses import LapseSweep
+from linli.servicekit.clock import Clock
 
 pytestmark = pytest.mark.integration
 
@@ -277,6 +282,87 @@ async def test_an_offer_past_its_expiry_cannot_be_accepted(partners) -> None:
     )
     assert response.status_code == 409
     assert "expired" in response.json()["detail"]
+
+
+async def test_partners_decides_answered_in_time_or_lapsed_once_per_offer(partners) -> None:
+    """ADR 0026: an answer before the expiry stands; an unanswered offer lapses at its
+    expiry with `offer.lapsed`, once, also with a second replica's sweep racing."""
+    alice = await partners.new_volunteer()
+    as_alice = await partners.volunteer_token("alice", alice)
+    world = partners.world
+    # A second replica's sweep on the same schema (the app runs the first).
+    extra = LapseSweep(
+        partners.pool,
+        world.settings.db_schema,
+        clock=Clock(),
+        dsn=world.settings.database_url.get_secret_value(),
+        poll_interval=0.05,
+    )
+    await extra.start()
+    try:
+        soon = timedelta(seconds=3)
+        accepted = await partners.offer(volunteer(alice), expires_in=soon)
+        declined = await partners.offer(volunteer(alice), expires_in=soon)
+        unanswered = await partners.offer(volunteer(alice), expires_in=soon)
+        later = await partners.offer(volunteer(alice))
+        for offer, action in ((accepted, "accept"), (declined, "decline")):
+            answer = await partners.http.post(
+                f"/v1/me/offers/{offer.assignment_id}/{action}", headers=as_alice
+            )
+            assert answer.status_code == 200, answer.text
+        # An offer that reaches partners only after its expiry (its consumer lagged).
+        now = datetime.now(UTC)
+        stale = offered(world.home, volunteer(alice)).model_copy(
+            update={"offered_at": now - timedelta(seconds=5), "expires_at": now}
+        )
+        await publish_event(partners.js, stale, world.home)
+
+        lapses = await emitted(
+            partners.js, world.settings.events_stream, types=("offer.lapsed",), expect=2
+        )
+        assert sorted(str(e.data["assignment_id"]) for e in lapses) == sorted(
+            [str(unanswered.assignment_id), str(stale.assignment_id)]
+        )
+        for event in lapses:
+            lapse = parse_data(event, OfferLapsed)
+            assert lapse.offered_to == volunteer(alice)
+            assert lapse.lapsed_at >= lapse.expires_at
+            assert event.subject == str(lapse.need_id)
+        statuses = {
+            r["assignment_id"]: r["status"]
+            for r in await partners.pool.fetch("SELECT assignment_id, status FROM offers")
+        }
+        assert statuses == {
+            accepted.assignment_id: "accepted",
+            declined.assignment_id: "declined",
+            unanswered.assignment_id: "expired",
+            stale.assignment_id: "expired",
+            later.assignment_id: "open",
+        }
+        too_late = await partners.http.post(
+            f"/v1/me/offers/{unanswered.assignment_id}/accept", headers=as_alice
+        )
+        assert too_late.status_code == 409
+        listed = await partners.http.get("/v1/me/offers?status=expired", headers=as_alice)
+        assert {o["assignment_id"] for o in listed.json()["items"]} == {
+            str(unanswered.assignment_id),
+            str(stale.assignment_id),
+        }
+        # One verdict per offer: the answers once, no lapse for them, each lapse once.
+        everything = await emitted(partners.js, world.settings.events_stream)
+        verdicts = Counter(
+            (str(e.data.get("assignment_id")), lookup(e.type).short)
+            for e in everything
+            if "assignment_id" in (e.data or {})
+        )
+        assert verdicts == {
+            (str(accepted.assignment_id), "volunteer.confirmed"): 1,
+            (str(declined.assignment_id), "volunteer.declined"): 1,
+            (str(unanswered.assignment_id), "offer.lapsed"): 1,
+            (str(stale.assignment_id), "offer.lapsed"): 1,
+        }
+    finally:
+        await extra.stop()
 
 
 async def test_contact_never_reaches_the_logs(partners, caplog) -> None:

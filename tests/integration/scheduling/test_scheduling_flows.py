@@ -9,7 +9,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from harness.scheduling import need_submitted, party, slot_published, wait_for_db
+from harness.scheduling import lapsed, need_submitted, party, slot_published, wait_for_db
 from prometheus_client import REGISTRY
 
 from linli.contracts.events import (
@@ -158,8 +158,9 @@ async def test_expired_offers_go_to_the_next_candidate_then_escalate(start_sched
         await s.bus.publish(slot_published(first, start_in_min=-10))
         await s.bus.publish(slot_published(second, start_in_min=0))
         need = need_submitted()
-        await s.bus.publish(need)
-        expired = await s.bus.wait("assignment.expired", 2, need_id=need.need_id)
+        async with s.bus.nobody_answers():  # partners lapses each offer at its expiry
+            await s.bus.publish(need)
+            expired = await s.bus.wait("assignment.expired", 2, need_id=need.need_id)
         assert [e.data["offered_to"]["id"] for e in expired] == [str(first.id), str(second.id)]
         offers = s.bus.emitted("assignment.offered", need_id=need.need_id)
         assert [o.data["offered_to"]["id"] for o in offers] == [str(first.id), str(second.id)]
@@ -169,6 +170,87 @@ async def test_expired_offers_go_to_the_next_candidate_then_escalate(start_sched
         assert escalated["reason"] == "no_taker"
         assert await s.state(need.need_id) == "escalated"
         assert await s.pool.fetchval("SELECT sum(reserved) FROM slots") == 0
+
+
+async def test_an_acceptance_made_in_time_stands_when_it_arrives_after_the_expiry(
+    start_scheduling,
+) -> None:
+    # Issue 10, defect 1: only partners' verdict ends an offer, never scheduling's clock.
+    async with start_scheduling(offer_timeout_s=0.3) as s:
+        volunteer = party("volunteer")
+        await s.bus.publish(slot_published(volunteer))
+        need = need_submitted()
+        await s.bus.publish(need)
+        offered = (await s.bus.wait("assignment.offered", need_id=need.need_id))[0]
+        expires_at = datetime.fromisoformat(offered.data["expires_at"])
+        # Long past the expiry, the acceptance made before it arrives.
+        await s.bus.wait_until(
+            lambda: NOW(UTC) > expires_at + timedelta(seconds=1), what="the expiry to pass"
+        )
+        await s.bus.publish(
+            VolunteerConfirmed(
+                assignment_id=offered.data["assignment_id"],
+                need_id=need.need_id,
+                slot_id=offered.data["slot_id"],
+                volunteer_id=volunteer.id,
+                confirmed_at=expires_at - timedelta(seconds=0.1),
+            )
+        )
+        assert (
+            await wait_for_db(
+                s.pool, "SELECT state FROM needs WHERE id = $1", "assigned", need.need_id
+            )
+            == "assigned"
+        )
+        # The offer's timer was closed by the acceptance, never fired.
+        outcomes = await s.pool.fetch(
+            "SELECT kind, outcome FROM timers WHERE need_id = $1 AND kind LIKE 'offer%'",
+            need.need_id,
+        )
+        assert [(r["kind"], r["outcome"]) for r in outcomes] == [("offer_overdue", "cancelled")]
+        assert s.bus.emitted("assignment.expired") == []
+        assert s.bus.emitted("slot.released") == []
+        assert s.bus.emitted("need.escalated") == []
+
+
+async def test_no_verdict_long_after_the_expiry_tells_operators_and_keeps_the_offer(
+    start_scheduling,
+) -> None:
+    async with start_scheduling(offer_timeout_s=0.3, offer_verdict_grace_s=1.0) as s:
+        first, second = party(), party()
+        await s.bus.publish(slot_published(first, kind="repair", start_in_min=-10))
+        await s.bus.publish(slot_published(second, kind="repair", start_in_min=0))
+        need = need_submitted(kind="repair", start_in_min=0, minutes=600)
+        await s.bus.publish(need)
+        offered = (await s.bus.wait("assignment.offered", need_id=need.need_id))[0]
+        # Partners says nothing (down, or its relay is): operators hear of it, once ...
+        (overdue,) = await s.bus.wait(
+            "need.escalated", need_id=need.need_id, reason="offer_unanswered"
+        )
+        assert "partners" in overdue.data["detail"]
+        # ... and the offer stands: only partners can say whether it was taken in time.
+        assert await s.state(need.need_id) == "offered"
+        assert await s.pool.fetchval("SELECT sum(reserved) FROM slots") == 1
+        # Partners' verdict arrives at last: it lapsed; the next partner is asked.
+        await s.bus.publish(lapsed(offered))
+        (expired,) = await s.bus.wait("assignment.expired", need_id=need.need_id)
+        assert expired.data["assignment_id"] == offered.data["assignment_id"]
+        offers = await s.bus.wait("assignment.offered", 2, need_id=need.need_id)
+        assert offers[1].data["offered_to"]["id"] == str(second.id)
+        # A verdict delivered twice (another event id) changes nothing more.
+        await s.bus.publish(lapsed(offered))
+        await s.bus.publish(
+            PartnerDeclined(
+                assignment_id=offers[1].data["assignment_id"],
+                need_id=need.need_id,
+                partner_id=second.id,
+                declined_at=NOW(UTC),
+            )
+        )
+        await s.bus.wait("need.escalated", need_id=need.need_id, reason="no_taker")
+        assert len(s.bus.emitted("assignment.expired", need_id=need.need_id)) == 1
+        reasons = Counter(e.data["reason"] for e in s.bus.emitted("need.escalated"))
+        assert reasons == {"offer_unanswered": 1, "no_taker": 1}
 
 
 async def test_low_income_repair_nobody_accepts_escalates_on_time(start_scheduling) -> None:
@@ -187,8 +269,9 @@ async def test_low_income_repair_nobody_accepts_escalates_on_time(start_scheduli
             minutes=48 * 60,
             submitted_at=submitted,
         )
-        await s.bus.publish(need)
-        await s.bus.wait("need.escalated", need_id=need.need_id, reason="no_taker")
+        async with s.bus.nobody_answers():  # partners lapses the offer at its expiry
+            await s.bus.publish(need)
+            await s.bus.wait("need.escalated", need_id=need.need_id, reason="no_taker")
         at_risk = (await s.bus.wait("need.escalated", need_id=need.need_id, reason="sla_at_risk"))[
             0
         ]

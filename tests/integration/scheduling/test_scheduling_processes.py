@@ -15,6 +15,7 @@ from harness.scheduling import (
     Bus,
     bus_for,
     drop_all,
+    lapsed,
     need_submitted,
     party,
     prepare_schema,
@@ -123,7 +124,7 @@ async def test_two_replicas_never_oversell(world, procs) -> None:
 
 async def test_killed_replica_loses_no_timer_and_no_offer(world, procs) -> None:
     settings, bus, pool = world
-    env = {"LINLI_OFFER_TIMEOUT_S": "3"}
+    env = {"LINLI_OFFER_TIMEOUT_S": "3", "LINLI_OFFER_VERDICT_GRACE_S": "0.5"}
     proc, url = _start(procs, settings, "scheduling-a", **env)
     await proc.wait_http_async(url)
     first_partner, second_partner = party(), party()
@@ -131,23 +132,30 @@ async def test_killed_replica_loses_no_timer_and_no_offer(world, procs) -> None:
     await bus.publish(slot_published(second_partner, kind="repair", capacity=1, start_in_min=0))
     first = need_submitted(kind="repair", start_in_min=0, minutes=600)
     await bus.publish(first)
-    offer = (await bus.wait("assignment.offered", need_id=first.need_id))[0].data
+    offered = (await bus.wait("assignment.offered", need_id=first.need_id))[0]
+    offer = offered.data
     assert offer["offered_to"]["id"] == str(first_partner.id)
 
-    proc.kill()  # SIGKILL: no shutdown, the offer's expiry timer is still pending
+    proc.kill()  # SIGKILL: no shutdown, the offer's overdue timer is still pending
     second = need_submitted(kind="repair", start_in_min=0, minutes=600)
     await bus.publish(second)  # arrives while no replica runs
-    await asyncio.sleep(3.2)  # the first offer's expiry passes while we are down
+    await asyncio.sleep(3.7)  # the first offer's expiry and its grace pass while we are down
 
     restarted, url = _start(procs, settings, "scheduling-b", **env)
     await restarted.wait_http_async(url)
+    # The timer that came due while no replica ran fires once after the restart: partners
+    # (played by the test) has not said whether the offer was taken, so operators are told.
+    overdue = await bus.wait("need.escalated", need_id=first.need_id, reason="offer_unanswered")
+    assert len(overdue) == 1
+    # Partners' verdict: the offer lapsed. The need goes to the other partner; the need
+    # that came in meanwhile is offered too: nothing was lost.
+    await bus.publish(lapsed(offered))
     expired = (await bus.wait("assignment.expired", need_id=first.need_id))[0].data
     assert expired["assignment_id"] == offer["assignment_id"]
-    # The expired need goes to the other partner; the need that came in meanwhile
-    # is offered too: nothing was lost.
     offers = await bus.wait("assignment.offered", 2, need_id=first.need_id, timeout=10)
     assert offers[1].data["offered_to"]["id"] == str(second_partner.id)
     await bus.wait("assignment.offered", need_id=second.need_id, timeout=10)
     assert len(bus.emitted("assignment.expired", need_id=first.need_id)) == 1
+    assert len(bus.emitted("need.escalated", need_id=first.need_id)) == 1
     rows = await pool.fetch("SELECT capacity, reserved FROM slots")
     assert all(r["reserved"] <= r["capacity"] for r in rows)

@@ -28,7 +28,8 @@ CATALOGUE = {
     "need.submit", "need.submitted", "need.rejected", "need.cancelled",
     "slot.published", "volunteer.confirmed", "volunteer.declined", "partner.accepted",
     "partner.declined", "meal.delivered", "visit.completed", "repair.completed",
-    "delivery.failed", "points.awarded", "points.redeemed", "slot.reserved", "slot.released",
+    "delivery.failed", "points.awarded", "points.redeemed", "offer.lapsed", "slot.reserved",
+    "slot.released",
     "assignment.offered", "assignment.expired", "need.escalated", "need.fulfilled",
     "notification.failed",
 }  # fmt: skip

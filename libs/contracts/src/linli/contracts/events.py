@@ -57,6 +57,7 @@ __all__ = [
     "NeedSubmitted",
     "NotificationChannel",
     "NotificationFailed",
+    "OfferLapsed",
     "PartnerAccepted",
     "PartnerDeclined",
     "PartyKind",
@@ -132,6 +133,7 @@ ESCALATION_REASONS: tuple[str, ...] = (
     "welfare_check",
     "wellbeing_concern",
     "follow_up_needed",
+    "offer_unanswered",
     "other",
 )
 """Known `need.escalated` reason codes; consumers must tolerate unknown ones."""
@@ -466,8 +468,30 @@ class AssignmentOffered(EventData):
         return self
 
 
+class OfferLapsed(EventData):
+    """Partners' verdict that an offer reached its expiry unanswered (ADR 0026).
+
+    Partners decides, under the offer's row lock, whether an answer came before
+    `expires_at` or the offer lapsed; exactly one of `partner.accepted` /
+    `volunteer.confirmed`, a decline, or `offer.lapsed` follows each offer. Scheduling
+    expires the assignment only on this event, however late it arrives.
+    """
+
+    assignment_id: UUID = Field(description="Assignment whose offer lapsed.")
+    need_id: UUID = Field(description="Need that was offered.")
+    slot_id: UUID = Field(description="Slot that was reserved for it.")
+    offered_to: PartyRef = Field(description="Candidate who did not answer in time.")
+    expires_at: AwareDatetime = Field(description="The offer's expiry, as offered.")
+    lapsed_at: AwareDatetime = Field(
+        description="When partners recorded the lapse (at or after `expires_at`)."
+    )
+
+
 class AssignmentExpired(EventData):
-    """An offer lapsed without an answer; scheduling offers the need elsewhere."""
+    """An offer lapsed without an answer; scheduling offers the need elsewhere.
+
+    Emitted once scheduling has partners' `offer.lapsed` for the assignment.
+    """
 
     assignment_id: UUID = Field(description="Expired assignment offer.")
     need_id: UUID = Field(description="Need that was offered.")

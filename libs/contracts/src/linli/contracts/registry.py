@@ -249,6 +249,7 @@ REGISTRY = Registry(
         _spec("delivery", "failed", ev.DeliveryFailed, "partners"),
         _spec("points", "awarded", ev.PointsAwarded, "partners"),
         _spec("points", "redeemed", ev.PointsRedeemed, "partners"),
+        _spec("offer", "lapsed", ev.OfferLapsed, "partners"),
         # scheduling
         _spec("slot", "reserved", ev.SlotReserved, "scheduling"),
         _spec("slot", "released", ev.SlotReleased, "scheduling"),

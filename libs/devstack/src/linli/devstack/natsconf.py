@@ -209,7 +209,17 @@ def linli_services(
         ),
         ServiceAccess(
             "partners",
-            ("slot", "volunteer", "partner", "meal", "visit", "repair", "delivery", "points"),
+            (
+                "slot",
+                "volunteer",
+                "partner",
+                "offer",
+                "meal",
+                "visit",
+                "repair",
+                "delivery",
+                "points",
+            ),
             durables=((events_stream, "partners"),),
         ),
         ServiceAccess(

@@ -16,6 +16,7 @@ from linli.servicekit.settings import Environment, ServiceSettings
 
 from . import api, service
 from .contacts import ContactDirectory, IntakeContactDirectory
+from .lapses import LapseSweep
 from .service import Clock
 
 MIGRATIONS_PACKAGE = "linli.partners"
@@ -42,6 +43,19 @@ class PartnersSettings(ServiceSettings):
     )
     points_repair: int = Field(
         default=30, ge=0, le=10_000, description="Points for a completed repair call."
+    )
+
+    lapse_poll_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Longest sleep of the lapse sweep between passes (it also wakes when an "
+        "offer arrives and when the next open offer expires).",
+    )
+    lapse_batch: int = Field(default=200, ge=1, le=5000, description="Offers lapsed per pass.")
+    run_lapses: bool = Field(
+        default=True,
+        description="Lapse unanswered offers at their expiry in this process (ADR 0026).",
     )
 
     @model_validator(mode="after")
@@ -102,4 +116,33 @@ def build_app(
     app.include_router(api.router)
     app.include_router(api.me_router)
     api.install_error_handlers(app)
+    _run_lapses(app, runtime, settings, clock)
     return app
+
+
+def _run_lapses(
+    app: FastAPI, runtime: ServiceRuntime, settings: PartnersSettings, clock: Clock
+) -> None:
+    """Lapse unanswered offers at their expiry, from start to stop (every replica)."""
+    app.state.lapses = None
+    if not settings.run_lapses:
+        return
+
+    async def start(rt: ServiceRuntime) -> None:
+        sweep = LapseSweep(
+            rt.pool,
+            settings.db_schema,
+            clock=clock,
+            dsn=rt.dsn,
+            poll_interval=settings.lapse_poll_interval_s,
+            batch=settings.lapse_batch,
+        )
+        await sweep.start()
+        app.state.lapses = sweep
+
+    async def stop(_rt: ServiceRuntime) -> None:
+        if app.state.lapses is not None:
+            await app.state.lapses.stop()
+
+    runtime.on_start.append(start)
+    runtime.on_stop.append(stop)

@@ -36,8 +36,8 @@ def party_of(role: Role, subject_id: uuid.UUID | None) -> PartyRef | None:
 def offer_status(status: str, expires_at: datetime, now: datetime) -> str:
     """What a party sees: an open offer past its expiry reads as expired.
 
-    Scheduling announces the expiry (`assignment.expired`) a little later; until then
-    the offer can no longer be accepted either.
+    The lapse sweep stores `expired` a moment later (ADR 0026); from its expiry on, the
+    offer can no longer be answered either way.
     """
     if status == "open" and expires_at <= now:
         return "expired"

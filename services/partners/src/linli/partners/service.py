@@ -21,6 +21,7 @@ from linli.contracts.events import (
     MealDelivered,
     NeedCancelled,
     NeedFulfilled,
+    OfferLapsed,
     PartnerAccepted,
     PartnerDeclined,
     PartyKind,
@@ -296,13 +297,20 @@ async def answer_offer(
     reason: str | None = None,
     clock: Clock,
 ) -> None:
-    """Accept or decline an open offer, once, and tell scheduling."""
-    now = clock.now()
+    """Accept or decline an open offer, once, and tell scheduling.
+
+    Partners is where an offer's answer and its lapse are decided (ADR 0026): both take
+    the offer's row lock, and the time is read once the lock is held, so the order in
+    which they commit is the order in time. An answer at or after `expires_at` is
+    refused; one before it stands, however late scheduling hears of it.
+    """
     async with conn.transaction():
-        # The row lock makes a second, concurrent answer wait and then see the first.
+        # The row lock makes a second, concurrent answer (or the lapse sweep) wait and
+        # then see the first.
         offer = await store.get_offer(conn, party, communities, assignment_id, for_update=True)
         if offer is None:
             raise NotFound("offer")
+        now = clock.now()
         refusal = rules.answer_refusal(offer["status"], offer["expires_at"], now)
         if refusal is not None:
             raise Conflict(refusal)
@@ -338,6 +346,31 @@ async def answer_offer(
             )
         with resumed_span(f"{status} offer", offer["traceparent"]):
             await outbox.enqueue(conn, _event(data, offer["community"], need_id, now))
+
+
+async def lapse_due(conn: Conn, *, clock: Clock, batch: int) -> int:
+    """Lapse up to `batch` open offers whose expiry has come, each with `offer.lapsed`,
+    in one transaction; returns how many lapsed (ADR 0026).
+
+    An offer answered in time is no longer open and is never lapsed; one being answered
+    right now is locked and skipped, and looked at again once the answer has committed
+    (then it is no longer open) or failed (then it lapses).
+    """
+    async with conn.transaction():
+        now = clock.now()
+        rows = await store.lapse_due_offers(conn, now, batch)
+        for row in rows:
+            data = OfferLapsed(
+                assignment_id=row["assignment_id"],
+                need_id=row["need_id"],
+                slot_id=row["slot_id"],
+                offered_to=PartyRef(kind=PartyKind(row["party_kind"]), id=row["party_id"]),
+                expires_at=row["expires_at"],
+                lapsed_at=now,  # expires_at <= now: the sweep takes only due offers
+            )
+            with resumed_span("offer lapsed", row["traceparent"]):
+                await outbox.enqueue(conn, _event(data, row["community"], row["need_id"], now))
+    return len(rows)
 
 
 @dataclass(frozen=True)

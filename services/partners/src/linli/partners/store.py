@@ -326,13 +326,45 @@ async def withdrawal_for(conn: Conn, assignment_id: uuid.UUID, need_id: uuid.UUI
     return str(value) if value is not None else None
 
 
+async def lapse_due_offers(conn: Conn, now: datetime, limit: int) -> list[asyncpg.Record]:
+    """Move up to `limit` open offers whose expiry has come to `expired`; return them.
+
+    The rows are locked (SKIP LOCKED: another replica's sweep, or an answer holding the
+    row, is not waited for; an answer's lock ends with its commit, after which the row
+    is no longer open). `answered_at` is the offer's expiry: the moment it lapsed.
+    """
+    return list(
+        await conn.fetch(
+            "UPDATE offers SET status = 'expired', status_reason = 'lapsed', "
+            "answered_at = expires_at WHERE assignment_id IN ("
+            "  SELECT assignment_id FROM offers WHERE status = 'open' AND expires_at <= $1 "
+            "  ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) "
+            "RETURNING assignment_id, community, need_id, slot_id, party_kind, party_id, "
+            "expires_at, traceparent",
+            now,
+            limit,
+        )
+    )
+
+
+async def next_open_expiry(conn: Conn) -> datetime | None:
+    """The earliest expiry of an open offer (None when none is open)."""
+    value: datetime | None = await conn.fetchval(
+        "SELECT min(expires_at) FROM offers WHERE status = 'open'"
+    )
+    return value
+
+
 async def withdraw_offer(
     conn: Conn, community: str, assignment_id: uuid.UUID, reason: str, at: datetime
 ) -> None:
     """Withdraw an open offer; remember the withdrawal in case the offer comes later.
 
-    An `accepted` offer is withdrawn too: scheduling expires an assignment only when it
-    never heard the acceptance (it came too late), so nobody may go to the door.
+    Scheduling expires an assignment only on partners' own `offer.lapsed` (ADR 0026), by
+    when the offer is `expired` here and this changes nothing. An `accepted` offer is
+    withdrawn all the same, as a safety net: should an expiry ever reach partners for an
+    offer accepted here (a scheduling from before ADR 0026 during an upgrade), nobody
+    may go to the door of a need scheduling gave up on.
     """
     await conn.execute(
         "UPDATE offers SET status = 'withdrawn', status_reason = $3, answered_at = $4 "
@@ -408,13 +440,14 @@ async def list_offers(
     now: datetime,
     limit: int,
 ) -> list[asyncpg.Record]:
-    # "open" and "expired" are told apart by the clock, not by the stored status.
+    # An open offer past its expiry reads as expired before the sweep has lapsed it.
     return await conn.fetch(
         f"SELECT {OFFER_COLUMNS} FROM offers WHERE {_IN_SCOPE} "
         "AND party_kind = $2 AND party_id = $3 "
         "AND ($4::text IS NULL "
         "     OR ($4 = 'open' AND status = 'open' AND expires_at > $5) "
-        "     OR ($4 = 'expired' AND status = 'open' AND expires_at <= $5) "
+        "     OR ($4 = 'expired' AND (status = 'expired' "
+        "                              OR (status = 'open' AND expires_at <= $5))) "
         "     OR ($4 NOT IN ('open', 'expired') AND status = $4)) "
         "ORDER BY offered_at DESC, assignment_id DESC LIMIT $6",
         communities,

@@ -31,7 +31,10 @@ READERS = (Role.OPERATOR, Role.SYSTEM, Role.ADMIN)
 
 
 class TimerView(BaseModel):
-    kind: str = Field(description="offer_expiry, sla_at_risk, sla_breach or rematch.")
+    kind: str = Field(
+        description="offer_overdue, sla_at_risk, sla_breach or rematch (offer_expiry: "
+        "before ADR 0026)."
+    )
     clock: str | None = Field(default=None, description="SLA clock: accept or complete.")
     due_at: datetime = Field(description="When it fires (or fired).")
     deadline: datetime | None = Field(default=None, description="The SLA deadline.")

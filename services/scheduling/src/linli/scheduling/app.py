@@ -42,6 +42,14 @@ class SchedulingSettings(ServiceSettings):
         description="The same for emergencies (SLA seconds): short enough that a second "
         "candidate can still accept inside the 10-minute acceptance promise.",
     )
+    offer_verdict_grace_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=86_400,
+        description="Real seconds after an offer's expiry without partners' verdict (an "
+        "answer or `offer.lapsed`) after which operators are told (`offer_unanswered`). "
+        "The need stays offered: only partners decides (ADR 0026).",
+    )
     sla_at_risk_fraction: float = Field(
         default=0.8, gt=0, lt=1, description="Share of an SLA clock after which it is at risk."
     )
@@ -86,6 +94,7 @@ def scheduler_for(settings: SchedulingSettings, clock: Clock | None = None) -> S
             default_policy=policy,
             time_scale=settings.time_scale,
             rematch_delay_s=settings.rematch_delay_s,
+            offer_verdict_grace_s=settings.offer_verdict_grace_s,
             policy_cache_s=settings.policy_cache_s,
         ),
         clock,

@@ -26,6 +26,7 @@ from linli.contracts.events import (
     NeedEscalated,
     NeedFulfilled,
     NeedSubmitted,
+    OfferLapsed,
     PartnerAccepted,
     PartnerDeclined,
     PartyKind,
@@ -69,6 +70,10 @@ SOURCE = "/linli/scheduling"
 
 ACTIVE_ASSIGNMENT = ("offered", "accepted")
 
+OFFER_TIMERS = ["offer_overdue", "offer_expiry"]
+"""An offer's timer: `offer_overdue` (ADR 0026); `offer_expiry`, from before it, is left
+to lapse through partners like any other offer and closes as stale when it comes due."""
+
 
 class IllegalMove(PoisonMessage):
     """A state change the state machine forbids: a defect, kept as a dead letter."""
@@ -96,6 +101,7 @@ class SchedulingConfig:
     default_policy: Policy = field(default_factory=Policy)
     time_scale: float = 1.0
     rematch_delay_s: float = 1.0
+    offer_verdict_grace_s: float = 300.0
     fill_limit: int = 500
     policy_cache_s: float = 5.0
 
@@ -115,6 +121,7 @@ class Scheduler:
             VolunteerConfirmed: self._volunteer_confirmed,
             PartnerDeclined: self._partner_declined,
             VolunteerDeclined: self._volunteer_declined,
+            OfferLapsed: self._offer_lapsed,
             MealDelivered: self._meal_delivered,
             VisitCompleted: self._visit_completed,
             RepairCompleted: self._repair_completed,
@@ -141,8 +148,8 @@ class Scheduler:
         outcome = "stale"
         if need is not None:
             kind = timer["kind"]
-            if kind == "offer_expiry":
-                outcome = await self._expire(conn, need, timer["assignment_id"], now)
+            if kind == "offer_overdue":
+                outcome = await self._overdue(conn, need, timer["assignment_id"])
             elif kind in ("sla_at_risk", "sla_breach"):
                 outcome = await self._sla(conn, need, timer, now)
             elif kind == "rematch" and NeedState(need["state"]) in MATCHABLE:
@@ -298,7 +305,7 @@ class Scheduler:
             return  # accepted before: nothing more to do
         await store.answer_assignment(conn, assignment_id, self.clock.now())
         await self._move(conn, need, NeedState.ASSIGNED, assignment_id=assignment_id)
-        await store.cancel_timers(conn, need_id, kinds=["offer_expiry"])
+        await store.cancel_timers(conn, need_id, kinds=OFFER_TIMERS)
         await store.cancel_timers(conn, need_id, clock=ClockName.ACCEPT.value)
 
     async def _decline(
@@ -315,27 +322,63 @@ class Scheduler:
         need, assignment = found
         await self._give_back(conn, need, assignment, "declined", SlotReleaseReason.DECLINED)
 
-    async def _expire(
-        self, conn: Conn, need: asyncpg.Record, assignment_id: uuid.UUID | None, now: datetime
+    async def _offer_lapsed(self, conn: Conn, community: str, data: OfferLapsed) -> None:
+        """Partners' verdict that nobody answered in time: the assignment expires.
+
+        Partners decides whether an answer came before the expiry or the offer lapsed
+        (ADR 0026); scheduling never expires an offer on its own clock, so an acceptance
+        made in time stands however late it reaches us.
+        """
+        found = await self._current(
+            conn,
+            community,
+            data.need_id,
+            data.assignment_id,
+            (data.offered_to.kind, data.offered_to.id),
+        )
+        if found is None:
+            return
+        need, assignment = found
+        if assignment["state"] != "offered":
+            # Partners lapses only an offer nobody answered; an accepted one cannot lapse.
+            log.warning("lapse of an accepted assignment; ignored")
+            return
+        await self._emit(
+            conn,
+            community,
+            need["id"],
+            AssignmentExpired(
+                assignment_id=assignment["id"],
+                need_id=need["id"],
+                slot_id=assignment["slot_id"],
+                offered_to=_party(assignment),
+                expired_at=data.lapsed_at,
+            ),
+        )
+        await self._give_back(conn, need, assignment, "expired", SlotReleaseReason.EXPIRED)
+
+    async def _overdue(
+        self, conn: Conn, need: asyncpg.Record, assignment_id: uuid.UUID | None
     ) -> str:
+        """No verdict from partners long after the offer's expiry: tell the operators.
+
+        Only partners can say whether the offer was answered in time, so nothing moves:
+        the need stays offered (its place held) until the verdict comes. A verdict this
+        late means partners, its relay or its consumer is down or far behind.
+        """
         if assignment_id is None or need["current_assignment"] != assignment_id:
             return "stale"
         assignment = await store.get_assignment(conn, assignment_id)
         if assignment is None or assignment["state"] != "offered":
             return "stale"
-        await self._emit(
+        await self._escalate(
             conn,
-            need["community"],
-            need["id"],
-            AssignmentExpired(
-                assignment_id=assignment_id,
-                need_id=need["id"],
-                slot_id=assignment["slot_id"],
-                offered_to=_party(assignment),
-                expired_at=now,
-            ),
+            need,
+            "offer_unanswered",
+            "no answer or lapse from partners long after the offer expired; "
+            "the offer stays open until partners decides",
+            key=f"offer_unanswered:{assignment_id}",
         )
-        await self._give_back(conn, need, assignment, "expired", SlotReleaseReason.EXPIRED)
         return "fired"
 
     async def _give_back(
@@ -501,12 +544,14 @@ class Scheduler:
         await self._move(
             conn, need, NeedState.OFFERED, assignment_id=assignment_id, attempts=attempt
         )
+        # Partners decides whether the offer is answered in time or lapses (ADR 0026);
+        # this timer only tells the operators when that verdict is long overdue.
         await store.add_timer(
             conn,
-            kind="offer_expiry",
+            kind="offer_overdue",
             need_id=need["id"],
             assignment_id=assignment_id,
-            due_at=expires_at,
+            due_at=expires_at + timedelta(seconds=self.config.offer_verdict_grace_s),
             traceparent=current_traceparent(),
         )
         await self._emit_all(
@@ -553,7 +598,7 @@ class Scheduler:
         """Close an active assignment and return its unit to the slot."""
         await store.close_assignment(conn, assignment["id"], state, now, reason.value)
         await store.release_slot(conn, assignment["slot_id"])
-        await store.cancel_timers(conn, need["id"], kinds=["offer_expiry"])
+        await store.cancel_timers(conn, need["id"], kinds=OFFER_TIMERS)
         await self._emit(
             conn,
             need["community"],

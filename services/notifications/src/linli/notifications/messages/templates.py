@@ -127,6 +127,7 @@ REASON_LABELS: dict[str, dict[str, str]] = {
         "welfare_check": "需要上门确认安全",
         "wellbeing_concern": "探访发现异常",
         "follow_up_needed": "需要再次上门",
+        "offer_unanswered": "接单结果迟迟未到",
         "other": "其他原因",
     },
     "en": {
@@ -138,6 +139,7 @@ REASON_LABELS: dict[str, dict[str, str]] = {
         "welfare_check": "a welfare check is needed",
         "wellbeing_concern": "a wellbeing concern was reported",
         "follow_up_needed": "another visit is needed",
+        "offer_unanswered": "the answer to an offer is overdue",
         "other": "other reason",
     },
 }
