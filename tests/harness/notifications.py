@@ -40,7 +40,7 @@ from linli.servicekit.auth import issue_credential
 from linli.servicekit.db import migrate, service_migrations
 from linli.servicekit.messaging import provision_streams
 
-from .common import drop_schema_and_streams
+from .common import consumer_settled, drop_schema_and_streams, wait_for
 from .names import Names
 
 
@@ -460,6 +460,21 @@ class Notifications:
 
     def auth(self, who: str = "app") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    async def settled(self) -> None:
+        """Every event so far has been turned into deliveries, and every delivery to an
+        active subscription has reached a final state (delivered or failed): nothing more
+        will be sent for them (a paused or disabled subscription's are held)."""
+        await consumer_settled(self.bus.js, self.settings.events_stream, "notifications")
+
+        async def final() -> bool:
+            pending = await self.pool.fetchval(
+                "SELECT count(*) FROM deliveries d JOIN subscriptions s "
+                "ON s.id = d.subscription_id WHERE d.state = 'pending' AND s.state = 'active'"
+            )
+            return pending == 0
+
+        await wait_for(final, what="every delivery to be final")
 
     async def subscribe(self, who: str = "app", **body: Any) -> dict[str, Any]:
         body.setdefault("communities", [self.home])

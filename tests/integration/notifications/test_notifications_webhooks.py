@@ -58,7 +58,7 @@ async def test_signed_delivery_filtered_by_community_type_and_kind(
         await home_hook.wait(3)
         await other_hook.wait(1)
         await repairs_hook.wait(2)
-        await asyncio.sleep(0.5)
+        await n.settled()  # nothing more is on its way to any of them
 
         assert sorted(home_hook.event_ids()) == sorted([meal.id, repair.id, cancelled.id])
         assert other_hook.event_ids() == [elsewhere.id]
@@ -96,7 +96,7 @@ async def test_retries_500_timeout_429_and_410(start_notifications: Any) -> None
         await slow.wait_event(event.id, 2)
         await limited.wait_event(event.id, 2)
         await gone.wait_event(event.id, 1)
-        await asyncio.sleep(0.8)
+        await n.settled()
 
         for name, hook in hooks.items():
             assert all(r.verified for r in hook.received)
@@ -166,6 +166,7 @@ async def test_spent_schedule_and_day_long_failure_disable(start_notifications: 
     async with (
         start_notifications(retry_schedule_s=[0.2] * 20, disable_after_s=0.5) as n,
         receiver(always(503)) as dead,
+        receiver() as witness,
     ):
         sub = await n.subscribe(url=dead.url)
         await n.bus.publish(need_submitted(), n.home)
@@ -174,7 +175,12 @@ async def test_spent_schedule_and_day_long_failure_disable(start_notifications: 
         )
         assert state == "disabled"
         count = len(dead.received)
-        await asyncio.sleep(0.6)
+        # A later event reaches an active subscription made now, and nothing more goes
+        # to the disabled one: the worker has run past it.
+        witness.secret = (await n.subscribe("app2", url=witness.url))["secret"]
+        later = await n.bus.publish(need_submitted(), n.home)
+        await witness.wait_event(later.id, 1)
+        await n.settled()
         assert len(dead.received) == count
 
 

@@ -3,13 +3,13 @@ once, and the resident's contact reaches only the party that accepted."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from harness.common import consumer_settled, outbox_settled, wait_for
 from harness.partners import emitted, eventually, offered, partner, publish_event, volunteer
 
 from linli.contracts.binding import parse_data
@@ -114,7 +114,7 @@ async def test_accept_confirms_once_and_reveals_contact_only_to_the_acceptor(par
         types=("volunteer.confirmed", "volunteer.declined"),
         expect=2,
     )
-    await asyncio.sleep(0.3)
+    assert await outbox_settled(partners.pool) >= 2  # nothing more can appear
     events = await emitted(
         partners.js,
         partners.world.settings.events_stream,
@@ -259,7 +259,8 @@ async def test_expiry_and_cancellation_withdraw_offers(partners) -> None:
         ),
         world.home,
     )
-    await asyncio.sleep(0.3)
+    # Handled before the offer arrives.
+    await consumer_settled(partners.js, world.settings.events_stream, "partners")
     await publish_event(partners.js, late, world.home)
     assert await partners.offer_stored(late.assignment_id)
     assert (
@@ -274,9 +275,14 @@ async def test_an_offer_past_its_expiry_cannot_be_accepted(partners) -> None:
     alice = await partners.new_volunteer()
     as_alice = await partners.volunteer_token("alice", alice)
     offer = await partners.offer(volunteer(alice), expires_in=timedelta(milliseconds=300))
-    await asyncio.sleep(0.4)
-    listed = await partners.http.get("/v1/me/offers?status=expired", headers=as_alice)
-    assert [o["assignment_id"] for o in listed.json()["items"]] == [str(offer.assignment_id)]
+
+    async def listed_expired() -> list[str]:
+        listed = await partners.http.get("/v1/me/offers?status=expired", headers=as_alice)
+        return [o["assignment_id"] for o in listed.json()["items"]]
+
+    assert await wait_for(listed_expired, what="the offer listed as expired") == [
+        str(offer.assignment_id)
+    ]
     response = await partners.http.post(
         f"/v1/me/offers/{offer.assignment_id}/accept", headers=as_alice
     )

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from harness.common import outbox_settled
 from harness.names import Names
 from harness.partners import (
     drop_world,
@@ -63,7 +64,7 @@ async def test_meal_delivered_earns_points_once(partners) -> None:
 
     types = ("meal.delivered", "points.awarded")
     events = await emitted(partners.js, world.settings.events_stream, types=types, expect=2)
-    await asyncio.sleep(0.3)
+    assert await outbox_settled(partners.pool) >= 2  # nothing more can appear
     events = await emitted(partners.js, world.settings.events_stream, types=types, expect=2)
     assert sorted(e.type for e in events) == [
         "linli.meal.delivered.v1",
