@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -62,7 +63,7 @@ async def test_streams_command_creates_the_streams_and_exits(nats_url: str, name
 
 
 async def test_a_replica_that_does_not_migrate_waits_for_the_migration_job(
-    nats_url: str, database_url: str, names: Any
+    nats_url: str, database_url: str, names: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     community = names.community("wait")
     migrations = load_migrations("linli.servicekit", "servicekit")
@@ -82,7 +83,16 @@ async def test_a_replica_that_does_not_migrate_waits_for_the_migration_job(
     starting = asyncio.create_task(runtime.start())
     conn = await asyncpg.connect(database_url)
     try:
-        await asyncio.sleep(3)
+        # It looked twice, found the migrations missing and went on waiting.
+        caplog.set_level(logging.WARNING, logger="linli.servicekit.runtime")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while loop.time() < deadline:
+            waits = [r for r in caplog.records if r.getMessage() == "waiting for migrations"]
+            if len(waits) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        assert len(waits) >= 2
         # Still waiting, and it applied nothing itself.
         assert not starting.done()
         assert not runtime.started
