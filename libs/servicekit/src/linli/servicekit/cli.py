@@ -24,6 +24,7 @@ from linli.contracts.types import Role
 from .auth import issue_credential, revoke_credential
 from .db import Conn, Migration, create_pool, migrate
 from .messaging import provision_streams, replay_dead_letter, stream_configs
+from .revocations import publish_revocation
 from .settings import ServiceSettings
 
 SubjectCheck = Callable[[Conn, Role, uuid.UUID | None], Awaitable[str | None]]
@@ -147,8 +148,7 @@ class ServiceCLI:
 
     async def _credentials(self, args: argparse.Namespace, conn: Conn) -> int:
         if args.action == "revoke":
-            print(json.dumps({"revoked": await revoke_credential(conn, uuid.UUID(args.id))}))
-            return 0
+            return await self._revoke(args.id, conn)
         if args.action == "import":
             # One process and one transaction for many tokens: `make run` provisions a
             # dozen, and a Python start per token was most of its start-up time.
@@ -170,6 +170,41 @@ class ServiceCLI:
             conn, Role(args.role), args.community, args.label, args.subject_id, args.token
         )
         return 0 if issued is not None else 2
+
+    async def _revoke(self, given: str, conn: Conn) -> int:
+        """Revoke here, then tell every service through the revocations bucket (ADR 0030).
+
+        Safe to run again: a credential already revoked here is published again, which is
+        how an operator finishes a revocation whose publication failed (NATS down).
+        """
+        try:
+            cred_id = uuid.UUID(given)
+        except ValueError:
+            print(f"not a credential id: {given!r}", file=sys.stderr)
+            return 2
+        fresh, digest = await revoke_credential(conn, cred_id)
+        if digest is None:
+            print(f"no credential {cred_id} in this service", file=sys.stderr)
+            return 2
+        settings = self.settings()
+        try:
+            nc = await connect_nats(settings)
+            try:
+                await publish_revocation(nc.jetstream(), settings.revocations_bucket, digest)
+            finally:
+                await nc.close()
+        except Exception as exc:
+            print(
+                json.dumps({"revoked": fresh, "credential_id": str(cred_id), "everywhere": False}),
+            )
+            print(
+                f"revoked in this service only: publishing the revocation failed "
+                f"({type(exc).__name__}); run the same command again",
+                file=sys.stderr,
+            )
+            return 1
+        print(json.dumps({"revoked": fresh, "credential_id": str(cred_id), "everywhere": True}))
+        return 0
 
     async def _issue(
         self,
