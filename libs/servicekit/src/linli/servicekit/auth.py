@@ -153,7 +153,7 @@ class AuthMiddleware:
         token = _bearer_token(scope)
         try:
             principal = await _principal_for(scope["app"].state.runtime, token)
-        except (*TRANSIENT_ERRORS, RevocationsNotLoaded):
+        except _UNAVAILABLE:
             response = error_response(503, "unavailable", "retry later", {"Retry-After": "2"})
             await response(scope, receive, send)
             return
@@ -178,6 +178,9 @@ def _bearer_token(scope: Scope) -> str | None:
 
 class RevocationsNotLoaded(Exception):
     """The process has not read the revocations yet: it cannot tell a revoked token."""
+
+
+_UNAVAILABLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, RevocationsNotLoaded)
 
 
 async def _principal_for(runtime: Any, token: str | None) -> Principal | None:
