@@ -27,6 +27,9 @@ from .messaging import provision_streams, replay_dead_letter, stream_configs
 from .revocations import publish_revocation
 from .settings import ServiceSettings
 
+REVOKE_PUBLISH_TIMEOUT_S = 15.0
+"""How long `credentials revoke` tries to reach NATS before it reports a local revocation."""
+
 SubjectCheck = Callable[[Conn, Role, uuid.UUID | None], Awaitable[str | None]]
 
 
@@ -187,12 +190,16 @@ class ServiceCLI:
             print(f"no credential {cred_id} in this service", file=sys.stderr)
             return 2
         settings = self.settings()
-        try:
+
+        async def publish() -> None:
             nc = await connect_nats(settings)
             try:
                 await publish_revocation(nc.jetstream(), settings.revocations_bucket, digest)
             finally:
                 await nc.close()
+
+        try:
+            await asyncio.wait_for(publish(), REVOKE_PUBLISH_TIMEOUT_S)
         except Exception as exc:
             print(
                 json.dumps({"revoked": fresh, "credential_id": str(cred_id), "everywhere": False}),
