@@ -97,6 +97,8 @@ async def test_one_revocation_stops_the_token_its_webhooks_and_streams_everywher
             ended.set()
 
         reader = asyncio.create_task(read_stream())
+        # New events only: publish once the stream's consumer exists (its first comment).
+        await lc.wait_for(lambda: ": connected" in frames, what="the SSE stream open")
 
         bus = Bus(lc.nats.jetstream())
         before = await bus.publish(need_submitted(), lc.home)
