@@ -27,6 +27,7 @@ from linli.devstack.natsconf import (
     ServiceAccess,
     admin_user,
     community_system_user,
+    kv_stream,
     linli_services,
     provisioner_user,
     render_config,
@@ -34,6 +35,7 @@ from linli.devstack.natsconf import (
 )
 from linli.devstack.servers import NatsServer
 from linli.servicekit.messaging import consumer_config, provision_streams
+from linli.servicekit.revocations import RevocationWatcher, publish_revocation
 from linli.servicekit.settings import ServiceSettings
 
 pytestmark = pytest.mark.integration
@@ -93,19 +95,31 @@ def _settings(names: Names, **overrides: Any) -> ServiceSettings:
         service_name="permissions",
         events_stream=names.stream("events"),
         ingress_stream=names.stream("ingress"),
+        revocations_bucket=_bucket(names),
         **overrides,
     )
 
 
+def _bucket(names: Names) -> str:
+    return names.stream("revocations")
+
+
+def _streams(names: Names) -> tuple[str, ...]:
+    return (names.stream("events"), names.stream("ingress"), kv_stream(_bucket(names)))
+
+
 def _services(names: Names) -> dict[str, ServiceAccess]:
-    return {a.name: a for a in linli_services(names.stream("events"), names.stream("ingress"))}
+    return {
+        a.name: a
+        for a in linli_services(names.stream("events"), names.stream("ingress"), _bucket(names))
+    }
 
 
 @pytest.fixture
 def server(nats_server_factory: Callable[..., NatsServer], names: Names) -> NatsServer:
     users = [service_user(a, f"{a.name}-pw") for a in _services(names).values()]
     users += [
-        provisioner_user("prov-pw", (names.stream("events"), names.stream("ingress"))),
+        provisioner_user("prov-pw", _streams(names)),
         admin_user("admin-pw"),
         community_system_user("taian", "taian-pw", inbox_prefix="_INBOX.taian"),
     ]
@@ -117,7 +131,7 @@ def _user(names: Names, name: str) -> NatsUser:
 
 
 async def _provision(server: NatsServer, names: Names) -> None:
-    prov = provisioner_user("prov-pw", (names.stream("events"), names.stream("ingress")))
+    prov = provisioner_user("prov-pw", _streams(names))
     async with connect(server, prov) as client:
         await provision_streams(client.nc.jetstream(), _settings(names))
         # Twice: the second run converges (STREAM.UPDATE) instead of failing.
@@ -258,3 +272,52 @@ async def test_intake_answers_a_community_request_once(server: NatsServer, names
         # Intake may not write to anyone's inbox unasked.
         await intake.nc.publish("_INBOX.taian.unasked", b"{}")
         assert len(await intake.violations("_INBOX.taian.unasked")) == 1
+
+
+async def test_every_service_watches_and_puts_revocations_and_nothing_more(
+    server: NatsServer, names: Names
+) -> None:
+    """What `credentials revoke` and the RevocationWatcher do (ADR 0030), as each service."""
+    await _provision(server, names)
+    bucket = _bucket(names)
+    digest = bytes(range(32))
+    for name in ("intake", "partners", "scheduling", "notifications"):
+        async with connect(server, _user(names, name)) as client:
+            js = client.nc.jetstream(timeout=2)
+            # Put (the CLI), then watch: stream info, an ordered consumer, its flow control.
+            await publish_revocation(js, bucket, digest)
+            watcher = RevocationWatcher(
+                _settings(names), lambda js=js: js, _no_pool, lambda c=client: c.nc
+            )
+            watcher.hooks.clear()
+            watcher._apply = _remember(watcher)  # type: ignore[method-assign]
+            task = asyncio.create_task(watcher.run())
+            try:
+                await asyncio.wait_for(watcher.loaded.wait(), 5)
+                assert watcher.is_revoked(digest)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            assert client.all_violations() == [], name
+            # Neighbouring rights: no purge or delete of a key, no bucket administration.
+            kv = kv_stream(bucket)
+            with pytest.raises(nats.errors.TimeoutError):
+                await client.nc.jetstream(timeout=DENIED_WAIT).purge_stream(kv)
+            assert await client.violations(f"$JS.API.STREAM.PURGE.{kv}")
+            with pytest.raises(nats.errors.TimeoutError):
+                await client.nc.jetstream(timeout=DENIED_WAIT).delete_stream(kv)
+            assert await client.violations(f"$JS.API.STREAM.DELETE.{kv}")
+            await client.nc.publish(f"$KV.{bucket}.a.b", b"x")
+            assert await client.violations(f"$KV.{bucket}.a.b")
+
+
+def _no_pool() -> Any:
+    raise AssertionError("no database in this test")
+
+
+def _remember(watcher: RevocationWatcher) -> Callable[[list[bytes]], Any]:
+    async def apply(digests: list[bytes]) -> None:
+        watcher.revoked.update(digests)
+
+    return apply

@@ -49,7 +49,9 @@ async def test_issued_token_works_is_stored_hashed_and_can_be_revoked(intake) ->
     stored = await pool.fetch("SELECT token_sha256::text AS t, label FROM credentials")
     assert all(token not in row["t"] for row in stored)
     assert json.loads(await cli(settings, "credentials", "revoke", issued["credential_id"])) == {
-        "revoked": True
+        "revoked": True,
+        "credential_id": issued["credential_id"],
+        "everywhere": True,
     }
     gone = await intake.http.get(f"/v1/communities/{home}/needs", headers=headers)
     assert gone.status_code == 401

@@ -175,5 +175,11 @@ async def test_cancel_publishes_need_cancelled_once(intake) -> None:
 async def test_readyz_reports_database_nats_and_migrations(intake) -> None:
     ready = await intake.http.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"database": True, "nats": True, "migrations": True, "ready": True}
+    assert ready.json() == {
+        "database": True,
+        "nats": True,
+        "migrations": True,
+        "revocations": True,
+        "ready": True,
+    }
     assert (await intake.http.get("/healthz")).status_code == 200

@@ -192,8 +192,8 @@ async def test_a_revoked_credential_answers_401(intake: Any) -> None:
     bearer = {"Authorization": f"Bearer {token}"}
     assert (await intake.http.get(url, headers=bearer)).status_code == 200
     async with pool.acquire() as conn:
-        assert await revoke_credential(conn, cred_id)
-        assert not await revoke_credential(conn, cred_id)
+        assert (await revoke_credential(conn, cred_id))[0]
+        assert not (await revoke_credential(conn, cred_id))[0]
     response = await intake.http.get(url, headers=bearer)
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == "Bearer"
@@ -206,7 +206,7 @@ async def test_a_revoked_credential_answers_401(intake: Any) -> None:
     assert (await intake.http.get(url, headers=world.auth())).status_code == 200
     operator_id = await pool.fetchval("SELECT id FROM credentials WHERE label = 'operator'")
     async with pool.acquire() as conn:
-        assert await revoke_credential(conn, operator_id)
+        assert (await revoke_credential(conn, operator_id))[0]
     assert (await intake.http.get(url, headers=world.auth())).status_code == 401
     # Other credentials are untouched.
     assert (await intake.http.get(url, headers=world.auth("admin"))).status_code == 200

@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 from harness.names import Names
 
+from linli.devstack.servers import free_port
 from linli.partners.cli import main
 
 pytestmark = pytest.mark.integration
@@ -21,6 +22,7 @@ def test_credentials_issue_names_an_existing_party(
     schema = names.schema("partners")
     monkeypatch.setenv("LINLI_DATABASE_URL", database_url)
     monkeypatch.setenv("LINLI_DB_SCHEMA", schema)
+    monkeypatch.setenv("LINLI_NATS_URL", f"nats://127.0.0.1:{free_port()}")
     volunteer_id = uuid.uuid4()
 
     async def sql(query: str, *args: object) -> object:
@@ -53,8 +55,15 @@ def test_credentials_issue_names_an_existing_party(
         assert stored == volunteer_id
         assert main(issue) == 2
         assert main([*issue, "--subject-id", str(uuid.uuid4())]) == 2
-        assert main(["credentials", "revoke", issued["credential_id"]]) == 0
-        assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {"revoked": True}
+        # No NATS here: revoked in partners only, said so, exit status 1 (run it again).
+        assert main(["credentials", "revoke", issued["credential_id"]]) == 1
+        captured = capsys.readouterr()
+        assert json.loads(captured.out.splitlines()[-1]) == {
+            "revoked": True,
+            "credential_id": issued["credential_id"],
+            "everywhere": False,
+        }
+        assert "run the same command again" in captured.err
         assert main(["dead-letters", "list"]) == 0
     finally:
         asyncio.run(sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))

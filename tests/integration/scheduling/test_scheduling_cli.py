@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 
 import pytest
 from harness.names import Names
@@ -29,8 +30,22 @@ def test_credentials_and_policy_commands(
         assert main(["credentials", "issue", "--community", community, "--role", "operator"]) == 0
         issued = json.loads(capsys.readouterr().out)
         assert issued["token"].startswith("lnl_")
+        # The revocation reaches every service through the bucket the streams Job makes.
+        assert main(["streams"]) == 0
+        capsys.readouterr()
         assert main(["credentials", "revoke", issued["credential_id"]]) == 0
-        assert json.loads(capsys.readouterr().out) == {"revoked": True}
+        assert json.loads(capsys.readouterr().out) == {
+            "revoked": True,
+            "credential_id": issued["credential_id"],
+            "everywhere": True,
+        }
+        # Again: nothing left to revoke here, published again (finishing a failed run).
+        assert main(["credentials", "revoke", issued["credential_id"]]) == 0
+        assert json.loads(capsys.readouterr().out)["revoked"] is False
+        # An unknown id, or not an id at all: a clear error, nothing changed.
+        assert main(["credentials", "revoke", str(uuid.uuid4())]) == 2
+        assert main(["credentials", "revoke", "nope"]) == 2
+        capsys.readouterr()
 
         assert main(["policy", "set", "*", "--at-risk-fraction", "0.5"]) == 0
         assert main(["policy", "set", community, "--offer-timeout-s", "120"]) == 0

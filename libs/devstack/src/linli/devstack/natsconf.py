@@ -13,6 +13,7 @@ Subject layout (DESIGN.md): services publish events on
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 __all__ = [
     "EVENTS_STREAM",
     "INGRESS_STREAM",
+    "REVOCATIONS_BUCKET",
     "EnvRef",
     "NatsUser",
     "ServiceAccess",
@@ -42,6 +44,7 @@ _TOKEN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _COMMUNITY = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _INBOX = re.compile(r"^_[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 _STREAM = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_BUCKET = re.compile(r"^[A-Za-z0-9_-]{1,60}$")
 _DURABLE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
 
@@ -190,16 +193,34 @@ class ServiceAccess:
     """Intake: a core queue subscriber answers requests on `linli.ingress.>`."""
     ordered_reads: tuple[str, ...] = ()
     """Streams it reads with ephemeral ordered push consumers (notifications' SSE)."""
+    revocations: str | None = None
+    """The revocations key-value bucket it watches and puts into (ADR 0030)."""
 
 
 EVENTS_STREAM = "LINLI_EVENTS"
 INGRESS_STREAM = "LINLI_INGRESS"
+REVOCATIONS_BUCKET = "linli-revocations"
+
+
+def kv_stream(bucket: str) -> str:
+    """The stream of a key-value bucket (as servicekit.revocations names it)."""
+    return f"KV_{_check_token(bucket, _BUCKET, 'bucket name')}"
 
 
 def linli_services(
-    events_stream: str = EVENTS_STREAM, ingress_stream: str = INGRESS_STREAM
+    events_stream: str = EVENTS_STREAM,
+    ingress_stream: str = INGRESS_STREAM,
+    revocations_bucket: str = REVOCATIONS_BUCKET,
 ) -> list[ServiceAccess]:
-    """The four services, with the stream names their settings default to."""
+    """The four services, with the stream names their settings default to; every one
+    watches the revocations bucket."""
+    return [
+        dataclasses.replace(access, revocations=revocations_bucket)
+        for access in _services(events_stream, ingress_stream)
+    ]
+
+
+def _services(events_stream: str, ingress_stream: str) -> list[ServiceAccess]:
     return [
         ServiceAccess(
             "intake",
@@ -250,7 +271,12 @@ def service_user(access: ServiceAccess, password: str | EnvRef) -> NatsUser:
     * ordered reads (SSE): create ephemeral consumers on the stream (`CONSUMER.CREATE.<s>`,
       no name) and answer their flow control (`$JS.FC.<stream>.>`);
     * intake: hear requests on `linli.ingress.>` and answer each once (`allow_responses`
-      rather than publishing to every `_INBOX`).
+      rather than publishing to every `_INBOX`);
+    * revocations (ADR 0030): read the bucket's stream info (`STREAM.INFO.KV_<bucket>`: how
+      much to load), watch it with an ordered consumer (`CONSUMER.CREATE.KV_<bucket>`, its
+      flow control `$JS.FC.KV_<bucket>.>`), and put a key (`$KV.<bucket>.<digest>`: the
+      `credentials revoke` command runs with the service's user). Nothing else of the
+      bucket: no purge, no delete, no stream administration.
 
     Replies of all of this arrive on `_INBOX.>`. Streams themselves are created by the
     provisioner user, never by a service.
@@ -281,6 +307,14 @@ def service_user(access: ServiceAccess, password: str | EnvRef) -> NatsUser:
         publish += [f"$JS.API.CONSUMER.CREATE.{stream}", f"$JS.FC.{stream}.>"]
     if access.answers_ingress:
         subscribe.append("linli.ingress.>")
+    if access.revocations is not None:
+        kv = kv_stream(access.revocations)
+        publish += [
+            f"$JS.API.STREAM.INFO.{kv}",
+            f"$JS.API.CONSUMER.CREATE.{kv}",
+            f"$JS.FC.{kv}.>",
+            f"$KV.{access.revocations}.*",
+        ]
     return NatsUser(
         name=access.name,
         password=password,
@@ -292,7 +326,7 @@ def service_user(access: ServiceAccess, password: str | EnvRef) -> NatsUser:
 
 def provisioner_user(
     password: str | EnvRef,
-    streams: tuple[str, ...] = (EVENTS_STREAM, INGRESS_STREAM),
+    streams: tuple[str, ...] = (EVENTS_STREAM, INGRESS_STREAM, kv_stream(REVOCATIONS_BUCKET)),
     name: str = "provisioner",
 ) -> NatsUser:
     """Creates and converges the streams (`python -m linli.<service> streams`, the

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, HTTPException, Request, status
@@ -86,17 +87,32 @@ async def issue_credential(
     return cred_id, token
 
 
-async def revoke_credential(conn: Conn, cred_id: uuid.UUID) -> bool:
-    """Revoke a credential; True when it existed and was active."""
-    result: str = await conn.execute(
-        "UPDATE credentials SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", cred_id
+async def revoke_credential(conn: Conn, cred_id: uuid.UUID) -> tuple[bool, bytes | None]:
+    """Revoke a credential here: (True when it was active, its digest; None when unknown).
+
+    The digest is what the other services know it by (`revocations.publish_revocation`).
+    """
+    row = await conn.fetchrow(
+        "UPDATE credentials SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 "
+        "RETURNING token_sha256, revoked_at = now() AS fresh",
+        cred_id,
     )
-    return result.endswith(" 1")
+    if row is None:
+        return False, None
+    return bool(row["fresh"]), bytes(row["token_sha256"])
 
 
-async def lookup_principal(conn: Conn, token: str) -> Principal | None:
-    """The principal of an active token, or None."""
+async def lookup_principal(
+    conn: Conn, token: str, revoked: Callable[[bytes], bool] | None = None
+) -> Principal | None:
+    """The principal of an active token, or None.
+
+    `revoked`: the revocations seen in the whole system (ADR 0030), checked before the
+    row, whose `revoked_at` this service may not have marked yet.
+    """
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    if revoked is not None and revoked(_digest(token)):
         return None
     row = await conn.fetchrow(
         "SELECT id, role, communities, subject_id FROM credentials "
@@ -136,8 +152,8 @@ class AuthMiddleware:
             return
         token = _bearer_token(scope)
         try:
-            principal = await _principal_for(scope["app"].state.runtime.pool, token)
-        except TRANSIENT_ERRORS:
+            principal = await _principal_for(scope["app"].state.runtime, token)
+        except _UNAVAILABLE:
             response = error_response(503, "unavailable", "retry later", {"Retry-After": "2"})
             await response(scope, receive, send)
             return
@@ -160,11 +176,22 @@ def _bearer_token(scope: Scope) -> str | None:
     return None
 
 
-async def _principal_for(pool: asyncpg.Pool, token: str | None) -> Principal | None:
+class RevocationsNotLoaded(Exception):
+    """The process has not read the revocations yet: it cannot tell a revoked token."""
+
+
+_UNAVAILABLE: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, RevocationsNotLoaded)
+
+
+async def _principal_for(runtime: Any, token: str | None) -> Principal | None:
     if token is None:
         return None
+    watcher = runtime.revocations
+    if not watcher.loaded.is_set():
+        raise RevocationsNotLoaded
+    pool: asyncpg.Pool = runtime.pool
     async with pool.acquire() as conn:
-        return await lookup_principal(conn, token)
+        return await lookup_principal(conn, token, watcher.is_revoked)
 
 
 async def current_principal(
@@ -176,7 +203,12 @@ async def current_principal(
     if isinstance(principal, Principal):
         return principal
     token = creds.credentials if creds is not None and creds.scheme.lower() == "bearer" else None
-    principal = await _principal_for(request.app.state.runtime.pool, token)
+    try:
+        principal = await _principal_for(request.app.state.runtime, token)
+    except RevocationsNotLoaded as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail="retry later", headers={"Retry-After": "2"}
+        ) from exc
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

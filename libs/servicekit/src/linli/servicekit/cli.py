@@ -26,7 +26,11 @@ from .auth import issue_credential, revoke_credential
 from .db import Conn, Migration, create_pool, migrate
 from .messaging import provision_streams, replay_dead_letter, stream_configs
 from .outbox import notify_channel as outbox_channel
+from .revocations import publish_revocation
 from .settings import ServiceSettings
+
+REVOKE_PUBLISH_TIMEOUT_S = 15.0
+"""How long `credentials revoke` tries to reach NATS before it reports a local revocation."""
 
 SubjectCheck = Callable[[Conn, Role, uuid.UUID | None], Awaitable[str | None]]
 
@@ -165,8 +169,7 @@ class ServiceCLI:
 
     async def _credentials(self, args: argparse.Namespace, conn: Conn) -> int:
         if args.action == "revoke":
-            print(json.dumps({"revoked": await revoke_credential(conn, uuid.UUID(args.id))}))
-            return 0
+            return await self._revoke(args.id, conn)
         if args.action == "import":
             # One process and one transaction for many tokens: `make run` provisions a
             # dozen, and a Python start per token was most of its start-up time.
@@ -188,6 +191,45 @@ class ServiceCLI:
             conn, Role(args.role), args.community, args.label, args.subject_id, args.token
         )
         return 0 if issued is not None else 2
+
+    async def _revoke(self, given: str, conn: Conn) -> int:
+        """Revoke here, then tell every service through the revocations bucket (ADR 0030).
+
+        Safe to run again: a credential already revoked here is published again, which is
+        how an operator finishes a revocation whose publication failed (NATS down).
+        """
+        try:
+            cred_id = uuid.UUID(given)
+        except ValueError:
+            print(f"not a credential id: {given!r}", file=sys.stderr)
+            return 2
+        fresh, digest = await revoke_credential(conn, cred_id)
+        if digest is None:
+            print(f"no credential {cred_id} in this service", file=sys.stderr)
+            return 2
+        settings = self.settings()
+
+        async def publish() -> None:
+            nc = await connect_nats(settings)
+            try:
+                await publish_revocation(nc.jetstream(), settings.revocations_bucket, digest)
+            finally:
+                await nc.close()
+
+        try:
+            await asyncio.wait_for(publish(), REVOKE_PUBLISH_TIMEOUT_S)
+        except Exception as exc:
+            print(
+                json.dumps({"revoked": fresh, "credential_id": str(cred_id), "everywhere": False}),
+            )
+            print(
+                f"revoked in this service only: publishing the revocation failed "
+                f"({type(exc).__name__}); run the same command again",
+                file=sys.stderr,
+            )
+            return 1
+        print(json.dumps({"revoked": fresh, "credential_id": str(cred_id), "everywhere": True}))
+        return 0
 
     async def _issue(
         self,

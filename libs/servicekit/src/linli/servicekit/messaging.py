@@ -40,6 +40,7 @@ from linli.contracts.types import Reason
 
 from . import failpoints, metrics
 from .db import Conn
+from .revocations import bucket_config
 from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def stream_subjects(prefix: str, settings: ServiceSettings) -> list[str]:
 
 
 def stream_configs(settings: ServiceSettings) -> list[api.StreamConfig]:
-    """Domain-event and ingress streams as the settings describe them."""
+    """Domain-event and ingress streams and the revocations bucket (ADR 0030)."""
     common: dict[str, Any] = {
         "storage": api.StorageType.FILE,
         "retention": api.RetentionPolicy.LIMITS,
@@ -121,6 +122,7 @@ def stream_configs(settings: ServiceSettings) -> list[api.StreamConfig]:
             no_ack=True,
             **common,
         ),
+        bucket_config(settings),
     ]
 
 

@@ -32,6 +32,7 @@ from .messaging import (
 )
 from .outbox import OutboxRelay, PublishDenials
 from .retention import Retention
+from .revocations import RevocationWatcher
 from .settings import ServiceSettings
 from .telemetry import setup_tracing
 from .wake import WakeLoop
@@ -65,6 +66,10 @@ class ServiceRuntime:
         self._pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
         self.deliveries = Deliveries(lambda: self.pool, settings)
+        self.revocations = RevocationWatcher(
+            settings, lambda: self.js, lambda: self.pool, lambda: self.broker.connection
+        )
+        """Revoked credentials everywhere (ADR 0030); services add hooks to `.hooks`."""
         self.on_start: list[StartHook] = []
         self.on_stop: list[StopHook] = []
         """Run in reverse order at stop, after consuming has stopped, before the pool closes."""
@@ -157,6 +162,7 @@ class ServiceRuntime:
         await _retry("nats", self.broker.connect)
         if self.settings.provision_streams:
             await provision_streams(self.js, self.settings)
+        await self._watch_revocations()
         for hook in self.on_start:
             await hook(self)
         for stream, durable in self.durables:
@@ -214,6 +220,17 @@ class ServiceRuntime:
             self._stop_metrics = None
         metrics.READY.set(0)
 
+    async def _watch_revocations(self) -> None:
+        """Start the revocations watcher and wait (bounded) until it has loaded every key;
+        until it has, the auth check answers 503 rather than trust a token."""
+        self._tasks.append(
+            asyncio.create_task(_guarded("revocations", self.revocations.run), name="revocations")
+        )
+        try:
+            await asyncio.wait_for(self.revocations.loaded.wait(), self.settings.revocations_wait_s)
+        except TimeoutError:
+            log.error("revocations not loaded yet; API requests answer 503 until they are")
+
     async def _await_migrations(self) -> None:
         """Wait (bounded) for the migrations a Job applies; this replica runs none."""
         deadline = asyncio.get_running_loop().time() + self.settings.migrations_wait_s
@@ -249,7 +266,12 @@ class ServiceRuntime:
 
     async def readiness(self) -> dict[str, Any]:
         """What /readyz reports: database, NATS, migrations."""
-        checks: dict[str, Any] = {"database": False, "nats": False, "migrations": False}
+        checks: dict[str, Any] = {
+            "database": False,
+            "nats": False,
+            "migrations": False,
+            "revocations": self.revocations.loaded.is_set(),
+        }
         if self._pool is not None:
             try:
                 async with self._pool.acquire(timeout=2) as conn:
@@ -263,7 +285,7 @@ class ServiceRuntime:
         with contextlib.suppress(Exception):
             checks["nats"] = bool(self.broker.connection.is_connected)
         checks["ready"] = self.started and all(
-            checks[k] for k in ("database", "nats", "migrations")
+            checks[k] for k in ("database", "nats", "migrations", "revocations")
         )
         return checks
 

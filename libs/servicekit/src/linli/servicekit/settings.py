@@ -59,6 +59,17 @@ class ServiceSettings(BaseSettings):
             "their own communities and streams so that they never overlap."
         ),
     )
+    revocations_bucket: str = Field(
+        default="linli-revocations",
+        pattern=r"^[A-Za-z0-9_-]{1,60}$",
+        description="JetStream key-value bucket of revoked credential digests (ADR 0030).",
+    )
+    revocations_wait_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="How long start waits for the revocations to load; requests get 503 "
+        "until they have.",
+    )
     stream_replicas: int = Field(default=1, ge=1, le=5)
     duplicate_window_s: float = Field(default=120.0, gt=0)
     events_max_age_s: float = Field(default=3 * 24 * 3600.0, gt=0)

@@ -9,6 +9,7 @@ a runtime and an app; `build_app` wires both.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 
 from fastapi import FastAPI
@@ -16,7 +17,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 
 from linli.servicekit.clock import Clock
 from linli.servicekit.consume import EventConsumer
-from linli.servicekit.db import service_migrations
+from linli.servicekit.db import Conn, service_migrations
 from linli.servicekit.http import create_http_app
 from linli.servicekit.runtime import ServiceRuntime
 
@@ -29,6 +30,7 @@ from .messages.sender import Sender
 from .settings import NotificationsSettings
 from .webhooks import api as webhooks_api
 from .webhooks import consumer as webhooks_consumer
+from .webhooks import store as webhooks_store
 from .webhooks import stream
 from .webhooks.delivery import DeliveryWorker
 from .webhooks.sealing import SecretBox
@@ -117,7 +119,18 @@ def wire_webhooks(
         lambda: runtime.pool, settings, box, resolver=resolver, clock=clock, wake=worker.wake
     )
     app.state.webhooks = service
+    open_streams = stream.OpenStreams()
+    app.state.open_streams = open_streams
+
+    async def on_revoked(conn: Conn, credentials: list[uuid.UUID]) -> None:
+        # A revoked credential's subscriptions stop and its streams end (ADR 0030).
+        open_streams.close(credentials)
+        if await webhooks_store.disable_revoked(conn, credentials):
+            log.info("subscriptions of a revoked credential disabled")
+
+    runtime.revocations.hooks.append(on_revoked)
     app.include_router(webhooks_api.router)
+    app.include_router(webhooks_api.operators)
     app.include_router(stream.router)
     errors.install_error_handlers(app)
     return Webhooks(service, worker, consumer)

@@ -17,12 +17,15 @@ import asyncpg
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from linli.contracts.types import NeedKind
+from linli.contracts.types import NeedKind, Role
 from linli.servicekit.auth import CurrentPrincipal, Principal
 
 from .service import MANAGERS, WebhookService
 
 router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
+operators = APIRouter(prefix="/v1/communities/{community}/subscriptions", tags=["subscriptions"])
+
+OVERSEERS = (Role.OPERATOR, Role.ADMIN)
 
 
 class SubscriptionIn(BaseModel):
@@ -116,6 +119,18 @@ async def list_subscriptions(request: Request, principal: CurrentPrincipal) -> d
     principal.require_role(*MANAGERS)
     service = _service(request)
     return {"items": [_shown(service, r) for r in await service.list_owned(principal)]}
+
+
+@operators.get("", summary="Every subscription of a community, whoever owns it (operators)")
+async def community_subscriptions(
+    request: Request, community: str, principal: CurrentPrincipal
+) -> dict[str, Any]:
+    """State and reason of every app's endpoints in the community (a revoked credential's
+    are `disabled`, `credential revoked`); never a secret."""
+    principal.require_role(*OVERSEERS)
+    service = _service(request)
+    rows = await service.list_in_community(principal, community)
+    return {"items": [_shown(service, r) for r in rows]}
 
 
 @router.get("/{sub_id}", summary="One subscription")

@@ -141,6 +141,13 @@ class WebhookService:
             rows = await store.subscriptions_of(conn, principal.credential_id)
         return [r for r in rows if all(principal.can_access(c) for c in r["communities"])]
 
+    async def list_in_community(self, principal: Principal, community: str) -> list[asyncpg.Record]:
+        """Every subscription covering a community, for its operators (their state and why
+        they were disabled, e.g. a revoked credential); the role check is the API's."""
+        principal.require_community(community)
+        async with self._pool().acquire() as conn:
+            return await store.subscriptions_in(conn, community)
+
     async def get(self, principal: Principal, sub_id: uuid.UUID) -> asyncpg.Record:
         return await self._owned(principal, sub_id)
 

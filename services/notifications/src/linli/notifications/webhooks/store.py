@@ -68,6 +68,33 @@ async def subscriptions_of(conn: Conn, owner: uuid.UUID) -> list[asyncpg.Record]
     return rows
 
 
+async def subscriptions_in(conn: Conn, community: str) -> list[asyncpg.Record]:
+    """Every subscription that covers a community, whoever owns it (the operator view)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT * FROM subscriptions WHERE $1 = ANY(communities) ORDER BY created_at", community
+    )
+    return rows
+
+
+REVOKED_REASON = "credential revoked"
+
+
+async def disable_revoked(conn: Conn, owners: list[uuid.UUID]) -> int:
+    """Disable the subscriptions of revoked credentials (ADR 0030); how many changed.
+
+    Their rows still pending stay as they are (the attempts log keeps what was sent), and
+    nothing new is queued for them: fan-out takes active and paused subscriptions only.
+    """
+    status: str = await conn.execute(
+        "UPDATE subscriptions SET state = 'disabled', disabled_reason = $2, updated_at = now() "
+        "WHERE owner_credential = ANY($1::uuid[]) "
+        "AND (state <> 'disabled' OR disabled_reason IS DISTINCT FROM $2)",
+        owners,
+        REVOKED_REASON,
+    )
+    return _count(status)
+
+
 async def set_state(conn: Conn, sub_id: uuid.UUID, state: str) -> asyncpg.Record:
     """A new state; becoming active also clears why it was disabled or failing."""
     row = await conn.fetchrow(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -35,6 +36,46 @@ from linli.servicekit.runtime import ServiceRuntime
 from .consumer import structured_body
 
 router = APIRouter(tags=["streams"])
+
+
+class OpenStreams:
+    """The open streams of this process by credential, so that a revocation ends them.
+
+    `close` also remembers the credentials, so a stream whose request was authenticated
+    just before the revocation arrived ends as soon as it registers.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[uuid.UUID, set[asyncio.Event]] = {}
+        self._closed: set[uuid.UUID] = set()
+
+    def open(self, credential: uuid.UUID) -> asyncio.Event:
+        ended = asyncio.Event()
+        if credential in self._closed:
+            ended.set()
+        self._open.setdefault(credential, set()).add(ended)
+        return ended
+
+    def release(self, credential: uuid.UUID, ended: asyncio.Event) -> None:
+        held = self._open.get(credential)
+        if held is not None:
+            held.discard(ended)
+            if not held:
+                del self._open[credential]
+
+    def close(self, credentials: list[uuid.UUID]) -> int:
+        """End every open stream of these credentials; how many."""
+        count = 0
+        for credential in credentials:
+            self._closed.add(credential)
+            for ended in self._open.get(credential, ()):
+                ended.set()
+                count += 1
+        return count
+
+    def count(self) -> int:
+        return sum(len(v) for v in self._open.values())
+
 
 READERS = (Role.SYSTEM, Role.ADMIN, Role.OPERATOR)
 
@@ -95,20 +136,31 @@ async def community_events(
         idle_heartbeat=5.0,
     )
     after = int(last_event_id) if last_event_id is not None else 0
+    streams: OpenStreams = request.app.state.open_streams
+    ended = streams.open(principal.credential_id)
     return StreamingResponse(
-        _frames(request, sub, settings.sse_heartbeat_s, after),
+        _frames(request, sub, settings.sse_heartbeat_s, after, ended, principal.credential_id),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _frames(request: Request, sub: Any, heartbeat: float, after: int) -> AsyncIterator[bytes]:
+async def _frames(
+    request: Request,
+    sub: Any,
+    heartbeat: float,
+    after: int,
+    ended: asyncio.Event,
+    credential: uuid.UUID,
+) -> AsyncIterator[bytes]:
+    """Frames until the client goes or the credential is revoked (the stream then ends:
+    a reconnect with the same token gets 401)."""
     last = after
     loop = asyncio.get_running_loop()
     next_ping = loop.time() + heartbeat
     try:
         yield b": connected\n\n"
-        while True:
+        while not ended.is_set():
             wait = max(0.05, min(1.0, next_ping - loop.time()))
             try:
                 msg = await sub.next_msg(timeout=wait)
@@ -130,5 +182,6 @@ async def _frames(request: Request, sub: Any, heartbeat: float, after: int) -> A
             yield frame(seq, event.type, structured_body(msg.data, headers, event))
             next_ping = loop.time() + heartbeat
     finally:
+        request.app.state.open_streams.release(credential, ended)
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
