@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass, field
 
 __all__ = [
+    "ADVISORIES_STREAM",
     "EVENTS_STREAM",
     "INGRESS_STREAM",
     "EnvRef",
@@ -190,38 +191,50 @@ class ServiceAccess:
     """Intake: a core queue subscriber answers requests on `linli.ingress.>`."""
     ordered_reads: tuple[str, ...] = ()
     """Streams it reads with ephemeral ordered push consumers (notifications' SSE)."""
+    advisories_stream: str | None = None
+    """Where its durables' MAX_DELIVERIES advisories are kept: each durable `<d>` has a
+    capture durable `<d>-dlq` there (servicekit's `DeadLetterCapture`)."""
 
 
 EVENTS_STREAM = "LINLI_EVENTS"
 INGRESS_STREAM = "LINLI_INGRESS"
+ADVISORIES_STREAM = f"{EVENTS_STREAM}_ADVISORIES"
+"""Servicekit's default: `<events stream>_ADVISORIES`."""
 
 
 def linli_services(
-    events_stream: str = EVENTS_STREAM, ingress_stream: str = INGRESS_STREAM
+    events_stream: str = EVENTS_STREAM,
+    ingress_stream: str = INGRESS_STREAM,
+    advisories_stream: str | None = None,
 ) -> list[ServiceAccess]:
     """The four services, with the stream names their settings default to."""
+    advisories = advisories_stream or f"{events_stream}_ADVISORIES"
     return [
         ServiceAccess(
             "intake",
             ("need",),
             durables=((events_stream, "intake-lifecycle"), (ingress_stream, "intake-ingress")),
             answers_ingress=True,
+            advisories_stream=advisories,
         ),
         ServiceAccess(
             "partners",
             ("slot", "volunteer", "partner", "meal", "visit", "repair", "delivery", "points"),
             durables=((events_stream, "partners"),),
+            advisories_stream=advisories,
         ),
         ServiceAccess(
             "scheduling",
             ("slot", "assignment", "need"),
             durables=((events_stream, "scheduling"),),
+            advisories_stream=advisories,
         ),
         ServiceAccess(
             "notifications",
             ("notification",),
             durables=((events_stream, "notifications"), (events_stream, "notifications-people")),
             ordered_reads=(events_stream,),
+            advisories_stream=advisories,
         ),
     ]
 
@@ -233,8 +246,9 @@ def service_user(access: ServiceAccess, password: str | EnvRef) -> NatsUser:
     * per durable: look it up (`CONSUMER.INFO`: nats-py's bind, the lag metrics), create or
       converge it (`CONSUMER.DURABLE.CREATE` is what nats-py sends for a durable; the
       newer `CONSUMER.CREATE.<stream>.<durable>[.<filter>]` form is the same right), pull
-      from it (`MSG.NEXT`), acknowledge its messages (`$JS.ACK.<stream>.<durable>.>`), and
-      hear its MAX_DELIVERIES advisory (dead letters after timeouts);
+      from it (`MSG.NEXT`) and acknowledge its messages (`$JS.ACK.<stream>.<durable>.>`);
+      the same rights on its capture durable `<durable>-dlq` on the advisories stream,
+      which reads the durable's MAX_DELIVERIES advisories (dead letters after timeouts);
     * per consumed stream: fetch one message by sequence (`STREAM.MSG.GET`), which is how
       an advisory's message is kept as a dead letter;
     * ordered reads (SSE): create ephemeral consumers on the stream (`CONSUMER.CREATE.<s>`,
@@ -251,7 +265,11 @@ def service_user(access: ServiceAccess, password: str | EnvRef) -> NatsUser:
     ]
     subscribe = ["_INBOX.>"]
     streams: list[str] = []
-    for stream, durable in access.durables:
+    pulled = list(access.durables)
+    if access.advisories_stream is not None:
+        _check_token(access.advisories_stream, _STREAM, "stream name")
+        pulled += [(access.advisories_stream, f"{d}-dlq") for _, d in access.durables]
+    for stream, durable in pulled:
         _check_token(stream, _STREAM, "stream name")
         _check_token(durable, _DURABLE, "durable name")
         publish += [
@@ -262,7 +280,7 @@ def service_user(access: ServiceAccess, password: str | EnvRef) -> NatsUser:
             f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
             f"$JS.ACK.{stream}.{durable}.>",
         ]
-        subscribe.append(f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{durable}")
+    for stream, _ in access.durables:
         if stream not in streams:
             streams.append(stream)
     publish += [f"$JS.API.STREAM.MSG.GET.{stream}" for stream in streams]
@@ -282,7 +300,7 @@ def service_user(access: ServiceAccess, password: str | EnvRef) -> NatsUser:
 
 def provisioner_user(
     password: str | EnvRef,
-    streams: tuple[str, ...] = (EVENTS_STREAM, INGRESS_STREAM),
+    streams: tuple[str, ...] = (EVENTS_STREAM, INGRESS_STREAM, ADVISORIES_STREAM),
     name: str = "provisioner",
 ) -> NatsUser:
     """Creates and converges the streams (`python -m linli.<service> streams`, the
