@@ -23,7 +23,11 @@ async def drop_schema_and_streams(settings: ServiceSettings, nats_url: str) -> N
     with contextlib.suppress(Exception):
         nc = await nats.connect(nats_url)
         js = nc.jetstream()
-        for stream in (settings.events_stream, settings.ingress_stream):
+        for stream in (
+            settings.events_stream,
+            settings.ingress_stream,
+            settings.advisories_stream,
+        ):
             with contextlib.suppress(Exception):
                 await js.delete_stream(stream)
         await nc.close()

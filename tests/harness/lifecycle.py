@@ -558,7 +558,9 @@ class Lifecycle:
                 self._nc = await nats.connect(self.nats_url)
         if self._nc is not None:
             js = self._nc.jetstream()
-            for stream in (self.events_stream, self.ingress_stream):
+            # Servicekit's advisories stream is named after the events stream.
+            advisories = f"{self.events_stream}_ADVISORIES"
+            for stream in (self.events_stream, self.ingress_stream, advisories):
                 with contextlib.suppress(Exception):
                     await js.delete_stream(stream)
             await self._nc.close()

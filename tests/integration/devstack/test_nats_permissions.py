@@ -34,7 +34,8 @@ from linli.devstack.natsconf import (
     service_user,
 )
 from linli.devstack.servers import NatsServer
-from linli.servicekit.messaging import consumer_config, provision_streams
+from linli.servicekit.consume import DeadLetterCapture
+from linli.servicekit.messaging import Deliveries, consumer_config, provision_streams
 from linli.servicekit.revocations import RevocationWatcher, publish_revocation
 from linli.servicekit.settings import ServiceSettings
 
@@ -105,7 +106,15 @@ def _bucket(names: Names) -> str:
 
 
 def _streams(names: Names) -> tuple[str, ...]:
-    return (names.stream("events"), names.stream("ingress"), kv_stream(_bucket(names)))
+    """Events, ingress, the advisories stream servicekit derives from the events one, and
+    the revocations bucket's stream."""
+    settings = _settings(names)
+    return (
+        settings.events_stream,
+        settings.ingress_stream,
+        settings.advisories_stream,
+        kv_stream(_bucket(names)),
+    )
 
 
 def _services(names: Names) -> dict[str, ServiceAccess]:
@@ -170,9 +179,17 @@ async def test_a_service_consumes_its_own_durable_and_keeps_dead_letters(
         await js.add_consumer(stream, config=config)
         await js.add_consumer(stream, config=config)
         sub = await js.pull_subscribe_bind(durable="scheduling", stream=stream)
-        # What capture_max_deliveries listens to.
-        advisories = await scheduling.nc.subscribe(
-            f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.scheduling"
+        # What DeadLetterCapture does: its own durable on the advisories stream.
+        capture = DeadLetterCapture(
+            stream=stream,
+            durable="scheduling",
+            settings=settings,
+            pool=lambda: None,  # type: ignore[arg-type,return-value]
+            deliveries=Deliveries(lambda: None, settings),  # type: ignore[arg-type,return-value]
+        )
+        await js.add_consumer(settings.advisories_stream, config=capture.config())
+        advisories = await js.pull_subscribe_bind(
+            durable="scheduling-dlq", stream=settings.advisories_stream
         )
         # The lag metrics read the consumer's info.
         assert (await js.consumer_info(stream, "scheduling")).config.durable_name == "scheduling"
@@ -190,10 +207,13 @@ async def test_a_service_consumes_its_own_durable_and_keeps_dead_letters(
         # The server notices when it would deliver a third time, i.e. on the next pull.
         with contextlib.suppress(nats.errors.TimeoutError):
             await sub.fetch(1, timeout=1.5)
-        advisory = json.loads((await advisories.next_msg(timeout=5)).data)
-        # The dead letter is fetched by sequence, as capture_max_deliveries does.
+        # The advisory was kept by the advisories stream, whoever listened at the time.
+        kept = (await advisories.fetch(1, timeout=5))[0]
+        advisory = json.loads(kept.data)
+        # The dead letter is fetched by sequence, as DeadLetterCapture does, then acked.
         stored = await js.get_msg(stream, int(advisory["stream_seq"]))
         assert json.loads(stored.data or b"") == {"n": 2}
+        await kept.ack_sync()
 
         # Its own aggregates' events go out through the outbox relay's JetStream publish.
         ack = await js.publish("linli.events.taian.assignment.offered.v1", b"{}")
@@ -209,6 +229,14 @@ async def test_a_service_consumes_its_own_durable_and_keeps_dead_letters(
         assert await scheduling.violations(f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.partners")
         await scheduling.nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.partners", b"1")
         assert await scheduling.violations(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.partners")
+        # Nor another service's dead letters.
+        advisories_stream = settings.advisories_stream
+        await scheduling.nc.publish(
+            f"$JS.API.CONSUMER.MSG.NEXT.{advisories_stream}.partners-dlq", b"1"
+        )
+        assert await scheduling.violations(
+            f"$JS.API.CONSUMER.MSG.NEXT.{advisories_stream}.partners-dlq"
+        )
         await scheduling.nc.subscribe("linli.events.>")
         assert await scheduling.violations("linli.events.>")
 

@@ -138,7 +138,11 @@ async def _kit(
         yield Kit(runtime, behaviour, nc, community, settings)
     finally:
         await runtime.stop()
-        for stream in (settings.events_stream, settings.ingress_stream):
+        for stream in (
+            settings.events_stream,
+            settings.ingress_stream,
+            settings.advisories_stream,
+        ):
             with contextlib.suppress(Exception):
                 await nc.jetstream().delete_stream(stream)
         await nc.close()
@@ -156,6 +160,9 @@ def _cancellations(behaviour: Behaviour) -> Subscriptions:
             raise PoisonMessage([Reason(field="reason", message="never valid", code="poison")])
         if key in behaviour.failing:
             raise RuntimeError("use case failed")
+        if key == "deadlocks":
+            # A transient error class, but the database answers: not an outage.
+            raise asyncpg.DeadlockDetectedError("deadlock detected")
         await conn.execute("INSERT INTO effects (key) VALUES ($1)", key)
 
     return Subscriptions("kit-test", description="cancellations").on(NeedCancelled, use_case)
@@ -229,6 +236,26 @@ async def test_failing_and_poison_messages_are_dead_lettered_and_others_flow(kit
         "SELECT replay_count FROM dead_letters WHERE id = $1", letters["always-fails"]["id"]
     )
     assert count == 1
+
+
+async def test_a_transient_error_while_the_database_answers_spends_deliveries(kit: Kit) -> None:
+    # Only an outage (the database does not answer a probe) is ridden out without
+    # spending deliveries; a message that fails with a deadlock every time still ends
+    # as a dead letter, and is never held.
+    await kit.publish(kit.cancelled("deadlocks"))
+    await kit.publish(kit.cancelled("after-deadlocks"))
+
+    async def settled() -> bool:
+        return int(await kit.pool.fetchval("SELECT count(*) FROM dead_letters")) == 1
+
+    await wait_for(settled)
+    assert kit.behaviour.calls["deadlocks"] == kit.settings.consumer_max_deliver
+    reasons = json.loads(await kit.pool.fetchval("SELECT reasons FROM dead_letters"))
+    assert reasons[0]["code"] == "max_deliveries"
+    assert "DeadlockDetectedError" in reasons[0]["message"]
+    assert kit.consumer.stats["outages"] == 0
+    assert kit.runtime.breaker.outages == 0
+    assert not kit.runtime.breaker.is_open
 
 
 async def test_redelivered_or_republished_event_has_one_effect(kit: Kit) -> None:

@@ -55,8 +55,13 @@ async def test_streams_command_creates_the_streams_and_exits(nats_url: str, name
         info = await js.stream_info(events)
         assert info.config.subjects == [f"linli.events.{community}.>"]
         assert (await js.stream_info(ingress)).config.subjects == [f"linli.ingress.{community}.>"]
+        # The advisories stream comes with them: services may not create streams.
+        advisories = (await js.stream_info(f"{events}_ADVISORIES")).config.subjects
+        assert advisories == [
+            f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.>" for stream in (events, ingress)
+        ]
     finally:
-        for stream in (events, ingress):
+        for stream in (events, ingress, f"{events}_ADVISORIES"):
             with contextlib.suppress(Exception):
                 await nc.jetstream().delete_stream(stream)
         await nc.close()
@@ -112,7 +117,11 @@ async def test_a_replica_that_does_not_migrate_waits_for_the_migration_job(
         await conn.execute(f'DROP SCHEMA IF EXISTS "{settings.db_schema}" CASCADE')
         await conn.close()
         nc = await nats.connect(nats_url)
-        for stream in (settings.events_stream, settings.ingress_stream):
+        for stream in (
+            settings.events_stream,
+            settings.ingress_stream,
+            settings.advisories_stream,
+        ):
             with contextlib.suppress(Exception):
                 await nc.jetstream().delete_stream(stream)
         await nc.close()

@@ -129,7 +129,11 @@ async def kit(nats_url: str, database_url: str, names: Any) -> AsyncIterator[Kit
         yield Kit(runtime, nc, community, f"http://127.0.0.1:{port}/metrics")
     finally:
         await runtime.stop()
-        for stream in (settings.events_stream, settings.ingress_stream):
+        for stream in (
+            settings.events_stream,
+            settings.ingress_stream,
+            settings.advisories_stream,
+        ):
             with contextlib.suppress(Exception):
                 await nc.jetstream().delete_stream(stream)
         await nc.close()

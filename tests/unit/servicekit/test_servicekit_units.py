@@ -59,6 +59,11 @@ def test_stream_scope_covers_all_or_listed_communities() -> None:
     # The ingress stream must stay silent so that intake's reply is the answer.
     assert everything["LINLI_INGRESS"].no_ack is True
     assert everything["LINLI_EVENTS"].storage == api.StorageType.FILE
+    # MAX_DELIVERIES advisories of both streams' durables are kept until captured.
+    assert everything["LINLI_EVENTS_ADVISORIES"].subjects == [
+        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.LINLI_EVENTS.>",
+        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.LINLI_INGRESS.>",
+    ]
     scoped = {c.name: c for c in stream_configs(settings(stream_communities="a-1, b-2"))}
     assert scoped["LINLI_EVENTS"].subjects == ["linli.events.a-1.>", "linli.events.b-2.>"]
     with pytest.raises(ValidationError):

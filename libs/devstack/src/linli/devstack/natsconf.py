@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass, field
 
 __all__ = [
+    "ADVISORIES_STREAM",
     "EVENTS_STREAM",
     "INGRESS_STREAM",
     "REVOCATIONS_BUCKET",
@@ -195,6 +196,9 @@ class ServiceAccess:
     """Streams it reads with ephemeral ordered push consumers (notifications' SSE)."""
     revocations: str | None = None
     """The revocations key-value bucket it watches and puts into (ADR 0030)."""
+    advisories_stream: str | None = None
+    """Where its durables' MAX_DELIVERIES advisories are kept: each durable `<d>` has a
+    capture durable `<d>-dlq` there (servicekit's `DeadLetterCapture`)."""
 
 
 EVENTS_STREAM = "LINLI_EVENTS"
@@ -207,26 +211,35 @@ def kv_stream(bucket: str) -> str:
     return f"KV_{_check_token(bucket, _BUCKET, 'bucket name')}"
 
 
+ADVISORIES_STREAM = f"{EVENTS_STREAM}_ADVISORIES"
+"""Servicekit's default: `<events stream>_ADVISORIES`."""
+
+
 def linli_services(
     events_stream: str = EVENTS_STREAM,
     ingress_stream: str = INGRESS_STREAM,
     revocations_bucket: str = REVOCATIONS_BUCKET,
+    advisories_stream: str | None = None,
 ) -> list[ServiceAccess]:
     """The four services, with the stream names their settings default to; every one
-    watches the revocations bucket."""
+    watches the revocations bucket and captures its advisories."""
     return [
         dataclasses.replace(access, revocations=revocations_bucket)
-        for access in _services(events_stream, ingress_stream)
+        for access in _services(events_stream, ingress_stream, advisories_stream)
     ]
 
 
-def _services(events_stream: str, ingress_stream: str) -> list[ServiceAccess]:
+def _services(
+    events_stream: str, ingress_stream: str, advisories_stream: str | None = None
+) -> list[ServiceAccess]:
+    advisories = advisories_stream or f"{events_stream}_ADVISORIES"
     return [
         ServiceAccess(
             "intake",
             ("need",),
             durables=((events_stream, "intake-lifecycle"), (ingress_stream, "intake-ingress")),
             answers_ingress=True,
+            advisories_stream=advisories,
         ),
         ServiceAccess(
             "partners",
@@ -242,17 +255,20 @@ def _services(events_stream: str, ingress_stream: str) -> list[ServiceAccess]:
                 "points",
             ),
             durables=((events_stream, "partners"),),
+            advisories_stream=advisories,
         ),
         ServiceAccess(
             "scheduling",
             ("slot", "assignment", "need"),
             durables=((events_stream, "scheduling"),),
+            advisories_stream=advisories,
         ),
         ServiceAccess(
             "notifications",
             ("notification",),
             durables=((events_stream, "notifications"), (events_stream, "notifications-people")),
             ordered_reads=(events_stream,),
+            advisories_stream=advisories,
         ),
     ]
 
@@ -264,8 +280,9 @@ def service_user(access: ServiceAccess, password: str | EnvRef) -> NatsUser:
     * per durable: look it up (`CONSUMER.INFO`: nats-py's bind, the lag metrics), create or
       converge it (`CONSUMER.DURABLE.CREATE` is what nats-py sends for a durable; the
       newer `CONSUMER.CREATE.<stream>.<durable>[.<filter>]` form is the same right), pull
-      from it (`MSG.NEXT`), acknowledge its messages (`$JS.ACK.<stream>.<durable>.>`), and
-      hear its MAX_DELIVERIES advisory (dead letters after timeouts);
+      from it (`MSG.NEXT`) and acknowledge its messages (`$JS.ACK.<stream>.<durable>.>`);
+      the same rights on its capture durable `<durable>-dlq` on the advisories stream,
+      which reads the durable's MAX_DELIVERIES advisories (dead letters after timeouts);
     * per consumed stream: fetch one message by sequence (`STREAM.MSG.GET`), which is how
       an advisory's message is kept as a dead letter;
     * ordered reads (SSE): create ephemeral consumers on the stream (`CONSUMER.CREATE.<s>`,
@@ -287,7 +304,11 @@ def service_user(access: ServiceAccess, password: str | EnvRef) -> NatsUser:
     ]
     subscribe = ["_INBOX.>"]
     streams: list[str] = []
-    for stream, durable in access.durables:
+    pulled = list(access.durables)
+    if access.advisories_stream is not None:
+        _check_token(access.advisories_stream, _STREAM, "stream name")
+        pulled += [(access.advisories_stream, f"{d}-dlq") for _, d in access.durables]
+    for stream, durable in pulled:
         _check_token(stream, _STREAM, "stream name")
         _check_token(durable, _DURABLE, "durable name")
         publish += [
@@ -298,7 +319,7 @@ def service_user(access: ServiceAccess, password: str | EnvRef) -> NatsUser:
             f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
             f"$JS.ACK.{stream}.{durable}.>",
         ]
-        subscribe.append(f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{durable}")
+    for stream, _ in access.durables:
         if stream not in streams:
             streams.append(stream)
     publish += [f"$JS.API.STREAM.MSG.GET.{stream}" for stream in streams]
@@ -326,7 +347,12 @@ def service_user(access: ServiceAccess, password: str | EnvRef) -> NatsUser:
 
 def provisioner_user(
     password: str | EnvRef,
-    streams: tuple[str, ...] = (EVENTS_STREAM, INGRESS_STREAM, kv_stream(REVOCATIONS_BUCKET)),
+    streams: tuple[str, ...] = (
+        EVENTS_STREAM,
+        INGRESS_STREAM,
+        ADVISORIES_STREAM,
+        kv_stream(REVOCATIONS_BUCKET),
+    ),
     name: str = "provisioner",
 ) -> NatsUser:
     """Creates and converges the streams (`python -m linli.<service> streams`, the

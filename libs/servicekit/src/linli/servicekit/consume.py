@@ -27,6 +27,13 @@ and servicekit does the rest, the same way for every service:
   growing delay) and the rest of the batch runs again without it, so one bad message
   costs the others a rerun, never their effect. Redelivered events find their inbox row
   and change nothing.
+* **Outages.** A failure that is a database outage (a transient error, and the database
+  does not answer a probe) is not the message's: the batch is held, in progress, while
+  nothing more is pulled, and runs again once the database answers; no delivery is
+  spent however long it lasts (`linli.servicekit.outage`, ADR 0027).
+* **Deliveries run out.** A message the process crashed on every time is announced by
+  the server's MAX_DELIVERIES advisory; `DeadLetterCapture` keeps it as a dead letter
+  from the advisories stream, at least once.
 * **Telemetry.** One consumer span per message, child of the trace in its headers, so
   one trace follows a need through every service; no span per SQL statement. Every
   message is counted by type and outcome, each use case timed, redeliveries counted
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import Counter
@@ -47,8 +55,8 @@ from typing import Any, Generic, TypeVar
 import asyncpg
 import nats.errors
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.errors import BadRequestError, FetchTimeoutError
+from nats.js import JetStreamContext, api
+from nats.js.errors import BadRequestError, FetchTimeoutError, NotFoundError
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel
 
@@ -60,7 +68,15 @@ from linli.contracts.types import Reason
 
 from . import failpoints, inbox, metrics
 from .db import Conn
-from .messaging import Deliveries, PoisonMessage, consumer_config
+from .messaging import (
+    Deliveries,
+    PoisonMessage,
+    advisory_subject,
+    consumer_config,
+    max_deliveries_letter,
+    store_dead_letter,
+)
+from .outage import Interrupted
 from .settings import ServiceSettings
 from .telemetry import context_from_headers, tracer
 
@@ -237,40 +253,40 @@ def _subject_type(subject: str) -> str | None:
 _GRACEFUL_STOP_S = 10.0
 
 
-class EventConsumer:
-    """A durable pull consumer running one service's declared subscriptions."""
+class PullConsumer:
+    """A durable pull consumer's loop: pull a batch, handle it, again, until stopped.
+
+    While the database is unreachable (`DatabaseBreaker` open) it pulls nothing: what
+    arrives meanwhile waits in the stream without spending a delivery.
+    """
 
     def __init__(
         self,
-        subs: Subscriptions,
         *,
         stream: str,
+        durable: str,
         settings: ServiceSettings,
-        pool: Callable[[], asyncpg.Pool],
         deliveries: Deliveries,
     ) -> None:
-        self.subs = subs
         self.stream = stream
-        self.durable = subs.name
+        self.durable = durable
         self._settings = settings
-        self._pool = pool
         self._deliveries = deliveries
+        self._breaker = deliveries.breaker
         self._sub: JetStreamContext.PullSubscription | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._interrupt = asyncio.Event()
         self._busy: asyncio.Future[None] | None = None
         self.stats: Counter[str] = Counter()
-        """handled, duplicate, skipped, dead_lettered, retried, batches, isolated."""
+        """handled, duplicate, skipped, dead_lettered, retried, batches, isolated,
+        outages (a batch held through one), released (given back at stop), captured."""
 
     def config(self) -> Any:
-        return consumer_config(
-            self._settings,
-            self.durable,
-            filter_subjects=self.subs.filter_subjects(self._settings.communities_scope),
-        )
+        raise NotImplementedError
 
     async def start(self, js: JetStreamContext) -> None:
-        """Create the durable, or converge an existing one's filters; start pulling."""
+        """Create the durable, or converge an existing one's config; start pulling."""
         try:
             await js.add_consumer(self.stream, config=self.config())
         except BadRequestError as exc:
@@ -281,11 +297,16 @@ class EventConsumer:
             )
         self._sub = await js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
         self._stopping = False
+        self._interrupt = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"consume-{self.durable}")
 
     async def stop(self) -> None:
-        """Finish the batch in hand (for at most 10 s), then stop pulling."""
+        """Finish the batch in hand (for at most 10 s), then stop pulling.
+
+        A batch held through a database outage is given back at once.
+        """
         self._stopping = True
+        self._interrupt.set()
         if self._task is not None:
             if self._busy is not None:
                 # Let the batch in hand commit and ack rather than be redelivered.
@@ -303,6 +324,14 @@ class EventConsumer:
         assert self._sub is not None
         sub = self._sub
         while not self._stopping:
+            if self._breaker.is_open or self._breaker.is_stopped:
+                # The database is unreachable: pull nothing until it answers again.
+                try:
+                    await self._breaker.wait_closed(self._interrupt)
+                except Interrupted:
+                    # The process is stopping: pull nothing more, stop() ends this loop.
+                    await self._interrupt.wait()
+                continue
             try:
                 msgs = await sub.fetch(
                     self._settings.consumer_batch, timeout=self._settings.consumer_fetch_wait_s
@@ -320,7 +349,7 @@ class EventConsumer:
                 continue
             if msgs:
                 # Shielded, so that stop() can wait for it while cancelling the loop.
-                self._busy = asyncio.ensure_future(self.handle_batch(msgs))
+                self._busy = asyncio.ensure_future(self._held_batch(msgs))
                 try:
                     await asyncio.shield(self._busy)
                 except asyncio.CancelledError:
@@ -336,6 +365,46 @@ class EventConsumer:
                 finally:
                     self._busy = None
 
+    async def _held_batch(self, msgs: list[Msg]) -> None:
+        """`handle_batch`, its messages kept alive through an outage, given back at stop."""
+        with self._breaker.holding(msgs):
+            try:
+                await self.handle_batch(msgs)
+            except Interrupted:
+                released = await self._deliveries.release(msgs)
+                self.stats["released"] += released
+                log.warning(
+                    "stopping during a database outage: messages given back",
+                    extra={"consumer": self.durable, "count": released},
+                )
+
+    async def handle_batch(self, msgs: list[Msg]) -> None:
+        raise NotImplementedError
+
+
+class EventConsumer(PullConsumer):
+    """A durable pull consumer running one service's declared subscriptions."""
+
+    def __init__(
+        self,
+        subs: Subscriptions,
+        *,
+        stream: str,
+        settings: ServiceSettings,
+        pool: Callable[[], asyncpg.Pool],
+        deliveries: Deliveries,
+    ) -> None:
+        super().__init__(stream=stream, durable=subs.name, settings=settings, deliveries=deliveries)
+        self.subs = subs
+        self._pool = pool
+
+    def config(self) -> Any:
+        return consumer_config(
+            self._settings,
+            self.durable,
+            filter_subjects=self.subs.filter_subjects(self._settings.communities_scope),
+        )
+
     async def handle_batch(self, msgs: list[Msg]) -> None:
         """Decode, run and settle one pull batch."""
         self.stats["batches"] += 1
@@ -350,7 +419,9 @@ class EventConsumer:
                 log.debug("skipped", extra={"consumer": self.durable, "subject": msg.subject})
                 await msg.ack()
             elif isinstance(outcome, PoisonMessage):
-                settled = await self._deliveries.dead_letter(self.durable, msg, outcome.reasons)
+                settled = await self._deliveries.dead_letter(
+                    self.durable, msg, outcome.reasons, self._interrupt
+                )
                 self.stats[settled] += 1
                 self._count(_subject_type(msg.subject), settled)
             else:
@@ -365,6 +436,10 @@ class EventConsumer:
             except asyncio.CancelledError:
                 raise
             except _ItemFailed as failed:
+                if await self._breaker.ride_out(failed.error, self._interrupt):
+                    # The database went away under the use case, and is back: all again.
+                    self.stats["outages"] += 1
+                    continue
                 # Settle the culprit alone; the rest of the batch runs again without it.
                 await self._settle(items[failed.index][0], failed.error)
                 items = items[: failed.index] + items[failed.index + 1 :]
@@ -372,7 +447,11 @@ class EventConsumer:
                     self.stats["isolated"] += 1
                 continue
             except Exception as exc:
-                # The batch itself failed (claim, commit, connection): all are retried.
+                if await self._breaker.ride_out(exc, self._interrupt):
+                    # The database was unreachable, and is back: run the batch again.
+                    self.stats["outages"] += 1
+                    continue
+                # The batch itself failed (claim, commit, a deadlock): all are retried.
                 for msg, _, _ in items:
                     await self._settle(msg, exc)
                 return
@@ -388,7 +467,7 @@ class EventConsumer:
             return
 
     async def _settle(self, msg: Msg, exc: BaseException) -> None:
-        outcome = await self._deliveries.settle_failure(self.durable, msg, exc)
+        outcome = await self._deliveries.settle_failure(self.durable, msg, exc, self._interrupt)
         self.stats[outcome] += 1
         self._count(_subject_type(msg.subject), outcome)
 
@@ -441,3 +520,112 @@ class _ItemFailed(Exception):
         super().__init__(f"item {index}: {type(error).__name__}")
         self.index = index
         self.error = error
+
+
+class DeadLetterCapture(PullConsumer):
+    """Keeps as dead letters the messages a durable's deliveries ran out on.
+
+    A consumer that crashes on a message every time never settles it; after
+    `max_deliver` the server announces it once, with a MAX_DELIVERIES advisory naming
+    the stream sequence. The advisories stream keeps that advisory, and this durable
+    (`<durable>-dlq` on it, filtered to the durable's advisories and shared by the
+    service's replicas) reads it: the message is fetched from its stream by sequence,
+    stored whole in `dead_letters`, and only then is the advisory acknowledged. So an
+    advisory sent while no replica ran is captured when one starts, and a database error
+    does not drop it: an outage is ridden out like a consumer's, any other error leaves
+    it to be tried again after a delay.
+    """
+
+    def __init__(
+        self,
+        *,
+        stream: str,
+        durable: str,
+        settings: ServiceSettings,
+        pool: Callable[[], asyncpg.Pool],
+        deliveries: Deliveries,
+    ) -> None:
+        super().__init__(
+            stream=settings.advisories_stream,
+            durable=f"{durable}-dlq",
+            settings=settings,
+            deliveries=deliveries,
+        )
+        self.source_stream = stream
+        """The stream of the durable whose advisories this captures."""
+        self.source_durable = durable
+        self._pool = pool
+        self._js: JetStreamContext | None = None
+
+    def config(self) -> Any:
+        return api.ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_wait=self._settings.consumer_ack_wait_s,
+            # Unbounded on purpose: the advisory is the last trace of a message given up
+            # on. The advisories stream's max_age bounds how long it is tried (ADR 0027).
+            max_deliver=-1,
+            max_ack_pending=self._settings.consumer_batch,
+            filter_subject=advisory_subject(self.source_stream, self.source_durable),
+        )
+
+    async def start(self, js: JetStreamContext) -> None:
+        self._js = js
+        await super().start(js)
+
+    async def handle_batch(self, msgs: list[Msg]) -> None:
+        for msg in msgs:
+            self.stats[await self.capture(msg)] += 1
+
+    async def capture(self, msg: Msg) -> str:
+        """Store the dead letter one advisory names; returns what became of it."""
+        assert self._js is not None
+        try:
+            advisory = json.loads(msg.data)
+            seq = int(advisory["stream_seq"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("malformed max-deliveries advisory", extra={"consumer": self.durable})
+            await msg.term()
+            return "malformed"
+        try:
+            stored = await self._js.get_msg(self.source_stream, seq)
+        except NotFoundError:
+            # Gone with the stream's max_age (or deleted by an operator): nothing to keep.
+            log.warning(
+                "max-deliveries advisory for a message no longer in the stream",
+                extra={"consumer": self.source_durable, "stream_seq": seq},
+            )
+            await msg.ack()
+            return "gone"
+        except Exception as exc:
+            log.warning("advisory's message not fetched", extra={"error": type(exc).__name__})
+            await msg.nak(delay=self._deliveries.retry_delay(msg.metadata.num_delivered or 1))
+            return "retried"
+        letter = max_deliveries_letter(self.source_durable, advisory, stored)
+        # Runs again only after an outage has ended; `Interrupted` ends it at stop.
+        while True:
+            try:
+                async with self._pool().acquire() as conn:
+                    _, inserted = await store_dead_letter(conn, letter)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if await self._breaker.ride_out(exc, self._interrupt):
+                    continue
+                log.warning(
+                    "max-deliveries dead letter not stored, will retry",
+                    extra={"consumer": self.source_durable, "error": type(exc).__name__},
+                )
+                delivered = msg.metadata.num_delivered or 1
+                await msg.nak(delay=self._deliveries.retry_delay(delivered))
+                return "retried"
+        if inserted:
+            metrics.DEAD_LETTERS.labels(self.source_durable, "max_deliveries").inc()
+            log.warning(
+                "message dead-lettered after its deliveries ran out",
+                extra={"consumer": self.source_durable, "stream_seq": seq},
+            )
+        await msg.ack()
+        return "captured"

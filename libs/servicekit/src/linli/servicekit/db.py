@@ -138,7 +138,8 @@ async def pending_migrations(conn: Conn, schema: str, migrations: list[Migration
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     TimeoutError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
+    # Class 08: the connection failed or went away (ConnectionDoesNotExistError among them).
+    asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.AdminShutdownError,

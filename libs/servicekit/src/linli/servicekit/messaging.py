@@ -8,19 +8,26 @@ defaults get wrong for us is handled here:
   never fight over a stream's configuration.
 * Every durable consumer gets explicit ack, `ack_wait`, bounded `max_deliver`, a
   timeout backoff and `max_ack_pending` (never the server's unlimited redelivery).
-* `Deliveries` settles what a handler could not process: a transient error is nak'ed
-  with a growing delay; a poison message (one that can never succeed) and a message
-  whose deliveries are spent are stored whole in the dead-letter table with the
-  reason, then terminated; later messages keep flowing.
+* `Deliveries` settles what a handler could not process: a database outage is ridden
+  out without spending a delivery (`linli.servicekit.outage`); any other failure is
+  nak'ed with a growing delay; a poison message (one that can never succeed) and a
+  message whose deliveries are spent are stored whole in the dead-letter table with
+  the reason, then terminated; later messages keep flowing.
+* A message whose deliveries run out without an answer (the process crashed on it each
+  time) is announced by the server's MAX_DELIVERIES advisory. The advisories stream
+  keeps those advisories, and `DeadLetterCapture` stores each message as a dead letter
+  through a durable of its own: at least once, even when no replica was running when
+  the advisory was sent, and acknowledged only once the letter is stored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any
@@ -32,7 +39,7 @@ from faststream.nats.security import NatsCredentials, NatsUserPassword
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError
 from opentelemetry.sdk.trace import TracerProvider
 
 from linli.contracts.subjects import EVENTS_PREFIX, INGRESS_PREFIX
@@ -40,6 +47,7 @@ from linli.contracts.types import Reason
 
 from . import failpoints, metrics
 from .db import Conn
+from .outage import DatabaseBreaker, Interrupted
 from .revocations import bucket_config
 from .settings import ServiceSettings
 
@@ -94,7 +102,7 @@ def stream_subjects(prefix: str, settings: ServiceSettings) -> list[str]:
 
 
 def stream_configs(settings: ServiceSettings) -> list[api.StreamConfig]:
-    """Domain-event and ingress streams and the revocations bucket (ADR 0030)."""
+    """Domain-event, ingress and advisories streams, and the revocations bucket (ADR 0030)."""
     common: dict[str, Any] = {
         "storage": api.StorageType.FILE,
         "retention": api.RetentionPolicy.LIMITS,
@@ -123,7 +131,37 @@ def stream_configs(settings: ServiceSettings) -> list[api.StreamConfig]:
             **common,
         ),
         bucket_config(settings),
+        advisories_stream_config(settings),
     ]
+
+
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+
+
+def advisory_subject(stream: str, durable: str) -> str:
+    """The subject of the server's MAX_DELIVERIES advisory for one durable."""
+    return f"{MAX_DELIVERIES_ADVISORY}.{stream}.{durable}"
+
+
+def advisories_stream_config(settings: ServiceSettings) -> api.StreamConfig:
+    """The stream that keeps the MAX_DELIVERIES advisories of the events and ingress
+    durables, so that a dead letter is captured even when no replica listened."""
+    return api.StreamConfig(
+        name=settings.advisories_stream,
+        description="MAX_DELIVERIES advisories, kept until each service stores its dead letter",
+        subjects=[
+            f"{MAX_DELIVERIES_ADVISORY}.{stream}.>"
+            for stream in (settings.events_stream, settings.ingress_stream)
+        ],
+        storage=api.StorageType.FILE,
+        retention=api.RetentionPolicy.LIMITS,
+        discard=api.DiscardPolicy.OLD,
+        num_replicas=settings.stream_replicas,
+        # An advisory is worth keeping as long as the message it names.
+        max_age=max(settings.events_max_age_s, settings.ingress_max_age_s),
+        duplicate_window=settings.duplicate_window_s,
+        max_msg_size=8 * 1024,
+    )
 
 
 async def provision_streams(js: JetStreamContext, settings: ServiceSettings) -> None:
@@ -228,39 +266,71 @@ async def store_dead_letter(conn: Conn, letter: DeadLetter) -> tuple[uuid.UUID, 
 
 
 class Deliveries:
-    """Settles JetStream messages that a handler could not process: retry or dead letter."""
+    """Settles JetStream messages that a handler could not process: an outage is ridden
+    out, another failure retried with a growing delay, poison and spent messages kept as
+    dead letters."""
 
-    def __init__(self, pool: Callable[[], asyncpg.Pool], settings: ServiceSettings) -> None:
+    def __init__(
+        self,
+        pool: Callable[[], asyncpg.Pool],
+        settings: ServiceSettings,
+        breaker: DatabaseBreaker | None = None,
+    ) -> None:
         self._pool = pool
         self._settings = settings
+        self.breaker = breaker or DatabaseBreaker(pool, settings)
+        """One per process: every consumer of the process rides out the same outage."""
 
     def retry_delay(self, delivered: int) -> float:
-        """Exponential backoff for transient failures, capped."""
+        """Exponential backoff for failures, capped."""
         base = self._settings.retry_base_delay_s * (2 ** max(delivered - 1, 0))
         return float(min(base, self._settings.retry_max_delay_s))
 
     async def process(
         self, consumer: str, msg: Msg, handler: Callable[[], Awaitable[None]]
     ) -> None:
-        """Run `handler` for one message; ack, or settle its failure."""
-        try:
-            await handler()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await self.settle_failure(consumer, msg, exc)
-            return
+        """Run `handler` for one message; ack, or settle its failure.
+
+        While the database is unreachable the message is held (not nak'ed, so no
+        delivery is spent) and `handler` runs again once it answers; a process stopping
+        meanwhile gives the message back.
+        """
+        with self.breaker.holding([msg]):
+            try:
+                # Runs again only after an outage has ended; `Interrupted` ends it at stop.
+                while True:
+                    try:
+                        await handler()
+                        break
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        if await self.breaker.ride_out(exc):
+                            continue
+                        await self.settle_failure(consumer, msg, exc)
+                        return
+            except Interrupted:
+                await self.release([msg])
+                return
         failpoints.hit("inbox.after_commit_before_ack")
         await msg.ack()
 
-    async def settle_failure(self, consumer: str, msg: Msg, exc: BaseException) -> str:
+    async def settle_failure(
+        self,
+        consumer: str,
+        msg: Msg,
+        exc: BaseException,
+        interrupt: asyncio.Event | None = None,
+    ) -> str:
         """Poison goes to the dead letters at once; anything else is retried with a
         growing delay until the deliveries are spent, then dead-lettered.
 
+        A database outage is not the message's failure: callers ride it out first
+        (`DatabaseBreaker.ride_out`) and settle only what remains.
         Returns what became of the message: `dead_lettered` or `retried`.
         """
         if isinstance(exc, PoisonMessage):
-            return await self.dead_letter(consumer, msg, exc.reasons)
+            return await self.dead_letter(consumer, msg, exc.reasons, interrupt)
         delivered = msg.metadata.num_delivered or 1
         if delivered >= self._settings.consumer_max_deliver:
             reason = Reason(
@@ -268,7 +338,7 @@ class Deliveries:
                 message=f"gave up after {delivered} deliveries: {type(exc).__name__}",
                 code="max_deliveries",
             )
-            return await self.dead_letter(consumer, msg, [reason])
+            return await self.dead_letter(consumer, msg, [reason], interrupt)
         log.warning(
             "handler failed, will retry",
             extra={"consumer": consumer, "error": type(exc).__name__, "delivered": delivered},
@@ -276,9 +346,19 @@ class Deliveries:
         await msg.nak(delay=self.retry_delay(delivered))
         return "retried"
 
-    async def dead_letter(self, consumer: str, msg: Msg, reasons: list[Reason]) -> str:
+    async def dead_letter(
+        self,
+        consumer: str,
+        msg: Msg,
+        reasons: list[Reason],
+        interrupt: asyncio.Event | None = None,
+    ) -> str:
         """Keep the message whole with its reasons, then terminate its redelivery.
 
+        While the database is unreachable the message is held and the letter stored once
+        it answers. When storing fails otherwise, the message is nak'ed: keeping it
+        matters more than settling it. At its last delivery that nak makes the server
+        announce MAX_DELIVERIES, and `DeadLetterCapture` stores the letter from there.
         Returns `dead_lettered`, or `retried` when the letter could not be stored.
         """
         meta = msg.metadata
@@ -292,14 +372,20 @@ class Deliveries:
             stream_seq=meta.sequence.stream,
             deliveries=delivered,
         )
-        try:
-            async with self._pool().acquire() as conn:
-                await store_dead_letter(conn, letter)
-        except Exception as exc:
-            # Keeping it matters more than settling it: try again later.
-            log.warning("dead letter not stored", extra={"error": type(exc).__name__})
-            await msg.nak(delay=self.retry_delay(delivered))
-            return "retried"
+        # Runs again only after an outage has ended; `Interrupted` ends it at stop.
+        while True:
+            try:
+                async with self._pool().acquire() as conn:
+                    await store_dead_letter(conn, letter)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if await self.breaker.ride_out(exc, interrupt):
+                    continue
+                log.warning("dead letter not stored", extra={"error": type(exc).__name__})
+                await msg.nak(delay=self.retry_delay(delivered))
+                return "retried"
         log.warning(
             "message dead-lettered",
             extra={"consumer": consumer, "stream_seq": meta.sequence.stream},
@@ -308,49 +394,42 @@ class Deliveries:
         await msg.term()
         return "dead_lettered"
 
+    async def release(self, msgs: Sequence[Msg]) -> int:
+        """Give back what a stopping process held through an outage; how many.
 
-async def capture_max_deliveries(
-    nc: NatsClient,
-    js: JetStreamContext,
-    pool: Callable[[], asyncpg.Pool],
-    stream: str,
-    durable: str,
-) -> None:
-    """Dead-letter messages whose redeliveries ran out by ack timeout.
+        Each comes back after a delay, to this or another replica: one delivery spent,
+        as a crash would spend it.
+        """
+        released = 0
+        for msg in msgs:
+            if msg.is_acked:
+                continue
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=self.retry_delay(msg.metadata.num_delivered or 1))
+            released += 1
+        if released:
+            log.warning("messages given back at stop during an outage", extra={"count": released})
+        return released
 
-    A consumer that crashes on a message every time never reaches `Deliveries`'
-    give-up branch; the server then announces MAX_DELIVERIES with the stream sequence
-    and the message is still in the stream, so we fetch and keep it.
-    """
-    subject = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{durable}"
 
-    async def on_advisory(advisory: Any) -> None:
-        try:
-            body = json.loads(advisory.data)
-            seq = int(body["stream_seq"])
-            stored = await js.get_msg(stream, seq)
-            letter = DeadLetter(
-                consumer=durable,
-                subject=stored.subject or "",
-                headers=dict(stored.headers or {}),
-                payload=stored.data or b"",
-                reasons=[
-                    Reason(
-                        field="",
-                        message=f"not acknowledged after {body.get('deliveries')} deliveries",
-                        code="max_deliveries",
-                    )
-                ],
-                stream_seq=seq,
-                deliveries=body.get("deliveries"),
+def max_deliveries_letter(durable: str, advisory: Mapping[str, Any], stored: Any) -> DeadLetter:
+    """The dead letter of a message the server gave up on (its advisory, its stored copy)."""
+    deliveries = advisory.get("deliveries")
+    return DeadLetter(
+        consumer=durable,
+        subject=stored.subject or "",
+        headers=dict(stored.headers or {}),
+        payload=stored.data or b"",
+        reasons=[
+            Reason(
+                field="",
+                message=f"not acknowledged after {deliveries} deliveries",
+                code="max_deliveries",
             )
-            async with pool().acquire() as conn:
-                await store_dead_letter(conn, letter)
-            metrics.DEAD_LETTERS.labels(durable, "max_deliveries").inc()
-        except (NotFoundError, KeyError, ValueError) as exc:
-            log.warning("max-deliveries advisory not captured", extra={"error": type(exc).__name__})
-
-    await nc.subscribe(subject, queue=f"{durable}-dlq", cb=on_advisory)
+        ],
+        stream_seq=int(advisory["stream_seq"]),
+        deliveries=int(deliveries) if isinstance(deliveries, int) else None,
+    )
 
 
 async def replay_dead_letter(pool: asyncpg.Pool, nc: NatsClient, letter_id: uuid.UUID) -> str:

@@ -91,6 +91,15 @@ DEAD_LETTERS = Counter(
     "Messages set aside as dead letters, by the code of their first reason.",
     ["consumer", "code"],
 )
+DATABASE_UNREACHABLE = Gauge(
+    "linli_database_unreachable",
+    "1 while this process finds PostgreSQL unreachable: its consumers hold the messages "
+    "in hand and pull nothing more until a probe answers (ADR 0027), else 0.",
+)
+DATABASE_OUTAGES = Counter(
+    "linli_database_outages",
+    "Times this process found PostgreSQL unreachable and paused consuming.",
+)
 DEAD_LETTERS_OPEN = Gauge(
     "linli_dead_letters_open", "Dead letters stored and not replayed (this service's schema)."
 )

@@ -21,15 +21,11 @@ from nats.js import JetStreamContext
 from opentelemetry.sdk.trace import SpanProcessor
 
 from . import failpoints, metrics
-from .consume import EventConsumer, Subscriptions
+from .consume import DeadLetterCapture, EventConsumer, Subscriptions
 from .db import Migration, create_pool, migrate, pending_migrations
 from .logs import configure_logging
-from .messaging import (
-    Deliveries,
-    build_broker,
-    capture_max_deliveries,
-    provision_streams,
-)
+from .messaging import Deliveries, build_broker, provision_streams
+from .outage import DatabaseBreaker
 from .outbox import OutboxRelay, PublishDenials
 from .retention import Retention
 from .revocations import RevocationWatcher
@@ -65,7 +61,9 @@ class ServiceRuntime:
         )
         self._pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
-        self.deliveries = Deliveries(lambda: self.pool, settings)
+        self.breaker = DatabaseBreaker(lambda: self.pool, settings)
+        """Tells database outages from failures; every consumer here rides them out."""
+        self.deliveries = Deliveries(lambda: self.pool, settings, self.breaker)
         self.revocations = RevocationWatcher(
             settings, lambda: self.js, lambda: self.pool, lambda: self.broker.connection
         )
@@ -75,6 +73,8 @@ class ServiceRuntime:
         """Run in reverse order at stop, after consuming has stopped, before the pool closes."""
         self.consumers: list[EventConsumer] = []
         self.durables: list[tuple[str, str]] = []
+        self.captures: list[DeadLetterCapture] = []
+        """One per durable: its MAX_DELIVERIES advisories become dead letters."""
         self._background: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.started = False
@@ -119,7 +119,18 @@ class ServiceRuntime:
 
     def durable(self, stream: str, durable: str) -> str:
         """Register a durable consumer so messages it gives up on are dead-lettered."""
+        if stream not in (self.settings.events_stream, self.settings.ingress_stream):
+            raise ValueError(f"{durable}: the advisories stream covers no stream {stream!r}")
         self.durables.append((stream, durable))
+        self.captures.append(
+            DeadLetterCapture(
+                stream=stream,
+                durable=durable,
+                settings=self.settings,
+                pool=lambda: self.pool,
+                deliveries=self.deliveries,
+            )
+        )
         return durable
 
     @property
@@ -139,6 +150,7 @@ class ServiceRuntime:
     async def start(self) -> None:
         """Connect, migrate, provision, subscribe and relay."""
         failpoints.configure(self.settings.failpoint)
+        self.breaker.start()
         if self.settings.metrics_port is not None and self._stop_metrics is None:
             # First, so that an SRE sees `linli_ready 0` while dependencies are awaited.
             self._stop_metrics = metrics.serve(self.settings.http_host, self.settings.metrics_port)
@@ -165,10 +177,8 @@ class ServiceRuntime:
         await self._watch_revocations()
         for hook in self.on_start:
             await hook(self)
-        for stream, durable in self.durables:
-            await capture_max_deliveries(
-                self.broker.connection, self.js, lambda: self.pool, stream, durable
-            )
+        for capture in self.captures:
+            await capture.start(self.js)
         await self.broker.start()
         for consumer in self.consumers:
             await consumer.start(self.js)
@@ -195,8 +205,12 @@ class ServiceRuntime:
     async def stop(self) -> None:
         """Stop consuming first, then background work, relaying, hooks; close the pool."""
         self.started = False
+        # Whatever is held through a database outage is given back at once.
+        self.breaker.stop()
         for consumer in self.consumers:
             await consumer.stop()
+        for capture in self.captures:
+            await capture.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

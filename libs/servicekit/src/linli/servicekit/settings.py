@@ -74,6 +74,13 @@ class ServiceSettings(BaseSettings):
     duplicate_window_s: float = Field(default=120.0, gt=0)
     events_max_age_s: float = Field(default=3 * 24 * 3600.0, gt=0)
     ingress_max_age_s: float = Field(default=24 * 3600.0, gt=0)
+    advisories_stream: str = Field(
+        default="",
+        description=(
+            "Stream keeping the MAX_DELIVERIES advisories of the events and ingress "
+            "durables until their dead letters are stored; empty: <events_stream>_ADVISORIES."
+        ),
+    )
     provision_streams: bool = Field(
         default=True,
         description="Create or update streams at start (off when an operator owns them).",
@@ -90,6 +97,14 @@ class ServiceSettings(BaseSettings):
     )
     retry_base_delay_s: float = Field(default=0.5, gt=0)
     retry_max_delay_s: float = Field(default=60.0, gt=0)
+    outage_probe_max_s: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "While PostgreSQL is unreachable, consumers hold their messages and probe it "
+            "with a delay growing from retry_base_delay_s up to this (ADR 0027)."
+        ),
+    )
 
     outbox_batch: int = Field(default=200, ge=1, le=5000)
     outbox_poll_interval_s: float = Field(default=1.0, gt=0)
@@ -168,6 +183,8 @@ class ServiceSettings(BaseSettings):
     def _check(self) -> Self:
         if not self.db_schema:
             self.db_schema = self.service_name.replace("-", "_")
+        if not self.advisories_stream:
+            self.advisories_stream = f"{self.events_stream}_ADVISORIES"
         if not _IDENT.match(self.db_schema):
             raise ValueError("db_schema must be a lowercase SQL identifier")
         horizon = max(self.events_max_age_s, self.outbox_retention_s) + self.duplicate_window_s
