@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--needs", type=int, default=10_000, help="needs to submit (10000)")
     parser.add_argument("--faults", type=int, default=100, help="faults to inject (100)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the schedule (1)")
-    parser.add_argument("--rate", type=float, default=20.0, help="needs per second (20)")
+    parser.add_argument("--rate", type=float, default=10.0, help="needs per second (10)")
     parser.add_argument(
         "--pg-outage", type=float, default=300.0, help="seconds of the first PostgreSQL outage"
     )
