@@ -33,6 +33,8 @@ from .inject import KINDS, Injector
 from .world import Servers, Traffic
 
 REQUIRED_ZEROS = ("needs_lost", "effects_duplicated", "places_oversold", "dead_letters_not_poison")
+OFFERS_PAGE = 200
+"""The most offers one page of a volunteer's inbox lists."""
 ACK_WAIT_S = 5.0
 """The services' consumer ack_wait here (the harness's); a pause lasts longer."""
 
@@ -50,7 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--drain", type=float, default=900.0, help="longest drain wait, s (900)")
     parser.add_argument("--replicas", type=int, default=2, help="processes per service (2)")
-    parser.add_argument("--volunteers", type=int, default=10, help="volunteers with a slot")
+    parser.add_argument("--volunteers", type=int, default=10, help="volunteers (>= needs/400)")
     parser.add_argument("--out", type=Path, help="JSON dir (default: a temp dir)")
     parser.add_argument("--doc", type=Path, help="Markdown report (default <out>/reliability.md)")
     args = parser.parse_args(argv)
@@ -70,13 +72,15 @@ async def run(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             await lc.prepare()
             await lc.start(replicas=args.replicas)
             app.secret = (await lc.subscribe_webhook(app.url))["secret"]
-            # Places for about half the needs: the rest are escalated (also final).
+            # Places for about half the needs: the rest are escalated (also final). A
+            # slot holds at most OFFERS_PAGE places, so every open offer of a volunteer
+            # fits in one page of its inbox (the API lists the newest first, no cursor).
+            count = max(args.volunteers, -(-args.needs // 2 // OFFERS_PAGE))
             volunteers = [
-                await lc.create_volunteer(f"volunteer {i}", ["meal_delivery"])
-                for i in range(args.volunteers)
+                await lc.create_volunteer(f"volunteer {i}", ["meal_delivery"]) for i in range(count)
             ]
             tokens = [await lc.party_token("volunteer", v) for v in volunteers]
-            per_slot = max(1, min(1000, args.needs // 2 // len(volunteers)))
+            per_slot = max(1, min(OFFERS_PAGE, args.needs // 2 // count))
             for i, v in enumerate(volunteers):
                 await lc.publish_slot(
                     "meal_delivery",

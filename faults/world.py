@@ -157,7 +157,11 @@ class Traffic:
                     lambda a=assignment: lc.answer(token, a, "accept"), budget_s=60
                 )
                 if answer is None or answer.status_code != 200:
-                    continue
+                    # A retry after an accept that committed but whose answer was lost
+                    # (a killed replica) is refused: the offer shows what happened.
+                    view = await self._retry(lambda a=assignment: lc.offer(token, a), ok=(200,))
+                    if view is None or view.json().get("status") != "accepted":
+                        continue
                 self.accepted.add(assignment)
                 body = {
                     "outcome": "meal_delivered",
