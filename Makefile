@@ -13,7 +13,7 @@ ifeq ($(UV),)
 UV := $(CURDIR)/.tools/bin/uv
 endif
 
-.PHONY: help install run test test-unit lint fmt schemas schemas-check bench image k8s-natsconf clean
+.PHONY: help install run test test-unit lint fmt schemas schemas-check bench faults image k8s-natsconf clean
 
 help:
 	@echo "make run      - install and start the local stack with demo data (Ctrl-C stops)"
@@ -21,6 +21,7 @@ help:
 	@echo "make lint     - ruff, format check, mypy, import rules"
 	@echo "make schemas  - regenerate JSON Schemas, the event catalogue and AsyncAPI"
 	@echo "make bench    - whole-lifecycle benchmark: latency per stage, sustained rate, CPU, memory"
+	@echo "make faults   - 10,000 needs through 100 injected faults (kills, outages, duplicates, poison); docs/reliability.md"
 	@echo "make image    - build the one container image (skipped when no Docker engine answers)"
 	@echo "make test-unit, make fmt, make schemas-check, make k8s-natsconf, make clean"
 
@@ -46,7 +47,7 @@ test-unit: install
 lint: install
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen mypy libs/contracts/src libs/servicekit/src libs/devstack/src services/*/src bench
+	$(UV) run --frozen mypy libs/contracts/src libs/servicekit/src libs/devstack/src services/*/src bench faults
 	$(UV) run --frozen lint-imports
 	$(UV) run --frozen hadolint Dockerfile
 
@@ -57,6 +58,10 @@ fmt: install
 bench: install
 	$(UV) run --frozen python -m bench.lifecycle --out bench/results \
 		--doc docs/benchmarks.md --chart docs/benchmarks-lifecycle.png
+
+# Long: 10,000 needs and a five-minute PostgreSQL outage among 100 faults.
+faults: install
+	$(UV) run --frozen python -m faults --out .linli/faults --doc docs/reliability.md
 
 schemas: install
 	$(UV) run --frozen python -m linli.contracts.schemagen

@@ -1,0 +1,192 @@
+"""`python -m faults`: drive needs through injected faults, drain, check, report.
+
+    make faults                                       # 10,000 needs, 100 faults, docs/
+    python -m faults --needs 200 --faults 10 --pg-outage 3 --out /tmp/f   # the short run
+
+Writes `<out>/faults.json` and a Markdown report (`--doc`, default `<out>/reliability.md`).
+Exits 1 when a required zero is not zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import shlex
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tests.harness.lifecycle import Lifecycle, window
+from tests.harness.names import Names
+from tests.harness.notifications import receiver
+from tests.harness.procs import ProcessGroup
+
+from . import invariants, report
+from .inject import KINDS, Injector
+from .world import Servers, Traffic
+
+REQUIRED_ZEROS = ("needs_lost", "effects_duplicated", "places_oversold", "dead_letters_not_poison")
+OFFERS_PAGE = 200
+"""The most offers one page of a volunteer's inbox lists."""
+ACK_WAIT_S = 5.0
+"""The services' consumer ack_wait here (the harness's); a pause lasts longer."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m faults", description="Needs driven through injected faults."
+    )
+    parser.add_argument("--needs", type=int, default=10_000, help="needs to submit (10000)")
+    parser.add_argument("--faults", type=int, default=100, help="faults to inject (100)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the schedule (1)")
+    parser.add_argument("--rate", type=float, default=10.0, help="needs per second (10)")
+    parser.add_argument(
+        "--pg-outage", type=float, default=300.0, help="seconds of the first PostgreSQL outage"
+    )
+    parser.add_argument("--drain", type=float, default=900.0, help="longest drain wait, s (900)")
+    parser.add_argument("--replicas", type=int, default=2, help="processes per service (2)")
+    parser.add_argument("--volunteers", type=int, default=10, help="volunteers (>= needs/400)")
+    parser.add_argument("--out", type=Path, help="JSON dir (default: a temp dir)")
+    parser.add_argument("--doc", type=Path, help="Markdown report (default <out>/reliability.md)")
+    args = parser.parse_args(argv)
+    if args.needs < 1 or args.faults < 0 or args.rate <= 0 or args.replicas < 1:
+        parser.error("--needs >= 1, --faults >= 0, --rate > 0, --replicas >= 1")
+    return args
+
+
+async def run(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+    rng = random.Random(args.seed)
+    began = time.monotonic()
+    servers = await Servers.start()
+    procs = ProcessGroup(log_dir)
+    lc = Lifecycle(Names(), servers.nats_url, servers.database_url, procs, notifications=True)
+    try:
+        async with receiver() as app:
+            await lc.prepare()
+            await lc.start(replicas=args.replicas)
+            app.secret = (await lc.subscribe_webhook(app.url))["secret"]
+            # Places for about half the needs: the rest are escalated (also final). A
+            # slot holds at most OFFERS_PAGE places, so every open offer of a volunteer
+            # fits in one page of its inbox (the API lists the newest first, no cursor).
+            count = max(args.volunteers, -(-args.needs // 2 // OFFERS_PAGE))
+            volunteers = [
+                await lc.create_volunteer(f"volunteer {i}", ["meal_delivery"]) for i in range(count)
+            ]
+            tokens = [await lc.party_token("volunteer", v) for v in volunteers]
+            per_slot = max(1, min(OFFERS_PAGE, args.needs // 2 // count))
+            for i, v in enumerate(volunteers):
+                await lc.publish_slot(
+                    "meal_delivery",
+                    provider=("volunteer", v),
+                    window=window(20 + i, 240),
+                    capacity=per_slot,
+                )
+            residents = [
+                await lc.create_resident(priority_group=g)
+                for g in ("elderly_living_alone", "disabled", "low_income", "none")
+            ]
+            setup_s = time.monotonic() - began
+            traffic = Traffic(lc, rng, residents, tokens)
+            injector = Injector(
+                lc, servers, rng, pg_outage_s=args.pg_outage, pause_s=ACK_WAIT_S + 3
+            )
+            plan = injector.schedule(args.faults)
+            over_s = args.needs / args.rate
+            stop = asyncio.Event()
+            helpers = [asyncio.create_task(traffic.helper(t, stop)) for t in tokens]
+            driving = time.monotonic()
+            try:
+                await asyncio.gather(
+                    traffic.submit(args.needs, args.rate), injector.run(plan, over_s)
+                )
+                drove_s = time.monotonic() - driving
+                await injector.heal()
+                drained, still = await drain(lc, traffic.submitted, args.drain)
+            finally:
+                stop.set()
+                await asyncio.gather(*helpers, return_exceptions=True)
+            checks = await invariants.check(lc, traffic.submitted)
+            letters = await invariants.poison_dead_letters(lc)
+            return {
+                "command": "python -m faults " + shlex.join(sys.argv[1:]),
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": machine(),
+                "config": {
+                    k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                },
+                "setup_s": round(setup_s, 1),
+                "drive_s": round(drove_s, 1),
+                "drained": drained,
+                "not_drained": still,
+                "needs_driven": len(traffic.submitted),
+                "needs_unsubmitted": traffic.unsubmitted,
+                "requests_retried": traffic.errors,
+                "offers_accepted": len(traffic.accepted),
+                "offers_declined": len(traffic.declined),
+                "reports": len(traffic.reported),
+                "faults_planned": len(plan),
+                "faults_injected": sum(injector.done.values()),
+                "faults_by_kind": {k: injector.done.get(k, 0) for k in KINDS},
+                "fault_notes": injector.notes,
+                "republished_new_id": sum(injector.republished_new_id.values()),
+                "poison_published": len(injector.poison_ids),
+                "dead_letters_total": letters,
+                "invariants": {name: c.as_dict() for name, c in checks.items()},
+                "total_s": round(time.monotonic() - began, 1),
+            }
+    finally:
+        await asyncio.wait_for(lc.close(), 120)
+        servers.stop()
+
+
+async def drain(lc: Lifecycle, submitted: list[str], budget_s: float) -> tuple[bool, str]:
+    """Wait (bounded) until every need is final, outboxes empty, consumers caught up."""
+    deadline = time.monotonic() + budget_s
+    still = "not checked"
+    while time.monotonic() < deadline:
+        try:
+            left = await invariants.settled(lc, submitted)
+        except Exception as exc:  # a pool still reconnecting after an outage
+            left = f"{type(exc).__name__}: {exc}"
+        if left is None:
+            return True, ""
+        still = left
+        print(f"draining: {still}", file=sys.stderr, flush=True)
+        await asyncio.sleep(2.0)
+    return False, still
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "node": platform.node(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out: Path = args.out or Path(tempfile.mkdtemp(prefix="linli-faults-out-"))
+    out.mkdir(parents=True, exist_ok=True)
+    log_dir = out / "logs"
+    result = asyncio.run(run(args, log_dir))
+    (out / "faults.json").write_text(json.dumps(result, indent=2) + "\n")
+    doc = args.doc or out / "reliability.md"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(report.markdown(result))
+    print(report.summary(result))
+    print(f"wrote {out / 'faults.json'} and {doc}; service logs in {log_dir}")
+    failed = [n for n in REQUIRED_ZEROS if result["invariants"][n]["count"]]
+    return 1 if failed or not result["drained"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
