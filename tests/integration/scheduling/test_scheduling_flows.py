@@ -448,3 +448,39 @@ async def test_api_is_authenticated_and_community_scoped(start_scheduling) -> No
         assert (await s.http.get(path, headers=s.auth())).json() == {"items": []}
         missing = await s.http.get(f"{path}/{uuid.uuid4()}", headers=s.auth())
         assert missing.status_code == 404
+
+
+async def test_a_need_escalated_again_after_a_new_offer_tells_the_operators_again(
+    start_scheduling,
+) -> None:
+    """Escalated, offered again on new capacity, declined again: a second need.escalated
+    (once per episode), or intake would show the need offered for ever (found by make
+    faults)."""
+    async with start_scheduling() as s:
+        first, second = party(), party()
+        await s.bus.publish(slot_published(first, kind="repair", start_in_min=-10))
+        need = need_submitted(kind="repair", urgency="routine", start_in_min=0, minutes=600)
+        await s.bus.publish(need)
+
+        async def decline(offer: dict, partner) -> None:
+            await s.bus.publish(
+                PartnerDeclined(
+                    assignment_id=offer["assignment_id"],
+                    need_id=need.need_id,
+                    partner_id=partner.id,
+                    declined_at=NOW(UTC),
+                )
+            )
+
+        offer1 = (await s.bus.wait("assignment.offered", need_id=need.need_id))[0].data
+        await decline(offer1, first)
+        await s.bus.wait("need.escalated", need_id=need.need_id, reason="no_taker")
+
+        # New capacity: the escalated need is offered again, and declined again.
+        await s.bus.publish(slot_published(second, kind="repair", start_in_min=0))
+        offer2 = (await s.bus.wait("assignment.offered", 2, need_id=need.need_id))[1].data
+        assert offer2["offered_to"]["id"] == str(second.id)
+        await decline(offer2, second)
+        escalated = await s.bus.wait("need.escalated", 2, need_id=need.need_id)
+        assert [e.data["reason"] for e in escalated] == ["no_taker", "no_taker"]
+        assert await s.state(need.need_id) == "escalated"

@@ -507,7 +507,9 @@ class Scheduler:
             if reason == "no_taker"
             else "no slot with capacity fits this need"
         )
-        await self._escalate(conn, need, reason, detail)
+        # Once per episode: a need offered again on new capacity and left again is news
+        # to the operators (and moves intake's view back to escalated).
+        await self._escalate(conn, need, reason, detail, key=f"{reason}:{need['attempts']}")
 
     async def _fill_slot(self, conn: Conn, slot_id: uuid.UUID, now: datetime) -> None:
         """Give a slot's free capacity to queued needs, highest priority first."""
