@@ -324,13 +324,14 @@ class PullConsumer:
         assert self._sub is not None
         sub = self._sub
         while not self._stopping:
-            if self._breaker.is_open or self._breaker.is_stopped:
+            if self._breaker.is_stopped:
+                # The process is stopping: pull nothing more; stop() ends this loop.
+                await self._interrupt.wait()
+                continue
+            if self._breaker.is_open:
                 # The database is unreachable: pull nothing until it answers again.
-                try:
+                with contextlib.suppress(Interrupted):
                     await self._breaker.wait_closed(self._interrupt)
-                except Interrupted:
-                    # The process is stopping: pull nothing more, stop() ends this loop.
-                    await self._interrupt.wait()
                 continue
             try:
                 msgs = await sub.fetch(
