@@ -33,6 +33,8 @@ from .inject import KINDS, Injector
 from .world import Servers, Traffic
 
 REQUIRED_ZEROS = ("needs_lost", "effects_duplicated", "places_oversold", "dead_letters_not_poison")
+STALL_S = 180.0
+"""The drain gives up when what is left has not changed for this long."""
 OFFERS_PAGE = 200
 """The most offers one page of a volunteer's inbox lists."""
 ACK_WAIT_S = 5.0
@@ -150,6 +152,7 @@ async def drain(lc: Lifecycle, submitted: list[str], budget_s: float) -> tuple[b
     """Wait (bounded) until every need is final, outboxes empty, consumers caught up."""
     deadline = time.monotonic() + budget_s
     still = "not checked"
+    since = time.monotonic()
     while time.monotonic() < deadline:
         try:
             left = await invariants.settled(lc, submitted)
@@ -157,7 +160,10 @@ async def drain(lc: Lifecycle, submitted: list[str], budget_s: float) -> tuple[b
             left = f"{type(exc).__name__}: {exc}"
         if left is None:
             return True, ""
-        still = left
+        if left != still:
+            still, since = left, time.monotonic()
+        elif time.monotonic() - since > STALL_S:
+            return False, f"{still} (unchanged for {STALL_S:.0f} s)"
         print(f"draining: {still}", file=sys.stderr, flush=True)
         await asyncio.sleep(2.0)
     return False, still
