@@ -26,13 +26,16 @@ from typing import Any
 from tests.harness.lifecycle import Lifecycle, window
 from tests.harness.names import Names
 from tests.harness.notifications import receiver
+from tests.harness.otlp import otlp_env
 from tests.harness.procs import ProcessGroup
 
-from . import invariants, report
+from . import attacks, invariants, report
 from .inject import KINDS, Injector
 from .world import Servers, Traffic
 
 REQUIRED_ZEROS = ("needs_lost", "effects_duplicated", "places_oversold", "dead_letters_not_poison")
+ATTACK_ZEROS = ("canaries_leaked", "nats_outside_permissions", "ssrf_reached")
+RESIDENTS = ("elderly_living_alone", "disabled", "low_income", "none")
 STALL_S = 180.0
 """The drain gives up when what is left has not changed for this long."""
 OFFERS_PAGE = 200
@@ -66,86 +69,164 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def run(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     rng = random.Random(args.seed)
     began = time.monotonic()
-    servers = await Servers.start()
+    names = Names()
+    servers = await Servers.start(names)
     procs = ProcessGroup(log_dir)
-    lc = Lifecycle(Names(), servers.nats_url, servers.database_url, procs, notifications=True)
+    canaries = attacks.Canaries()
+    async with (
+        receiver() as app,
+        attacks.span_sink(canaries.needles(len(RESIDENTS))) as spans,
+    ):
+        lc = Lifecycle(
+            names,
+            servers.nats_url,
+            servers.database_url,
+            procs,
+            notifications=True,
+            nats_users=servers.credentials,
+            metrics=True,
+            env=otlp_env(spans.endpoint),
+        )
+        try:
+            return await drive(args, rng, began, servers, lc, app, spans, canaries, log_dir)
+        finally:
+            await asyncio.wait_for(lc.close(), 120)
+            servers.stop()
+
+
+async def drive(
+    args: argparse.Namespace,
+    rng: random.Random,
+    began: float,
+    servers: Servers,
+    lc: Lifecycle,
+    app: Any,
+    spans: attacks.SpanSink,
+    canaries: attacks.Canaries,
+    log_dir: Path,
+) -> dict[str, Any]:
+    await lc.prepare()
+    await lc.start(replicas=args.replicas)
+    app.secret = (await lc.subscribe_webhook(app.url))["secret"]
+    # Places for about half the needs: the rest are escalated (also final). A
+    # slot holds at most OFFERS_PAGE places, so every open offer of a volunteer
+    # fits in one page of its inbox (the API lists the newest first, no cursor).
+    count = max(args.volunteers, -(-args.needs // 2 // OFFERS_PAGE))
+    volunteers = [
+        await lc.create_volunteer(f"volunteer {i}", ["meal_delivery"]) for i in range(count)
+    ]
+    tokens = [await lc.party_token("volunteer", v) for v in volunteers]
+    per_slot = max(1, min(OFFERS_PAGE, args.needs // 2 // count))
+    for i, v in enumerate(volunteers):
+        await lc.publish_slot(
+            "meal_delivery",
+            provider=("volunteer", v),
+            window=window(20 + i, 240),
+            capacity=per_slot,
+        )
+    # Every resident carries canaries (attacks.Canaries), searched for at the end.
+    residents = [
+        await lc.create_resident(**canaries.resident(i, priority_group=g))
+        for i, g in enumerate(RESIDENTS)
+    ]
+    setup_s = time.monotonic() - began
+    traffic = Traffic(lc, rng, residents, tokens)
+    injector = Injector(lc, servers, rng, pg_outage_s=args.pg_outage, pause_s=ACK_WAIT_S + 3)
+    plan = injector.schedule(args.faults)
+    over_s = args.needs / args.rate
+    stop = asyncio.Event()
+    helpers = [asyncio.create_task(traffic.helper(t, stop)) for t in tokens]
+    driving = time.monotonic()
     try:
-        async with receiver() as app:
-            await lc.prepare()
-            await lc.start(replicas=args.replicas)
-            app.secret = (await lc.subscribe_webhook(app.url))["secret"]
-            # Places for about half the needs: the rest are escalated (also final). A
-            # slot holds at most OFFERS_PAGE places, so every open offer of a volunteer
-            # fits in one page of its inbox (the API lists the newest first, no cursor).
-            count = max(args.volunteers, -(-args.needs // 2 // OFFERS_PAGE))
-            volunteers = [
-                await lc.create_volunteer(f"volunteer {i}", ["meal_delivery"]) for i in range(count)
-            ]
-            tokens = [await lc.party_token("volunteer", v) for v in volunteers]
-            per_slot = max(1, min(OFFERS_PAGE, args.needs // 2 // count))
-            for i, v in enumerate(volunteers):
-                await lc.publish_slot(
-                    "meal_delivery",
-                    provider=("volunteer", v),
-                    window=window(20 + i, 240),
-                    capacity=per_slot,
-                )
-            residents = [
-                await lc.create_resident(priority_group=g)
-                for g in ("elderly_living_alone", "disabled", "low_income", "none")
-            ]
-            setup_s = time.monotonic() - began
-            traffic = Traffic(lc, rng, residents, tokens)
-            injector = Injector(
-                lc, servers, rng, pg_outage_s=args.pg_outage, pause_s=ACK_WAIT_S + 3
-            )
-            plan = injector.schedule(args.faults)
-            over_s = args.needs / args.rate
-            stop = asyncio.Event()
-            helpers = [asyncio.create_task(traffic.helper(t, stop)) for t in tokens]
-            driving = time.monotonic()
-            try:
-                await asyncio.gather(
-                    traffic.submit(args.needs, args.rate), injector.run(plan, over_s)
-                )
-                drove_s = time.monotonic() - driving
-                await injector.heal()
-                drained, still = await drain(lc, traffic.submitted, args.drain)
-            finally:
-                stop.set()
-                await asyncio.gather(*helpers, return_exceptions=True)
-            checks = await invariants.check(lc, traffic.submitted)
-            letters = await invariants.poison_dead_letters(lc)
-            return {
-                "command": "python -m faults " + shlex.join(sys.argv[1:]),
-                "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                "machine": machine(),
-                "config": {
-                    k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                },
-                "setup_s": round(setup_s, 1),
-                "drive_s": round(drove_s, 1),
-                "drained": drained,
-                "not_drained": still,
-                "needs_driven": len(traffic.submitted),
-                "needs_unsubmitted": traffic.unsubmitted,
-                "requests_retried": traffic.errors,
-                "offers_accepted": len(traffic.accepted),
-                "offers_declined": len(traffic.declined),
-                "reports": len(traffic.reported),
-                "faults_planned": len(plan),
-                "faults_injected": sum(injector.done.values()),
-                "faults_by_kind": {k: injector.done.get(k, 0) for k in KINDS},
-                "fault_notes": injector.notes,
-                "republished_new_id": sum(injector.republished_new_id.values()),
-                "poison_published": len(injector.poison_ids),
-                "dead_letters_total": letters,
-                "invariants": {name: c.as_dict() for name, c in checks.items()},
-                "total_s": round(time.monotonic() - began, 1),
-            }
+        await asyncio.gather(traffic.submit(args.needs, args.rate), injector.run(plan, over_s))
+        drove_s = time.monotonic() - driving
+        await injector.heal()
+        drained, still = await drain(lc, traffic.submitted, args.drain)
     finally:
-        await asyncio.wait_for(lc.close(), 120)
-        servers.stop()
+        stop.set()
+        await asyncio.gather(*helpers, return_exceptions=True)
+    checks = await invariants.check(lc, traffic.submitted)
+    letters = await invariants.poison_dead_letters(lc)
+    found = await run_attacks(lc, servers, app, spans, canaries, residents, log_dir)
+    return {
+        "command": "python -m faults " + shlex.join(sys.argv[1:]),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "setup_s": round(setup_s, 1),
+        "drive_s": round(drove_s, 1),
+        "drained": drained,
+        "not_drained": still,
+        "needs_driven": len(traffic.submitted),
+        "needs_unsubmitted": traffic.unsubmitted,
+        "requests_retried": traffic.errors,
+        "offers_accepted": len(traffic.accepted),
+        "offers_declined": len(traffic.declined),
+        "reports": len(traffic.reported),
+        "faults_planned": len(plan),
+        "faults_injected": sum(injector.done.values()),
+        "faults_by_kind": {k: injector.done.get(k, 0) for k in KINDS},
+        "fault_notes": injector.notes,
+        "republished_new_id": sum(injector.republished_new_id.values()),
+        "poison_published": len(injector.poison_ids),
+        "dead_letters_total": letters,
+        "invariants": {name: c.as_dict() for name, c in checks.items()},
+        "attacks": found,
+        "total_s": round(time.monotonic() - began, 1),
+    }
+
+
+async def run_attacks(
+    lc: Lifecycle,
+    servers: Servers,
+    app: Any,
+    spans: attacks.SpanSink,
+    canaries: attacks.Canaries,
+    residents: list[str],
+    log_dir: Path,
+) -> dict[str, Any]:
+    """RELIABILITY.md rows 11, 13 and 15 against the drained system (faults/attacks.py)."""
+    repair = await attacks.repair_with_canaries(lc, canaries, residents[0])
+    nats_probe = await attacks.nats_attack(lc, servers.users)
+    ssrf = await attacks.ssrf_attack(lc, residents[0])
+    metrics = await attacks.scrape_metrics(lc)
+    await lc.stop()  # every span exported, every log line written
+    finds = await attacks.search_canaries(
+        lc,
+        canaries,
+        len(residents),
+        # The services' output, nats-server's and PostgreSQL's logs.
+        log_files=sorted(log_dir.glob("*.log")) + sorted(servers.root.glob("*.log")),  # noqa: ASYNC240
+        spans=spans,
+        webhooks=app,
+        metrics=metrics,
+    )
+    return {
+        "canaries_leaked": {
+            "count": finds.total,
+            "examples": finds.examples,
+            "places": finds.places,
+            "where_they_belong": finds.belong,
+            "searched": finds.searched,
+            "repair_contact_shown": repair.contact_shown,
+            "repair_fulfilled": repair.fulfilled,
+        },
+        "nats_outside_permissions": {
+            "count": len(nats_probe.allowed),
+            "examples": nats_probe.allowed,
+            "attempts": nats_probe.attempts,
+            "denied": nats_probe.denied,
+        },
+        "ssrf_reached": {
+            "count": ssrf.canary_connections + len(ssrf.accepted) + (not ssrf.stored_blocked),
+            "examples": ssrf.accepted
+            + ([] if ssrf.stored_blocked else [f"stored: {ssrf.connect_error or 'no attempt'}"]),
+            "registrations": ssrf.registrations,
+            "refused": ssrf.refused,
+            "stored_blocked": ssrf.stored_blocked,
+            "canary_connections": ssrf.canary_connections,
+        },
+    }
 
 
 async def drain(lc: Lifecycle, submitted: list[str], budget_s: float) -> tuple[bool, str]:
@@ -191,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report.summary(result))
     print(f"wrote {out / 'faults.json'} and {doc}; service logs in {log_dir}")
     failed = [n for n in REQUIRED_ZEROS if result["invariants"][n]["count"]]
+    failed += [n for n in ATTACK_ZEROS if result["attacks"][n]["count"]]
     return 1 if failed or not result["drained"] else 0
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
+import secrets
 import shutil
 import tempfile
 import time
@@ -16,33 +18,83 @@ from typing import Any
 
 import httpx
 
+from linli.devstack.natsconf import (
+    NatsUser,
+    admin_user,
+    community_app_user,
+    community_system_user,
+    linli_services,
+    render_config,
+    service_user,
+)
 from linli.devstack.servers import NatsServer, PostgresServer, ensure_database, free_port
+from linli.devstack.stack import inbox_prefix
 from tests.harness.intake import meal_need
 from tests.harness.lifecycle import Lifecycle, now_iso
+from tests.harness.names import Names
 
 DATABASE = "linli_faults"
 
 
+def nats_users(names: Names) -> dict[str, NatsUser]:
+    """Who may do what on the run's nats-server: the same users as `make run` and
+    Kubernetes (`linli.devstack.natsconf`): a least-privilege user per service, the admin
+    (the driver: streams, truth, poison), and each community's app and system users."""
+    events, ingress = names.stream("events"), names.stream("ingress")
+    services = {a.name: a for a in linli_services(events, ingress)}
+    # The harness names both communities in the streams (LINLI_STREAM_COMMUNITIES), so
+    # intake keeps one ingress durable per community subject: `intake-ingress-<i>`.
+    services["intake"] = dataclasses.replace(
+        services["intake"],
+        durables=(
+            (events, "intake-lifecycle"),
+            (ingress, "intake-ingress-0"),
+            (ingress, "intake-ingress-1"),
+        ),
+    )
+    users = {name: service_user(a, secrets.token_urlsafe(16)) for name, a in services.items()}
+    users["admin"] = admin_user(secrets.token_urlsafe(16))
+    for base in ("home", "other"):
+        community = names.community(base)
+        users[f"app-{base}"] = community_app_user(community, secrets.token_urlsafe(16))
+        users[f"system-{base}"] = community_system_user(
+            community, secrets.token_urlsafe(16), inbox_prefix=inbox_prefix(community)
+        )
+    return users
+
+
 @dataclass
 class Servers:
-    """nats-server and PostgreSQL on fixed ports, so a restart brings them back at the
-    same address with the same store."""
+    """nats-server (with authorization: `nats_users`) and PostgreSQL on fixed ports, so a
+    restart brings them back at the same address with the same store."""
 
     root: Path
     nats: NatsServer
     pg: PostgresServer
+    users: dict[str, NatsUser]
 
     @classmethod
-    async def start(cls) -> Servers:
+    async def start(cls, names: Names) -> Servers:
         root = Path(tempfile.mkdtemp(prefix="linli-faults-"))
-        nats = NatsServer(root / "nats", port=free_port(), log_file=root / "nats.log")
+        users = nats_users(names)
+        nats = NatsServer(
+            root / "nats",
+            port=free_port(),
+            log_file=root / "nats.log",
+            config=render_config(users=list(users.values())),
+        )
         pg = PostgresServer(
             root / "pg" / "data", port=free_port(), fast=True, log_file=root / "postgres.log"
         )
         await asyncio.to_thread(nats.start)
         await asyncio.to_thread(pg.start)
         await ensure_database(pg.dsn(), DATABASE)
-        return cls(root, nats, pg)
+        return cls(root, nats, pg, users)
+
+    @property
+    def credentials(self) -> dict[str, tuple[str, str]]:
+        """(user, password) by the key of `users`, for `Lifecycle(nats_users=...)`."""
+        return {key: (u.name, str(u.password)) for key, u in self.users.items()}
 
     @property
     def nats_url(self) -> str:

@@ -47,3 +47,27 @@ def test_required_zero(result: dict, invariant: str) -> None:
     assert result["drained"], result["not_drained"]
     found = result["invariants"][invariant]
     assert found["count"] == 0, found["examples"]
+
+
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize("attack", ["canaries_leaked", "nats_outside_permissions", "ssrf_reached"])
+def test_attack_found_nothing(result: dict, attack: str) -> None:
+    found = result["attacks"][attack]
+    assert found["count"] == 0, found["examples"]
+
+
+@pytest.mark.timeout(420)
+def test_attacks_really_ran(result: dict) -> None:
+    """A zero above means something only if the search and the probes did their work."""
+    canaries = result["attacks"]["canaries_leaked"]
+    # The control: the same search finds the canaries where they belong (intake).
+    assert canaries["where_they_belong"].get("intake.residents", 0) >= 4
+    assert canaries["repair_contact_shown"] and canaries["repair_fulfilled"]
+    for place in ("log lines", "span export requests", "metrics lines", "stream messages"):
+        assert canaries["searched"].get(place, 0) > 0, place
+    assert canaries["searched"]["webhook requests"] > 0
+    nats = result["attacks"]["nats_outside_permissions"]
+    assert nats["attempts"] >= 10 and nats["denied"] == nats["attempts"]
+    ssrf = result["attacks"]["ssrf_reached"]
+    assert ssrf["registrations"] >= 20 and ssrf["refused"] == ssrf["registrations"]
+    assert ssrf["stored_blocked"]

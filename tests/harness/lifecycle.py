@@ -173,6 +173,8 @@ class Replica:
     proc: ServiceProcess
     url: str
     slot: int
+    metrics_url: str | None = None
+    """Its Prometheus endpoint, when the lifecycle serves metrics."""
 
 
 @dataclass
@@ -292,10 +294,19 @@ class Lifecycle:
         notifications: bool = False,
         notifications_env: Mapping[str, str] | None = None,
         env: Mapping[str, str] | None = None,
+        nats_users: Mapping[str, tuple[str, str]] | None = None,
+        metrics: bool = False,
     ) -> None:
-        """`env` goes to every service (OTEL_* for instance); `<service>_env` to one."""
+        """`env` goes to every service (OTEL_* for instance); `<service>_env` to one.
+
+        `nats_users`: on a nats-server with authorization, the (user, password) of each
+        service and of the harness itself (`"admin"`, which provisions the streams and
+        reads the truth). `metrics`: every replica serves /metrics on a port of its own
+        (`Replica.metrics_url`)."""
         self.names = names
         self.nats_url = nats_url
+        self.nats_users = dict(nats_users or {})
+        self.metrics = metrics
         self.database_url = database_url
         self.procs = procs
         self.home = names.community("home")
@@ -362,11 +373,27 @@ class Lifecycle:
             "scheduling": scheduling_env,
             "notifications": notifications_env,
         }
+        def auth(name: str) -> dict[str, str]:
+            if name not in self.nats_users:
+                return {}
+            user, password = self.nats_users[name]
+            # Least privilege: the harness (admin) made the streams in `prepare`.
+            return {
+                "LINLI_NATS_USER": user,
+                "LINLI_NATS_PASSWORD": password,
+                "LINLI_PROVISION_STREAMS": "false",
+            }
+
         self.services = {
             name: Service(
                 name,
                 settings[name],
-                {**settings_env(settings[name]), **dict(env or {}), **dict(extra[name] or {})},
+                {
+                    **settings_env(settings[name]),
+                    **auth(name),
+                    **dict(env or {}),
+                    **dict(extra[name] or {}),
+                },
                 ports[name],
             )
             for name in self.active
@@ -438,7 +465,7 @@ class Lifecycle:
                 await conn.close()
 
         await asyncio.gather(*(one(s) for s in self.active))
-        self._nc = await nats.connect(self.nats_url)
+        self._nc = await self.connect_nats()
         await provision_streams(self._nc.jetstream(), self.services["intake"].settings)
         self._events = EventLog(self._nc, self.events_stream)
 
@@ -474,8 +501,13 @@ class Lifecycle:
         env["OTEL_RESOURCE_ATTRIBUTES"] = ",".join(
             a for a in (resource, f"service.instance.id={name}") if a
         )
+        metrics_url = None
+        if self.metrics:
+            metrics_port = free_port()
+            env["LINLI_METRICS_PORT"] = str(metrics_port)
+            metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         proc = self.procs.start(MODULES[service], "serve", env=env, name=name)
-        replica = Replica(proc, f"http://127.0.0.1:{svc.ports[slot]}", slot)
+        replica = Replica(proc, f"http://127.0.0.1:{svc.ports[slot]}", slot, metrics_url)
         svc.replicas.append(replica)
         return replica
 
@@ -555,7 +587,7 @@ class Lifecycle:
             await conn.close()
         if self._nc is None:
             with contextlib.suppress(Exception):
-                self._nc = await nats.connect(self.nats_url)
+                self._nc = await self.connect_nats()
         if self._nc is not None:
             js = self._nc.jetstream()
             # Servicekit's advisories stream is named after the events stream.
@@ -564,6 +596,13 @@ class Lifecycle:
                 with contextlib.suppress(Exception):
                     await js.delete_stream(stream)
             await self._nc.close()
+
+    async def connect_nats(self, user: str = "admin", **options: Any) -> NatsClient:
+        """A NATS connection as `user` of `nats_users` (anonymous when it has none)."""
+        if user in self.nats_users:
+            name, password = self.nats_users[user]
+            options.update(user=name, password=password)
+        return await nats.connect(self.nats_url, **options)
 
     def check_alive(self) -> None:
         """Fail at once, with the log, when a process died that the test did not stop."""

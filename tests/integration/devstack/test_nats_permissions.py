@@ -19,7 +19,7 @@ from typing import Any
 import nats
 import pytest
 from harness.names import Names
-from nats.aio.client import Client as NatsClient
+from harness.natsclient import Client, connect_as
 from nats.js import api
 
 from linli.devstack.natsconf import (
@@ -44,51 +44,11 @@ pytestmark = pytest.mark.integration
 DENIED_WAIT = 0.5  # a refused JetStream API request waits this long for a reply that never comes
 
 
-class Client:
-    """A connection that keeps the permission violations the server reports."""
-
-    def __init__(self, nc: NatsClient, errors: list[Exception]) -> None:
-        self.nc = nc
-        self.errors = errors
-
-    async def violations(self, subject: str, timeout: float = 2.0) -> list[str]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            await self.nc.flush()
-            found = [
-                str(e)
-                for e in self.errors
-                if "permissions violation" in str(e).lower() and subject.lower() in str(e).lower()
-            ]
-            if found or loop.time() > deadline:
-                return found
-            await asyncio.sleep(0.02)
-
-    def all_violations(self) -> list[str]:
-        return [str(e) for e in self.errors if "permissions violation" in str(e).lower()]
-
-
 @contextlib.asynccontextmanager
 async def connect(server: NatsServer, user: NatsUser, **options: Any) -> AsyncIterator[Client]:
-    errors: list[Exception] = []
-
-    async def on_error(exc: Exception) -> None:
-        errors.append(exc)
-
     assert isinstance(user.password, str)
-    nc = await nats.connect(
-        server.url,
-        user=user.name,
-        password=user.password,
-        error_cb=on_error,
-        allow_reconnect=False,
-        **options,
-    )
-    try:
-        yield Client(nc, errors)
-    finally:
-        await nc.close()
+    async with connect_as(server.url, user.name, user.password, **options) as client:
+        yield client
 
 
 def _settings(names: Names, **overrides: Any) -> ServiceSettings:
