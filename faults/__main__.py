@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tests.harness.communities import credentials, party, seed_community, snapshot, templates
 from tests.harness.lifecycle import Lifecycle, window
 from tests.harness.names import Names
 from tests.harness.notifications import receiver
@@ -30,11 +31,17 @@ from tests.harness.otlp import otlp_env
 from tests.harness.procs import ProcessGroup
 
 from . import attacks, invariants, report
+from .cross_community import attack
 from .inject import KINDS, Injector
 from .world import Servers, Traffic
 
 REQUIRED_ZEROS = ("needs_lost", "effects_duplicated", "places_oversold", "dead_letters_not_poison")
-ATTACK_ZEROS = ("canaries_leaked", "nats_outside_permissions", "ssrf_reached")
+ATTACK_ZEROS = (
+    "cross_community_2xx",
+    "canaries_leaked",
+    "nats_outside_permissions",
+    "ssrf_reached",
+)
 RESIDENTS = ("elderly_living_alone", "disabled", "low_income", "none")
 STALL_S = 180.0
 """The drain gives up when what is left has not changed for this long."""
@@ -176,6 +183,72 @@ async def drive(
     }
 
 
+async def cross_community(lc: Lifecycle, examples: int = 8) -> dict[str, Any]:
+    """Community A's five kinds of credential against community B's ids on every route
+    (schemathesis; docs/adr/0032); B is seeded now, through the APIs, on the drained
+    system. Counted: 2xx answers, answers holding B's canary, and a change in what B's
+    own credentials read."""
+    a = await credentials(lc, lc.home, operator=lc.operator_token)
+    await party(lc, a, "volunteer", {"display_name": "A volunteer", "skills": ["meal_delivery"]})
+    await party(
+        lc,
+        a,
+        "partner",
+        {
+            "name": "A canteen",
+            "kind": "canteen",
+            "services": [{"name": "lunch", "need_kind": "meal_delivery", "cost_option": "free"}],
+        },
+    )
+    b = await seed_community(lc, lc.other)
+    # B's own events may still be in flight: the baseline is what B reads once two reads
+    # a second apart agree (bounded).
+    before = await snapshot(lc, b)
+    for _ in range(60):
+        await asyncio.sleep(1.0)
+        again = await snapshot(lc, b)
+        if again == before:
+            break
+        before = again
+    bases = {name: svc.url for name, svc in lc.services.items()}
+    found = await attack(
+        bases,
+        a.tokens,
+        b.ids,
+        examples=examples,
+        community_a=lc.home,
+        canaries_b=b.canaries,
+        bodies=templates(b),
+    )
+    after = await snapshot(lc, b)
+    changed = sorted(str(k) for k in set(before) | set(after) if before.get(k) != after.get(k))
+    return {
+        "count": found["two_xx"] + found["leaks"] + len(changed),
+        "examples": [str(v) for v in found["violations"]]
+        + [str(v) for v in found["leak_samples"]]
+        + [
+            f"B's read changed: {k}: {before.get(k)!r:.300} -> {after.get(k)!r:.300}"
+            for k in changed
+        ],
+        "requests": found["requests"],
+        "two_xx": found["two_xx"],
+        "leaks": found["leaks"],
+        "b_changed": changed,
+        "inert_two_xx": found["inert_two_xx"],
+        "server_errors": found["server_errors"],
+        "operations": len(found["by_operation"]),
+        "by_status": dict(sum_statuses(found)),
+    }
+
+
+def sum_statuses(found: dict[str, Any]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for seen in found["by_service"].values():
+        for status, n in seen.get("by_status", {}).items():
+            total[str(status)] = total.get(str(status), 0) + n
+    return dict(sorted(total.items()))
+
+
 async def run_attacks(
     lc: Lifecycle,
     servers: Servers,
@@ -185,7 +258,9 @@ async def run_attacks(
     residents: list[str],
     log_dir: Path,
 ) -> dict[str, Any]:
-    """RELIABILITY.md rows 11, 13 and 15 against the drained system (faults/attacks.py)."""
+    """RELIABILITY.md rows 11, 13 and 15 against the drained system (faults/attacks.py,
+    faults/cross_community.py)."""
+    crossed = await cross_community(lc)
     repair = await attacks.repair_with_canaries(lc, canaries, residents[0])
     nats_probe = await attacks.nats_attack(lc, servers.users)
     ssrf = await attacks.ssrf_attack(lc, residents[0])
@@ -202,6 +277,7 @@ async def run_attacks(
         metrics=metrics,
     )
     return {
+        "cross_community_2xx": crossed,
         "canaries_leaked": {
             "count": finds.total,
             "examples": finds.examples,

@@ -71,3 +71,5 @@ def test_attacks_really_ran(result: dict) -> None:
     ssrf = result["attacks"]["ssrf_reached"]
     assert ssrf["registrations"] >= 20 and ssrf["refused"] == ssrf["registrations"]
     assert ssrf["stored_blocked"]
+    crossed = result["attacks"]["cross_community_2xx"]
+    assert crossed["requests"] > 1000 and crossed["operations"] > 40
