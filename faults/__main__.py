@@ -152,7 +152,7 @@ async def drive(
     finally:
         stop.set()
         await asyncio.gather(*helpers, return_exceptions=True)
-    checks = await invariants.check(lc, traffic.submitted)
+    checks = await invariants.check(lc, traffic.submitted, injector.stored_again)
     letters = await invariants.poison_dead_letters(lc)
     found = await run_attacks(lc, servers, app, spans, canaries, residents, log_dir)
     return {
@@ -175,6 +175,7 @@ async def drive(
         "faults_by_kind": {k: injector.done.get(k, 0) for k in KINDS},
         "fault_notes": injector.notes,
         "republished_new_id": sum(injector.republished_new_id.values()),
+        "republished_same_id_stored_again": len(injector.stored_again),
         "poison_published": len(injector.poison_ids),
         "dead_letters_total": letters,
         "invariants": {name: c.as_dict() for name, c in checks.items()},
@@ -296,7 +297,8 @@ async def run_attacks(
         "ssrf_reached": {
             "count": ssrf.canary_connections + len(ssrf.accepted) + (not ssrf.stored_blocked),
             "examples": ssrf.accepted
-            + ([] if ssrf.stored_blocked else [f"stored: {ssrf.connect_error or 'no attempt'}"]),
+            + ([] if ssrf.stored_blocked else [f"stored: {ssrf.connect_error or 'no attempt'}"])
+            + [f"the canary heard: {b}" for b in ssrf.canary_heard],
             "registrations": ssrf.registrations,
             "refused": ssrf.refused,
             "stored_blocked": ssrf.stored_blocked,

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import random
 import secrets
 import time
 import uuid
@@ -367,20 +368,38 @@ async def nats_attack(
 
 @dataclass
 class Canary:
-    """A TCP listener on 127.0.0.1 that only counts who connects."""
+    """A TCP listener on 127.0.0.1 that counts who connects and keeps what they sent
+    first (a TLS hello or an HTTP request line), to tell whose request it was."""
 
     port: int = 0
     connections: int = 0
+    first_bytes: list[bytes] = field(default_factory=list)
 
-    async def handle(self, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        with contextlib.suppress(Exception):
+            self.first_bytes.append(await asyncio.wait_for(reader.read(200), 2.0))
         writer.close()
+
+
+CANARY_PORTS = range(20000, 32000)
+"""Below the kernel's ephemeral range (32768-60999 here), which every free port of the
+harness comes from: a port of a stopped replica can never be the canary's, so nothing of
+the harness's own (its router tries every slot's port) reaches it by accident."""
 
 
 @contextlib.asynccontextmanager
 async def canary_listener() -> AsyncIterator[Canary]:
     canary = Canary()
-    server = await asyncio.start_server(canary.handle, "127.0.0.1", 0)
+    server = None
+    for port in random.sample(CANARY_PORTS, 50):
+        try:
+            server = await asyncio.start_server(canary.handle, "127.0.0.1", port)
+            break
+        except OSError:
+            continue
+    if server is None:
+        raise RuntimeError("no free port for the canary listener")
     canary.port = server.sockets[0].getsockname()[1]
     try:
         yield canary
@@ -429,6 +448,7 @@ class SsrfProbe:
     """The stored internal subscription's delivery was blocked at connect."""
     connect_error: str = ""
     canary_connections: int = 0
+    canary_heard: list[str] = field(default_factory=list)
 
 
 async def ssrf_attack(lc: Lifecycle, resident: str, *, timeout_s: float = 60.0) -> SsrfProbe:
@@ -497,6 +517,7 @@ async def ssrf_attack(lc: Lifecycle, resident: str, *, timeout_s: float = 60.0) 
                 svc.env["LINLI_ALLOW_INSECURE_ENDPOINTS"] = saved
             await lc.sql("notifications", "DELETE FROM subscriptions WHERE id = $1", rogue)
         probe.canary_connections = canary.connections
+        probe.canary_heard = [repr(b[:120]) for b in canary.first_bytes]
     await lc.start_replica("notifications")
     return probe
 

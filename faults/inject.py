@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from tests.harness.lifecycle import Lifecycle
 from tests.harness.procs import ServiceNotReady
@@ -35,6 +36,14 @@ KINDS = (
 """Every kind of fault; a schedule of at least len(KINDS) faults has each at least once."""
 
 INJECTED_MSG_ID = "faults-"
+DUPLICATE_WINDOW_S = 120.0
+"""The events stream's duplicate window (servicekit's default, the harness keeps it)."""
+
+
+class NothingToRepublish(RuntimeError):
+    """No stored event fits."""
+
+
 """Nats-Msg-Id prefix of every message the driver itself publishes (duplicates, poison)."""
 POISON_MSG_ID = "faults-poison-"
 
@@ -53,6 +62,9 @@ class Injector:
     done: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
     republished_new_id: Counter[str] = field(default_factory=Counter)
+    stored_again: set[str] = field(default_factory=set)
+    """Event ids the driver republished with their own message id that JetStream stored
+    again (the window had passed): duplicates on the stream of the driver's making."""
     """CloudEvent id -> copies the driver put on the stream under a new Nats-Msg-Id."""
     poison_ids: list[str] = field(default_factory=list)
     long_outage_done: bool = False
@@ -178,19 +190,25 @@ class Injector:
 
     # --- messages ------------------------------------------------------------------------
 
-    async def _stored(self) -> tuple[str, bytes, dict[str, str]]:
-        """A random event already on the stream: (subject, body, headers)."""
+    async def _stored(self, *, within_s: float | None = None) -> tuple[str, bytes, dict[str, str]]:
+        """A random event already on the stream: (subject, body, headers); with
+        `within_s`, one stored less than that many seconds ago (among the last 200)."""
         js = self.lc.nats.jetstream()
         info = await js.stream_info(self.lc.events_stream)
-        for _ in range(20):
-            first, last = info.state.first_seq, info.state.last_seq
+        first, last = info.state.first_seq, info.state.last_seq
+        if within_s is not None:
+            first = max(first, last - 200)
+        for _ in range(40):
             seq = self.rng.randint(first, max(first, last))
             msg = await js.get_msg(self.lc.events_stream, seq)
             headers = dict(msg.headers or {})
             if str(headers.get("Nats-Msg-Id", "")).startswith(INJECTED_MSG_ID):
                 continue
+            age = (datetime.now(UTC) - msg.time).total_seconds() if msg.time else 0.0
+            if within_s is not None and age > within_s:
+                continue
             return str(msg.subject), msg.data or b"", headers
-        raise RuntimeError("no stored event found to republish")
+        raise NothingToRepublish("no stored event found to republish")
 
     async def duplicate(self, *, new_id: bool) -> None:
         """Republish stored events: with the same Nats-Msg-Id (inside the duplicate window:
@@ -198,7 +216,15 @@ class Injector:
         the consumers' inboxes must absorb it)."""
         js = self.lc.nats.jetstream()
         for _ in range(self.rng.randint(1, 5)):
-            subject, body, headers = await self._stored()
+            try:
+                # Same id: an event stored well inside the window (a stalled stream has
+                # none, and then nothing is republished).
+                subject, body, headers = await self._stored(
+                    within_s=None if new_id else DUPLICATE_WINDOW_S / 2
+                )
+            except NothingToRepublish:
+                self.notes.append("dup_same_id: no event inside the window to republish")
+                return
             if new_id:
                 event_id = headers.get("ce-id") or headers.get("Nats-Msg-Id", "")
                 headers["Nats-Msg-Id"] = f"{INJECTED_MSG_ID}dup-{uuid.uuid4()}"
@@ -208,7 +234,11 @@ class Injector:
             else:
                 ack = await js.publish(subject, body, headers=headers)
                 if not ack.duplicate:
-                    self.notes.append(f"dup_same_id: {subject} stored again (window passed?)")
+                    # Stored again after all: an outside-the-window duplicate, made by the
+                    # driver; the consumers' inboxes must absorb it like dup_new_id's.
+                    event_id = headers.get("ce-id") or headers.get("Nats-Msg-Id", "")
+                    self.stored_again.add(str(event_id))
+                    self.notes.append(f"dup_same_id: {subject} stored again (window passed)")
 
     async def poison(self) -> None:
         """Malformed bytes and an event on another type's subject, as the admin user."""

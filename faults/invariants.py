@@ -98,7 +98,9 @@ async def stream_messages(lc: Lifecycle) -> list[tuple[int, str, str, str]]:
     return out
 
 
-async def check(lc: Lifecycle, submitted: list[str]) -> dict[str, Check]:
+async def check(
+    lc: Lifecycle, submitted: list[str], stored_again: set[str] | None = None
+) -> dict[str, Check]:
     lost = Check("needs_lost")
     dup = Check("effects_duplicated")
     oversold = Check("places_oversold")
@@ -120,9 +122,13 @@ async def check(lc: Lifecycle, submitted: list[str]) -> dict[str, Check]:
     ]
     lost.add(len(bad), [f"{n}: intake={i} scheduling={s}" for n, i, s in bad])
 
-    # An event id twice on the stream (the driver's own republished copies aside).
+    # An event id twice on the stream (the driver's own republished copies aside: those
+    # under a new message id, and those it republished with theirs after the window).
     messages = await stream_messages(lc)
-    ids = Counter(e for _, _, m, e in messages if e and not m.startswith(INJECTED_MSG_ID))
+    theirs = stored_again or set()
+    ids = Counter(
+        e for _, _, m, e in messages if e and not m.startswith(INJECTED_MSG_ID) and e not in theirs
+    )
     twice = [f"event {e} x{n}" for e, n in ids.items() if n > 1]
     dup.add(len(twice), twice)
 

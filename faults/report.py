@@ -80,7 +80,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"Requests retried by the simulated clients (5xx, timeouts, refused): "
         f"{result['requests_retried']}. Offers accepted {result['offers_accepted']}, "
         f"declined {result['offers_declined']}, reports {result['reports']}. "
-        f"Events republished under a new message id: {result['republished_new_id']}; "
+        f"Events republished under a new message id: {result['republished_new_id']}, "
+        f"with their own id but stored again (window passed): "
+        f"{result.get('republished_same_id_stored_again', 0)}; "
         f"poison messages published: {result['poison_published']}; "
         f"dead letters in all: {result['dead_letters_total']}.",
         "",

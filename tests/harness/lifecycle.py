@@ -49,7 +49,7 @@ import nats
 from nats.aio.client import Client as NatsClient
 
 from linli.contracts.binding import from_nats
-from linli.contracts.envelope import CloudEvent
+from linli.contracts.envelope import CloudEvent, EnvelopeError
 from linli.contracts.types import Role
 from linli.devstack.servers import free_port
 from linli.intake.app import IntakeSettings
@@ -140,13 +140,12 @@ class EventLog:
                     if isinstance(msg, BaseException):
                         continue  # deleted; we never delete, but do not trip over it
                     headers = dict(msg.headers or {})
+                    try:
+                        event = from_nats(msg.data or b"", headers)
+                    except EnvelopeError:
+                        continue  # poison a test published on purpose: not an event
                     self.items.append(
-                        StreamEvent(
-                            seq,
-                            msg.subject,
-                            headers.get("Nats-Msg-Id"),
-                            from_nats(msg.data or b"", headers),
-                        )
+                        StreamEvent(seq, msg.subject, headers.get("Nats-Msg-Id"), event)
                     )
             self._next = max(self._next, last + 1)
             return self.items
@@ -373,6 +372,7 @@ class Lifecycle:
             "scheduling": scheduling_env,
             "notifications": notifications_env,
         }
+
         def auth(name: str) -> dict[str, str]:
             if name not in self.nats_users:
                 return {}
