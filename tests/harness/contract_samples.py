@@ -20,6 +20,7 @@ from linli.contracts.needs import (
     NeedSource,
     RepairDetails,
     RepairNeedSpec,
+    RepairRequestDetails,
     VisitDetails,
 )
 from linli.contracts.types import Reason, TimeWindow
@@ -47,7 +48,7 @@ def repair_spec() -> RepairNeedSpec:
         window=WINDOW,
         urgency="emergency",
         kind="repair",
-        details=RepairDetails(
+        details=RepairRequestDetails(
             category="heating", description="暖气片漏水到楼下", hazard="water_leak"
         ),
     )
@@ -62,7 +63,7 @@ def sample_events() -> list[object]:
             kind="repair",
             urgency="urgent",
             window=WINDOW,
-            details=RepairDetails(category="plumbing", description="水管爆裂"),
+            details=RepairDetails(category="plumbing"),
             priority_group="low_income",
             compound="泰安小区",
             submitted_at=NOW,
@@ -110,7 +111,7 @@ def sample_events() -> list[object]:
             started_at=NOW,
             ended_at=NOW + timedelta(hours=1),
             wellbeing_concern=True,
-            observations="老人说最近睡不好。冰箱里没有菜。",
+            observations_recorded=True,
         ),
         NeedRejected(
             reasons=[

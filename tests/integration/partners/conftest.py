@@ -41,6 +41,7 @@ class RecordingDirectory:
 
     consented: set[uuid.UUID] = field(default_factory=set)
     calls: list[tuple[str, uuid.UUID, PartyRef]] = field(default_factory=list)
+    descriptions: list[tuple[str, uuid.UUID, PartyRef]] = field(default_factory=list)
     closed: bool = False
 
     async def contact_for(
@@ -50,6 +51,12 @@ class RecordingDirectory:
         if need_id not in self.consented:
             return None
         return Contact(name="ZZCANARY 王秀兰", phone="+8613800138001", address="致远小区 3号楼 401")
+
+    async def description_for(
+        self, community: str, need_id: uuid.UUID, party: PartyRef
+    ) -> str | None:
+        self.descriptions.append((community, need_id, party))
+        return None
 
     async def aclose(self) -> None:
         self.closed = True

@@ -79,3 +79,24 @@ def test_a_contact_does_not_print_itself() -> None:
     contact = Contact(**BODY)
     assert "王秀兰" not in repr(contact)
     assert "13800138001" not in f"{contact}"
+
+
+async def test_a_repair_description_comes_from_intake_for_the_party() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"need_id": str(NEED), "description": "水管爆裂"})
+
+    contacts = directory(handler)
+    assert await contacts.description_for("taian-zhiyuan", NEED, PARTY) == "水管爆裂"
+    (request,) = seen
+    assert request.url.path == f"/v1/communities/taian-zhiyuan/needs/{NEED}/description"
+    assert dict(request.url.params) == {"party_kind": "volunteer", "party_id": str(PARTY.id)}
+    assert request.headers["Authorization"] == "Bearer lnl_secret"
+    not_shown = directory(lambda _r: httpx.Response(404, json={"error": "not_found"}))
+    assert await not_shown.description_for("c", NEED, PARTY) is None
+    with pytest.raises(ContactDirectoryUnavailable):
+        await directory(lambda _r: httpx.Response(503)).description_for("c", NEED, PARTY)
+    with pytest.raises(ContactDirectoryUnavailable):
+        await directory(lambda _r: httpx.Response(200, json={})).description_for("c", NEED, PARTY)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, ClassVar, Self
 from uuid import UUID
 
 from pydantic import (
@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from linli.contracts.needs import (
-    DETAILS_BY_KIND,
+    SHARED_DETAILS_BY_KIND,
     MealDetails,
     NeedSource,
     RepairDetails,
@@ -166,7 +166,12 @@ NeedDetails = Annotated[
         custom_error_message="details cannot be read without a valid kind",
     ),
 ]
-"""Kind-specific details; which model applies is decided by the sibling `kind`."""
+"""Kind-specific details; which model applies is decided by the sibling `kind`.
+
+A repair's description is not among them: it stays in intake (ADR 0031)."""
+
+_NO_DESCRIPTION: dict[str, str | None] = {"details.description": None}
+"""Events of version 1 published before ADR 0031 carried a repair's description here."""
 
 
 def _details_for_kind(
@@ -181,7 +186,7 @@ def _details_for_kind(
 
 
 def _check_details_match(kind: NeedKind, details: object) -> None:
-    if not isinstance(details, DETAILS_BY_KIND[kind.value]):
+    if not isinstance(details, SHARED_DETAILS_BY_KIND[kind.value]):
         raise ValueError("details do not match kind")
 
 
@@ -192,8 +197,11 @@ class NeedSubmitted(EventData):
     """Intake accepted a need from a resident, an operator or another system.
 
     Scheduling starts matching it to capacity. Carries no personal data: partners
-    learn the resident's contact details only after accepting.
+    learn the resident's contact details, and a repair's description, only after
+    accepting; both stay in intake (ADR 0009, ADR 0031).
     """
+
+    withdrawn_fields: ClassVar[dict[str, str | None]] = _NO_DESCRIPTION
 
     need_id: UUID = Field(description="Id of the need (owned by intake).")
     resident_id: UUID = Field(description="Resident the need is for.")
@@ -329,6 +337,8 @@ class MealDelivered(EventData):
 class VisitCompleted(EventData):
     """An elder-care visit took place."""
 
+    withdrawn_fields: ClassVar[dict[str, str | None]] = {"observations": "observations_recorded"}
+
     need_id: UUID = Field(description="Need served.")
     assignment_id: UUID = Field(description="Assignment carried out.")
     visited_by: PartyRef = Field(description="Who made the visit.")
@@ -338,10 +348,10 @@ class VisitCompleted(EventData):
         description="Whether the visitor is worried about the resident's wellbeing; "
         "a concern is escalated to the community operator."
     )
-    observations: str | None = Field(
-        default=None,
-        max_length=2000,
-        description="Visitor's observations (no names or contact details).",
+    observations_recorded: bool = Field(
+        default=False,
+        description="Whether the visitor wrote observations; the text stays in partners, "
+        "for the community's operators (ADR 0031).",
     )
 
     @model_validator(mode="after")
@@ -354,6 +364,8 @@ class VisitCompleted(EventData):
 class RepairCompleted(EventData):
     """A repair technician finished a call, fixed or not."""
 
+    withdrawn_fields: ClassVar[dict[str, str | None]] = {"summary": "summary_recorded"}
+
     need_id: UUID = Field(description="Need served.")
     assignment_id: UUID = Field(description="Assignment carried out.")
     repaired_by: PartyRef = Field(description="Who carried out the repair.")
@@ -363,7 +375,11 @@ class RepairCompleted(EventData):
     completed_at: AwareDatetime = Field(description="When the technician finished.")
     fixed: bool = Field(description="Whether the problem is fixed.")
     follow_up_needed: bool = Field(description="Whether another visit is needed.")
-    summary: str | None = Field(default=None, max_length=2000, description="What was done.")
+    summary_recorded: bool = Field(
+        default=False,
+        description="Whether the technician wrote a summary of what was done; the text "
+        "stays in partners, for the community's operators (ADR 0031).",
+    )
 
     @model_validator(mode="after")
     def _check_times(self) -> Self:
@@ -375,12 +391,16 @@ class RepairCompleted(EventData):
 class DeliveryFailed(EventData):
     """A meal, visit or repair could not be carried out."""
 
+    withdrawn_fields: ClassVar[dict[str, str | None]] = {"detail": "detail_recorded"}
+
     need_id: UUID = Field(description="Need that was not served.")
     assignment_id: UUID = Field(description="Assignment that failed.")
     attempted_by: PartyRef = Field(description="Who attempted it.")
     reason: FailureReason = Field(description="Why it failed.")
-    detail: str | None = Field(
-        default=None, max_length=500, description="More detail (no personal data)."
+    detail_recorded: bool = Field(
+        default=False,
+        description="Whether the helper wrote more detail; the text stays in partners, "
+        "for the community's operators (ADR 0031).",
     )
     failed_at: AwareDatetime = Field(description="When the attempt failed.")
 
@@ -442,8 +462,10 @@ class AssignmentOffered(EventData):
     """Scheduling offered a need to a partner or volunteer until `expires_at`.
 
     Carries what the candidate needs to decide (kind, window, details, compound) but
-    no personal data.
+    no personal data and no free text (ADR 0031).
     """
+
+    withdrawn_fields: ClassVar[dict[str, str | None]] = _NO_DESCRIPTION
 
     assignment_id: UUID = Field(description="Id of the assignment offer.")
     need_id: UUID = Field(description="Need offered.")

@@ -24,9 +24,11 @@ from linli.contracts.types import (
 
 __all__ = [
     "DETAILS_BY_KIND",
+    "SHARED_DETAILS_BY_KIND",
     "MealDetails",
     "MealNeedSpec",
     "NeedDetailsModel",
+    "NeedRequestDetails",
     "NeedSource",
     "NeedSpec",
     "NeedSpecAdapter",
@@ -35,9 +37,11 @@ __all__ = [
     "NeedSubmitData",
     "RepairDetails",
     "RepairNeedSpec",
+    "RepairRequestDetails",
     "ResidentSpec",
     "VisitDetails",
     "VisitNeedSpec",
+    "shared_details",
 ]
 
 DietNeed = Annotated[str, StringConstraints(min_length=1, max_length=40)]
@@ -65,18 +69,53 @@ class VisitDetails(ContractModel):
 
 
 class RepairDetails(ContractModel):
-    """What is broken and whether it is dangerous."""
+    """What is broken and whether it is dangerous: what events and offers carry.
+
+    The requester's own words stay in intake (`RepairRequestDetails`, ADR 0031).
+    """
 
     category: RepairCategory = Field(description="Trade needed.")
-    description: str = Field(
-        min_length=1, max_length=2000, description="What is broken, in plain words."
-    )
     hazard: RepairHazard = Field(
         default=RepairHazard.NONE, description="Hazard observed by the requester."
     )
 
 
+class RepairRequestDetails(ContractModel):
+    """A repair as submitted: the shared details and the requester's description.
+
+    The description is free text that may name people or describe their home, so it
+    never travels in an event (ADR 0031): intake keeps it with the need and shows it to
+    the community's operators and, once accepted, to the assigned helper, each read
+    recorded.
+    """
+
+    category: RepairCategory = Field(description="Trade needed.")
+    description: str = Field(
+        min_length=1,
+        max_length=2000,
+        description="What is broken, in plain words. Kept by intake; never in an event.",
+    )
+    hazard: RepairHazard = Field(
+        default=RepairHazard.NONE, description="Hazard observed by the requester."
+    )
+
+    def shared(self) -> RepairDetails:
+        """The details without the requester's words, as events carry them."""
+        return RepairDetails(category=self.category, hazard=self.hazard)
+
+
 NeedDetailsModel = MealDetails | VisitDetails | RepairDetails
+"""Kind-specific details as events carry them."""
+
+NeedRequestDetails = MealDetails | VisitDetails | RepairRequestDetails
+"""Kind-specific details as submitted."""
+
+
+def shared_details(details: NeedRequestDetails) -> NeedDetailsModel:
+    """What of a submission's details may travel in events (ADR 0031)."""
+    if isinstance(details, RepairRequestDetails):
+        return details.shared()
+    return details
 
 
 class NeedSource(ContractModel):
@@ -130,7 +169,7 @@ class RepairNeedSpec(NeedSpecBase):
     """A household repair call."""
 
     kind: Literal["repair"] = Field(description="Need kind discriminator.")
-    details: RepairDetails = Field(description="Repair-specific details.")
+    details: RepairRequestDetails = Field(description="Repair-specific details.")
 
 
 NeedSpec = Annotated[
@@ -160,11 +199,19 @@ class NeedSubmitData(RootModel[NeedSpec]):
     model_config = ConfigDict(hide_input_in_errors=True, frozen=True)
 
 
-DETAILS_BY_KIND: dict[str, type[MealDetails | VisitDetails | RepairDetails]] = {
+DETAILS_BY_KIND: dict[str, type[MealDetails | VisitDetails | RepairRequestDetails]] = {
+    "meal_delivery": MealDetails,
+    "elder_care_visit": VisitDetails,
+    "repair": RepairRequestDetails,
+}
+"""The details model of each kind as submitted (a need, a plan)."""
+
+SHARED_DETAILS_BY_KIND: dict[str, type[MealDetails | VisitDetails | RepairDetails]] = {
     "meal_delivery": MealDetails,
     "elder_care_visit": VisitDetails,
     "repair": RepairDetails,
 }
+"""The details model of each kind as events carry it."""
 
 
 class ResidentSpec(ContractModel):

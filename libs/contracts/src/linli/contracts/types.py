@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, ClassVar, Self
 
 import phonenumbers
 from pydantic import (
@@ -36,6 +37,7 @@ __all__ = [
     "TimeWindow",
     "Urgency",
     "VisitPurpose",
+    "drop_withdrawn_fields",
     "normalise_phone",
 ]
 
@@ -209,9 +211,49 @@ class EventData(BaseModel):
     """Base for event payloads: a tolerant reader that ignores unknown fields.
 
     A producer may add optional fields within a version; consumers must keep working.
+    A field this version carried once and no longer does is named in `withdrawn_fields`:
+    readers drop it from events published before (still on the stream, replayed, dead
+    letters), so no code ever sees its value (ADR 0031).
     """
 
     model_config = ConfigDict(extra="ignore", hide_input_in_errors=True, frozen=True)
+
+    withdrawn_fields: ClassVar[Mapping[str, str | None]] = {}
+    """Dotted path of a withdrawn field -> the boolean field that tells, in its place,
+    that the text was recorded (set True when an older event held text), or None."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_withdrawn(cls, data: Any) -> Any:
+        if not cls.withdrawn_fields or not isinstance(data, Mapping):
+            return data
+        return drop_withdrawn_fields(data, cls.withdrawn_fields)
+
+
+def drop_withdrawn_fields(
+    data: Mapping[str, Any], withdrawn: Mapping[str, str | None]
+) -> dict[str, Any]:
+    """A copy of an event's data without the withdrawn fields (the one place that knows
+    how an older event is read, ADR 0031). A withdrawn text that was there sets its
+    flag, unless the event states the flag itself. The input is not changed."""
+    out = dict(data)
+    for path, flag in withdrawn.items():
+        *parents, name = path.split(".")
+        node: dict[str, Any] = out
+        for parent in parents:
+            child = node.get(parent)
+            if not isinstance(child, Mapping):
+                break
+            copy = dict(child)
+            node[parent] = copy
+            node = copy
+        else:
+            if name not in node:
+                continue
+            value = node.pop(name)
+            if flag is not None and flag not in out:
+                out[flag] = bool(value)
+    return out
 
 
 MAX_WINDOW = timedelta(days=31)

@@ -19,6 +19,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from linli.contracts.needs import DETAILS_BY_KIND, NeedSpec, ResidentSpec
 from linli.contracts.types import CommunitySlug, NeedKind, NeedStatus, Reason, Role, Urgency
+from linli.servicekit import disclosures
 from linli.servicekit.auth import CurrentPrincipal, Principal
 from linli.servicekit.http import error_response
 from linli.servicekit.idempotency import Idempotency, IdempotencyKey, mark_replayed
@@ -46,7 +47,10 @@ class NeedView(BaseModel):
     urgency: str = Field(description="Urgency.")
     status: str = Field(description="Current status.")
     window: dict[str, datetime] = Field(description="earliest and latest.")
-    details: dict[str, Any] = Field(description="Kind-specific details.")
+    details: dict[str, Any] = Field(
+        description="Kind-specific details; a repair's description is read through "
+        "`GET .../needs/{need_id}/description` (recorded, ADR 0031)."
+    )
     notes: str | None = Field(default=None, description="Notes for the operator.")
     source: dict[str, str | None] | None = Field(default=None, description="Submitting system.")
     submitted_at: datetime = Field(description="When intake accepted it.")
@@ -315,14 +319,69 @@ async def get_contact(
     party_id: Annotated[uuid.UUID, Query()],
 ) -> Any:
     """Only the partners service asks, on behalf of the helper who accepted; the answer
-    is 404 unless that helper is the need's assignee and the resident consented."""
+    is 404 unless that helper is the need's assignee and the resident consented. Each
+    answer is recorded in `personal_data_reads` (ADR 0031)."""
     principal.require_community(community)
     principal.require_role(Role.SERVICE)
-    async with request.app.state.runtime.pool.acquire() as conn:
+    reader = disclosures.Reader.of(principal, f"{party_kind}:{party_id}")
+    async with request.app.state.runtime.pool.acquire() as conn, conn.transaction():
         row = await store.contact_for_assignee(conn, community, need_id, party_kind, party_id)
-    if row is None:
-        return error_response(404, "not_found", "no contact details for this party")
+        if row is None:
+            return error_response(404, "not_found", "no contact details for this party")
+        await disclosures.record(conn, community, need_id, disclosures.CONTACT, reader)
     return ContactView(**dict(row))
+
+
+class DescriptionView(BaseModel):
+    need_id: uuid.UUID = Field(description="The repair need.")
+    description: str = Field(description="What is broken, in the requester's words.")
+
+
+@router.get(
+    "/needs/{need_id}/description",
+    response_model=DescriptionView,
+    summary="A repair's description: for the community's operators, and for the helper "
+    "who accepted (through the partners service); every read is recorded",
+)
+async def get_description(
+    request: Request,
+    community: Community,
+    need_id: uuid.UUID,
+    principal: CurrentPrincipal,
+    party_kind: Annotated[
+        Literal["partner", "volunteer"] | None, Query(description="Service credentials only.")
+    ] = None,
+    party_id: Annotated[uuid.UUID | None, Query(description="Service credentials only.")] = None,
+) -> Any:
+    """Free text stays in intake (ADR 0031): an operator or admin of the community reads
+    it here; the partners service asks on behalf of a helper, and gets it only when that
+    helper is the need's accepted assignee. Anything else is 404. The read and the record
+    of it (`personal_data_reads`) commit together."""
+    principal.require_community(community)
+    assignee: tuple[str, uuid.UUID] | None = None
+    on_behalf_of = None
+    if principal.role is Role.SERVICE:
+        if party_kind is None or party_id is None:
+            raise service.Rejected(
+                [
+                    Reason(
+                        field="query.party_id",
+                        message="party_kind and party_id are required for a service credential",
+                        code="missing",
+                    )
+                ]
+            )
+        assignee = (party_kind, party_id)
+        on_behalf_of = f"{party_kind}:{party_id}"
+    else:
+        principal.require_role(Role.OPERATOR, Role.ADMIN)
+    reader = disclosures.Reader.of(principal, on_behalf_of)
+    async with request.app.state.runtime.pool.acquire() as conn, conn.transaction():
+        text = await store.description_of(conn, community, need_id, assignee)
+        if text is None:
+            return error_response(404, "not_found", "no description for this caller")
+        await disclosures.record(conn, community, need_id, disclosures.REPAIR_DESCRIPTION, reader)
+    return DescriptionView(need_id=need_id, description=text)
 
 
 def install_error_handlers(app: Any) -> None:

@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 from pydantic import Field
 
 from linli.contracts.subjects import INGRESS_PREFIX
+from linli.servicekit import disclosures
 from linli.servicekit.db import service_migrations
 from linli.servicekit.http import create_http_app
 from linli.servicekit.messaging import consumer_config, jstream, stream_subjects
@@ -72,6 +73,7 @@ def build_app(
     app.state.plan_wake = asyncio.Event()
     app.include_router(api.router)
     app.include_router(api.plans_router)
+    app.include_router(disclosures.router())
 
     async def generate() -> None:
         async with runtime.pool.acquire() as conn:

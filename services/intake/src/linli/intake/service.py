@@ -13,7 +13,7 @@ import asyncpg
 
 from linli.contracts.envelope import CloudEvent, new_event
 from linli.contracts.events import NeedCancelled, NeedRejected, NeedSubmitted
-from linli.contracts.needs import NeedSpecAdapter, ResidentSpec
+from linli.contracts.needs import NeedSpecAdapter, ResidentSpec, shared_details
 from linli.contracts.types import Reason, Role
 from linli.servicekit import outbox
 from linli.servicekit.clock import Clock
@@ -133,7 +133,8 @@ async def submit_need(
                 kind=spec.kind,
                 urgency=spec.urgency,
                 window=spec.window,
-                details=spec.details,
+                # A repair's description stays here (ADR 0031).
+                details=shared_details(spec.details),
                 priority_group=resident.priority_group,
                 compound=resident.compound,
                 submitted_at=now,

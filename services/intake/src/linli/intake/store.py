@@ -292,8 +292,12 @@ async def claim_idempotency_key(
 
 
 def details_of(row: asyncpg.Record) -> dict[str, Any]:
+    """A need's or plan's details as shown in its views: without a repair's description,
+    which only the audited description route shows (ADR 0031)."""
     value = row["details"]
-    return json.loads(value) if isinstance(value, str) else dict(value)
+    details = json.loads(value) if isinstance(value, str) else dict(value)
+    details.pop("description", None)
+    return details
 
 
 async def need_state(conn: Conn, community: str, need_id: uuid.UUID) -> asyncpg.Record | None:
@@ -341,13 +345,39 @@ async def contact_for_assignee(
         "SELECT r.name, r.phone, r.address, r.locale FROM needs n "
         "JOIN residents r ON r.id = n.resident_id "
         "WHERE n.community = $1 AND n.id = $2 AND n.assignee_kind = $3 AND n.assignee_id = $4 "
-        "AND n.status IN ('assigned', 'fulfilled', 'failed', 'escalated') "
-        "AND r.consent_to_share_contact",
+        "AND n.status = ANY($5::text[]) AND r.consent_to_share_contact",
         community,
         need_id,
         party_kind,
         party_id,
+        list(ASSIGNEE_STATUSES),
     )
+
+
+ASSIGNEE_STATUSES = ("assigned", "fulfilled", "failed", "escalated")
+"""Statuses in which a need's assignee may see what the resident asked for."""
+
+
+async def description_of(
+    conn: Conn,
+    community: str,
+    need_id: uuid.UUID,
+    assignee: tuple[str, uuid.UUID] | None = None,
+) -> str | None:
+    """A repair's description; with `assignee`, only when that party is the accepted
+    assignee (ADR 0031). None when there is none to show."""
+    value = await conn.fetchval(
+        "SELECT details->>'description' FROM needs "
+        "WHERE community = $1 AND id = $2 AND kind = 'repair' "
+        "AND ($3::text IS NULL OR (assignee_kind = $3 AND assignee_id = $4 "
+        "AND status = ANY($5::text[])))",
+        community,
+        need_id,
+        assignee[0] if assignee else None,
+        assignee[1] if assignee else None,
+        list(ASSIGNEE_STATUSES),
+    )
+    return str(value) if value is not None else None
 
 
 PLAN_COLUMNS = (

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from linli.contracts.events import PartyKind, PartyRef
 from linli.contracts.types import CommunitySlug, NeedKind, Role
+from linli.servicekit import disclosures
 from linli.servicekit.auth import CurrentPrincipal, Principal
 from linli.servicekit.http import error_response
 from linli.servicekit.idempotency import Idempotency, IdempotencyKey, mark_replayed
@@ -152,10 +153,30 @@ class OfferView(BaseModel):
     contact: ResidentContact | None = Field(
         default=None, description="The resident's contact, only after acceptance."
     )
+    description: str | None = Field(
+        default=None,
+        description="A repair's description in the requester's words: from intake, only "
+        "for the accepted helper on the single-offer view (ADR 0031).",
+    )
 
 
 class OfferPage(BaseModel):
     items: list[OfferView]
+
+
+class ReportNotesView(BaseModel):
+    assignment_id: uuid.UUID = Field(description="Assignment reported.")
+    outcome: str = Field(description="meal_delivered, visit_completed, repair_completed or failed.")
+    reported_by: PartyRef = Field(description="Who reported it.")
+    reported_at: datetime = Field(description="When it was reported.")
+    notes: dict[str, str | None] = Field(
+        description="The report's free text: observations, summary, detail, neighbour_note "
+        "(whichever the outcome has)."
+    )
+
+
+class ReportNotesPage(BaseModel):
+    items: list[ReportNotesView] = Field(description="The need's reports, oldest first.")
 
 
 class ReportView(BaseModel):
@@ -543,6 +564,37 @@ async def redeem_points(
     )
 
 
+# --- reports ----------------------------------------------------------------------------
+
+
+@router.get(
+    "/needs/{need_id}/reports",
+    response_model=ReportNotesPage,
+    tags=["reports"],
+    summary="A need's completion reports with their free text (operators; every read is "
+    "recorded in personal-data-reads)",
+)
+async def need_reports(
+    request: Request, community: Community, need_id: uuid.UUID, principal: CurrentPrincipal
+) -> Any:
+    _operator(principal, community)
+    reader = disclosures.Reader.of(principal)
+    async with request.app.state.runtime.pool.acquire() as conn:
+        rows = await service.report_notes(conn, community, need_id, reader)
+    return ReportNotesPage(items=[_report_notes_view(r) for r in rows])
+
+
+def _report_notes_view(row: Any) -> ReportNotesView:
+    proof = store.proof_of(row)
+    return ReportNotesView(
+        assignment_id=row["assignment_id"],
+        outcome=row["outcome"],
+        reported_by=PartyRef(kind=PartyKind(row["party_kind"]), id=row["party_id"]),
+        reported_at=row["reported_at"],
+        notes={k: proof[k] for k in service.REPORT_NOTE_FIELDS if k in proof},
+    )
+
+
 # --- capacity ---------------------------------------------------------------------------
 
 
@@ -673,7 +725,11 @@ async def my_offer(request: Request, assignment_id: uuid.UUID, principal: Curren
     )
     contact = _contact_view(found.contact)
     return _offer_view(
-        found.offer, _clock(request).now(), contact=contact, contact_status=found.contact_status
+        found.offer,
+        _clock(request).now(),
+        contact=contact,
+        contact_status=found.contact_status,
+        description=found.description,
     )
 
 

@@ -9,6 +9,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 from pydantic import Field, SecretStr, model_validator
 
 from linli.contracts.types import NeedKind
+from linli.servicekit import disclosures
 from linli.servicekit.db import service_migrations
 from linli.servicekit.http import create_http_app
 from linli.servicekit.runtime import ServiceRuntime
@@ -115,6 +116,7 @@ def build_app(
     app.state.points_table = settings.points_table
     app.include_router(api.router)
     app.include_router(api.me_router)
+    app.include_router(disclosures.router())
     api.install_error_handlers(app)
     _run_lapses(app, runtime, settings, clock)
     return app

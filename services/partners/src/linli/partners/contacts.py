@@ -1,8 +1,11 @@
-"""The seam to the resident's contact details, which only intake holds.
+"""The seam to the resident's contact details and a repair's description, which only
+intake holds.
 
-Partners never stores or logs a resident's name, phone or address. It asks intake at
-the moment an accepted party looks at its assignment, and intake answers only when
-that party is the accepted assignee and the resident consented (else 404).
+Partners never stores or logs a resident's name, phone or address, nor what the
+resident wrote about a repair. It asks intake at the moment an accepted party looks at
+its assignment, and intake answers only when that party is the accepted assignee (and,
+for the contact, the resident consented), else 404; intake records each answer
+(ADR 0009, ADR 0031).
 """
 
 from __future__ import annotations
@@ -46,6 +49,12 @@ class ContactDirectory(Protocol):
         """The resident's contact for `party`, or None when intake will not share it."""
         ...
 
+    async def description_for(
+        self, community: str, need_id: uuid.UUID, party: PartyRef
+    ) -> str | None:
+        """A repair's description for `party`, or None when intake will not show it."""
+        ...
+
     async def aclose(self) -> None:
         """Release connections."""
         ...
@@ -75,6 +84,27 @@ class IntakeContactDirectory:
         self, community: str, need_id: uuid.UUID, party: PartyRef
     ) -> Contact | None:
         path = f"/v1/communities/{community}/needs/{need_id}/contact"
+        response = await self._get(path, party)
+        if response is None:
+            return None
+        try:
+            return Contact.model_validate_json(response.content)
+        except ValidationError:
+            raise ContactDirectoryUnavailable("intake answered an unreadable contact") from None
+
+    async def description_for(
+        self, community: str, need_id: uuid.UUID, party: PartyRef
+    ) -> str | None:
+        path = f"/v1/communities/{community}/needs/{need_id}/description"
+        response = await self._get(path, party)
+        if response is None:
+            return None
+        try:
+            return _Description.model_validate_json(response.content).description
+        except ValidationError:
+            raise ContactDirectoryUnavailable("intake answered an unreadable description") from None
+
+    async def _get(self, path: str, party: PartyRef) -> httpx.Response | None:
         params = {"party_kind": party.kind.value, "party_id": str(party.id)}
         try:
             response = await self._client.get(path, params=params)
@@ -84,10 +114,13 @@ class IntakeContactDirectory:
             return None
         if response.status_code != 200:
             raise ContactDirectoryUnavailable(f"intake answered {response.status_code}")
-        try:
-            return Contact.model_validate_json(response.content)
-        except ValidationError:
-            raise ContactDirectoryUnavailable("intake answered an unreadable contact") from None
+        return response
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+class _Description(BaseModel):
+    model_config = ConfigDict(extra="ignore", hide_input_in_errors=True, frozen=True)
+
+    description: str = Field(max_length=2000)

@@ -34,8 +34,8 @@ from linli.contracts.events import (
     VolunteerConfirmed,
     VolunteerDeclined,
 )
-from linli.contracts.types import Reason, Role
-from linli.servicekit import outbox
+from linli.contracts.types import NeedKind, Reason, Role
+from linli.servicekit import disclosures, outbox
 from linli.servicekit.clock import Clock
 from linli.servicekit.consume import Received, Subscriptions
 from linli.servicekit.db import Conn
@@ -378,6 +378,7 @@ class OfferWithContact:
     offer: asyncpg.Record
     contact: Contact | None
     contact_status: str
+    description: str | None = None
 
 
 async def offer_for_party(
@@ -398,11 +399,16 @@ async def offer_for_party(
         raise NotFound("offer")
     if offer["status"] != "accepted":
         return OfferWithContact(offer, None, "not_accepted")
+    community, need_id = offer["community"], offer["need_id"]
     try:
-        contact = await directory.contact_for(offer["community"], offer["need_id"], party)
+        contact = await directory.contact_for(community, need_id, party)
+        description = None
+        if offer["kind"] == NeedKind.REPAIR.value:
+            # What the resident wrote stays in intake too (ADR 0031).
+            description = await directory.description_for(community, need_id, party)
     except ContactDirectoryUnavailable:
         return OfferWithContact(offer, None, "unavailable")
-    return OfferWithContact(offer, contact, "shared" if contact else "not_shared")
+    return OfferWithContact(offer, contact, "shared" if contact else "not_shared", description)
 
 
 @dataclass(frozen=True)
@@ -424,6 +430,8 @@ def _future_reasons(report: CompletionReport, now: datetime) -> list[Reason]:
 
 
 def _report_event(offer: asyncpg.Record, party: PartyRef, report: CompletionReport) -> BaseModel:
+    """The report's event: structured fields, and only whether free text was written;
+    the text stays in the report, for the community's operators (ADR 0031)."""
     ids = {"need_id": offer["need_id"], "assignment_id": offer["assignment_id"]}
     if isinstance(report, MealReport):
         return MealDelivered(
@@ -440,7 +448,7 @@ def _report_event(offer: asyncpg.Record, party: PartyRef, report: CompletionRepo
             started_at=report.started_at,
             ended_at=report.ended_at,
             wellbeing_concern=report.wellbeing_concern,
-            observations=report.observations,
+            observations_recorded=bool(report.observations),
         )
     if isinstance(report, RepairReport):
         return RepairCompleted(
@@ -450,14 +458,14 @@ def _report_event(offer: asyncpg.Record, party: PartyRef, report: CompletionRepo
             completed_at=report.completed_at,
             fixed=report.fixed,
             follow_up_needed=report.follow_up_needed,
-            summary=report.summary,
+            summary_recorded=bool(report.summary),
         )
     assert isinstance(report, FailedReport)
     return DeliveryFailed(
         **ids,
         attempted_by=party,
         reason=report.reason,
-        detail=report.detail,
+        detail_recorded=bool(report.detail),
         failed_at=report.failed_at,
     )
 
@@ -520,6 +528,23 @@ async def report_completion(
         with resumed_span(f"report {report.outcome}", offer["traceparent"]):
             await outbox.enqueue_many(conn, events)
     return ReportResult(report.outcome, points, balance_after)
+
+
+REPORT_NOTE_FIELDS = ("observations", "summary", "detail", "neighbour_note")
+"""The free text a report may hold; it never leaves partners in an event (ADR 0031)."""
+
+
+async def report_notes(
+    conn: Conn, community: str, need_id: uuid.UUID, reader: disclosures.Reader
+) -> list[asyncpg.Record]:
+    """The completion reports of a need with their free text, for an operator of its
+    community; the read is recorded in the same transaction (ADR 0031)."""
+    async with conn.transaction():
+        rows = await store.reports_of_need(conn, community, need_id)
+        if not rows:
+            raise NotFound("report")
+        await disclosures.record(conn, community, need_id, disclosures.REPORT_NOTES, reader)
+    return rows
 
 
 # --- the points ledger ------------------------------------------------------------------

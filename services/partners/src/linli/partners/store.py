@@ -511,6 +511,15 @@ async def get_report(conn: Conn, assignment_id: uuid.UUID) -> asyncpg.Record | N
     )
 
 
+async def reports_of_need(conn: Conn, community: str, need_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT assignment_id, outcome, party_kind, party_id, proof, reported_at "
+        "FROM completion_reports WHERE community = $1 AND need_id = $2 ORDER BY reported_at",
+        community,
+        need_id,
+    )
+
+
 # --- the points ledger ------------------------------------------------------------------
 
 
