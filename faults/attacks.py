@@ -108,8 +108,9 @@ def _contains(data: bytes, needles: Iterable[bytes]) -> bytes | None:
     return None
 
 
-BELONG: dict[str, tuple[str, ...]] = {}
-"""Tables outside intake where free text with canaries is kept on purpose (item 5)."""
+BELONG: dict[str, tuple[str, ...]] = {"partners": ("completion_reports",)}
+"""Tables outside intake where free text with canaries is kept on purpose: a report's
+notes stay with partners, which received them (ADR 0031)."""
 
 
 @dataclass

@@ -62,14 +62,18 @@ def test_attacks_really_ran(result: dict) -> None:
     canaries = result["attacks"]["canaries_leaked"]
     # The control: the same search finds the canaries where they belong (intake).
     assert canaries["where_they_belong"].get("intake.residents", 0) >= 4
-    assert canaries["repair_contact_shown"] and canaries["repair_fulfilled"]
+    assert canaries["repair_contact_shown"]
+    assert canaries["repair_fulfilled"]
     for place in ("log lines", "span export requests", "metrics lines", "stream messages"):
         assert canaries["searched"].get(place, 0) > 0, place
     assert canaries["searched"]["webhook requests"] > 0
     nats = result["attacks"]["nats_outside_permissions"]
-    assert nats["attempts"] >= 10 and nats["denied"] == nats["attempts"]
+    assert nats["attempts"] >= 10
+    assert nats["denied"] == nats["attempts"]
     ssrf = result["attacks"]["ssrf_reached"]
-    assert ssrf["registrations"] >= 20 and ssrf["refused"] == ssrf["registrations"]
+    assert ssrf["registrations"] >= 20
+    assert ssrf["refused"] == ssrf["registrations"]
     assert ssrf["stored_blocked"]
     crossed = result["attacks"]["cross_community_2xx"]
-    assert crossed["requests"] > 1000 and crossed["operations"] > 40
+    assert crossed["requests"] > 1000
+    assert crossed["operations"] > 40

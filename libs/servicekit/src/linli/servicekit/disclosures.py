@@ -23,6 +23,7 @@ from linli.contracts.types import CommunitySlug, Role
 
 from .auth import CurrentPrincipal, Principal
 from .db import Conn
+from .errors import error_response
 
 CONTACT = "contact"
 """A resident's name, phone and address (intake)."""
@@ -98,6 +99,17 @@ class ReadPage(BaseModel):
     next_before: int | None = Field(default=None, description="Pass as `before` for more.")
 
 
+async def _any_read(conn: Conn, community: str, need_id: uuid.UUID) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM personal_data_reads "
+            "WHERE community = $1 AND need_id = $2)",
+            community,
+            need_id,
+        )
+    )
+
+
 def router() -> APIRouter:
     """`GET /v1/communities/{community}/personal-data-reads` for the community's operators."""
     routes = APIRouter(prefix="/v1/communities/{community}", tags=["audit"])
@@ -106,6 +118,12 @@ def router() -> APIRouter:
         "/personal-data-reads",
         response_model=ReadPage,
         summary="Who read personal data or free text of this community's needs",
+        responses={
+            404: {
+                "description": "Community not held, or `need_id` names a need "
+                "of which this community has no reads recorded."
+            }
+        },
     )
     async def list_reads(
         request: Request,
@@ -121,6 +139,11 @@ def router() -> APIRouter:
         principal.require_role(Role.OPERATOR, Role.ADMIN)
         async with request.app.state.runtime.pool.acquire() as conn:
             rows = await reads(conn, community, need_id=need_id, before=before, limit=limit + 1)
+            if need_id is not None and not rows and not await _any_read(conn, community, need_id):
+                # A need named in the filter answers like a need in the path: 404 when
+                # this community has nothing of it (so another community's need id tells
+                # nothing; found by the cross-community attack: 200 with an empty page).
+                return error_response(404, "not_found", "no reads recorded for this need")
         more = len(rows) > limit
         rows = rows[:limit]
         return ReadPage(
