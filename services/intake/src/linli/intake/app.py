@@ -72,6 +72,7 @@ def build_app(
     app.state.plan_wake = asyncio.Event()
     app.include_router(api.router)
     app.include_router(api.plans_router)
+    app.include_router(api.imports_router)
 
     async def generate() -> None:
         async with runtime.pool.acquire() as conn:
