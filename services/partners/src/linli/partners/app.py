@@ -115,6 +115,7 @@ def build_app(
     app.state.points_table = settings.points_table
     app.include_router(api.router)
     app.include_router(api.me_router)
+    app.include_router(api.imports_router)
     api.install_error_handlers(app)
     _run_lapses(app, runtime, settings, clock)
     return app
