@@ -118,8 +118,8 @@ async def test_clean_import_creates_and_the_same_file_again_changes_nothing(inta
     world = intake.world
     dry = await post_csv(intake, CLEAN, dry_run=True)
     assert dry.status_code == 200, dry.text
-    assert actions(dry.json()) == [(2, "R-001", "created"), (3, "R-002", "created"),
-                                   (5, "R-003", "created")]  # fmt: skip
+    created = [(2, "R-001", "created"), (3, "R-002", "created"), (5, "R-003", "created")]
+    assert actions(dry.json()) == created
     assert await resident_count(intake) == 0
 
     first = await post_csv(intake, CLEAN, dry_run=False)

@@ -248,9 +248,13 @@ async def test_other_communitys_operator_cannot_import_here_and_refs_never_cross
     assert [a for _, _, a in actions(response)] == ["created", "created"]
     # Their capacity file cannot reach this community's partners by ref.
     response = await post_csv(
-        partners, "capacity", capacity_file(), dry_run=True, who="other_operator",
+        partners,
+        "capacity",
+        capacity_file(),
+        dry_run=True,
+        who="other_operator",
         community=world.other,
-    )  # fmt: skip
+    )
     assert [a for _, _, a in actions(response)] == ["created"] * 3 + ["error"] * 2
     home = await partners.http.get(f"/v1/communities/{world.home}/volunteers", headers=world.auth())
     names_home = {v["display_name"] for v in home.json()["items"]}

@@ -179,8 +179,8 @@ async def import_capacity(
         )
     if row.provider_kind is PartyKind.VOLUNTEER:
         return await _volunteer_period(conn, community, provider_id, row)
-    return await _partner_slot(conn, community, PartyRef(kind=PartyKind.PARTNER, id=provider_id),
-                               row, actor, clock)  # fmt: skip
+    provider = PartyRef(kind=PartyKind.PARTNER, id=provider_id)
+    return await _partner_slot(conn, community, provider, row, actor, clock)
 
 
 async def _volunteer_period(
