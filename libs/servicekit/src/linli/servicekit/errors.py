@@ -7,6 +7,9 @@ from typing import Any
 
 import orjson
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from linli.contracts.types import Reason
 
 
 class JSONBody(JSONResponse):
@@ -21,3 +24,13 @@ def error_response(
 ) -> JSONResponse:
     """The one error shape of every Linli API: `{"error": code, "detail": ...}`."""
     return JSONBody({"error": error, "detail": detail}, status_code=status_code, headers=headers)
+
+
+class ErrorBody(BaseModel):
+    """The one error shape, for OpenAPI `responses` (what `error_response` sends)."""
+
+    error: str = Field(description="Machine-readable code, e.g. validation_failed, not_found.")
+    detail: list[Reason] | str = Field(
+        description="Field-level reasons ({field, message, code}, never input values) or a "
+        "sentence."
+    )

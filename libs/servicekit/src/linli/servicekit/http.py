@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from linli.contracts.binding import reasons_from_validation_error
 
 from .auth import AuthMiddleware
+from .csvimport import IMPORT_PATH
 from .db import TRANSIENT_ERRORS
 from .errors import JSONBody, error_response
 from .idempotency import KeyReused
@@ -30,24 +31,29 @@ from .telemetry import instrument_statements
 
 
 class BodyLimitMiddleware:
-    """Refuse request bodies over `limit` bytes with 413, streaming or not."""
+    """Refuse request bodies over `limit` bytes with 413, streaming or not.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    CSV imports (`IMPORT_PATH`) have their own, larger limit (`import_limit`, ADR 0035).
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, import_limit: int | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.import_limit = import_limit if import_limit is not None else limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.import_limit if IMPORT_PATH.match(scope["path"]) else self.limit
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.limit
+                    too_big = int(value) > limit
                 except ValueError:
                     too_big = True
                 if too_big:
-                    await _too_large(self.limit, send)
+                    await _too_large(limit, send)
                     return
         received = 0
 
@@ -56,15 +62,15 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise _BodyTooLarge(self.limit)
+                if received > limit:
+                    raise _BodyTooLarge(limit)
             return message
 
         try:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
             # Raised outside FastAPI's handlers (e.g. by a plain Starlette route).
-            await _too_large(self.limit, send)
+            await _too_large(limit, send)
 
 
 class _BodyTooLarge(HTTPException):
@@ -106,6 +112,7 @@ _ERROR_CODES = {
     405: "method_not_allowed",
     409: "conflict",
     413: "payload_too_large",
+    415: "unsupported_media_type",
     422: "validation_failed",
 }
 
@@ -172,7 +179,11 @@ def create_http_app(
     for exc_type in TRANSIENT_ERRORS:
         app.add_exception_handler(exc_type, _unavailable)
     # Added last so it runs first: authentication before the body limit and parsing.
-    app.add_middleware(BodyLimitMiddleware, limit=runtime.settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=runtime.settings.max_body_bytes,
+        import_limit=runtime.settings.max_import_bytes,
+    )
     app.add_middleware(AuthMiddleware)
     # Outermost: refusals by the two above are counted too.
     app.add_middleware(HTTPMetricsMiddleware, templates=RouteTemplates(app))

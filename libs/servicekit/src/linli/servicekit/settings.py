@@ -49,6 +49,18 @@ class ServiceSettings(BaseSettings):
     http_host: str = Field(default="127.0.0.1")
     http_port: int = Field(default=8000, ge=0, le=65535)
     max_body_bytes: int = Field(default=65536, ge=1024, le=10 * 1024 * 1024)
+    max_import_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest CSV file a `/imports/` route takes (413 above); ADR 0035.",
+    )
+    max_import_rows: int = Field(
+        default=5000,
+        ge=1,
+        le=100_000,
+        description="Most data rows in one CSV import (422 above); ADR 0035.",
+    )
 
     events_stream: str = Field(default="LINLI_EVENTS")
     ingress_stream: str = Field(default="LINLI_INGRESS")

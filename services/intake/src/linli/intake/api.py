@@ -20,6 +20,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from linli.contracts.needs import DETAILS_BY_KIND, NeedSpec, ResidentSpec
 from linli.contracts.types import CommunitySlug, NeedKind, NeedStatus, Reason, Role, Urgency
 from linli.servicekit import disclosures
+from linli.servicekit import csvimport
 from linli.servicekit.auth import CurrentPrincipal, Principal
 from linli.servicekit.http import error_response
 from linli.servicekit.idempotency import Idempotency, IdempotencyKey, mark_replayed
@@ -382,6 +383,51 @@ async def get_description(
             return error_response(404, "not_found", "no description for this caller")
         await disclosures.record(conn, community, need_id, disclosures.REPAIR_DESCRIPTION, reader)
     return DescriptionView(need_id=need_id, description=text)
+imports_router = APIRouter(prefix="/v1/communities/{community}/imports", tags=["imports"])
+
+DryRun = Annotated[
+    bool,
+    Query(
+        description="true (the default): validate and report, write nothing; false: "
+        "import, all rows or none."
+    ),
+]
+
+
+@imports_router.post(
+    "/residents",
+    response_model=csvimport.ImportReport,
+    responses=csvimport.IMPORT_RESPONSES,
+    openapi_extra=csvimport.openapi_body(
+        service.ResidentImport,
+        "Residents as rows of a CSV file, keyed by `external_ref` (ADR 0035).",
+    ),
+    summary="Import residents from CSV (dry run first)",
+)
+async def import_residents(
+    request: Request, community: Community, principal: CurrentPrincipal, dry_run: DryRun = True
+) -> Any:
+    """Create or update residents by `external_ref`; importing the same file twice
+    changes nothing. The report names lines, `external_ref`s and columns, never values."""
+    principal.require_community(community)
+    principal.require_role(Role.OPERATOR, Role.ADMIN)
+    async with request.app.state.runtime.pool.acquire() as conn:
+        if not await store.community_exists(conn, community):
+            return error_response(404, "not_found", "community not found")
+
+    async def apply(conn: Any, row: service.ResidentImport) -> csvimport.Action:
+        return await service.import_resident(conn, community, row)
+
+    return await csvimport.handle_import(
+        request,
+        kind="residents",
+        community=community,
+        model=service.ResidentImport,
+        apply=apply,
+        key_of=lambda row: row.external_ref,
+        dry_run=dry_run,
+        lock=f"intake:import:residents:{community}",
+    )
 
 
 def install_error_handlers(app: Any) -> None:

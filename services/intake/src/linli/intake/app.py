@@ -74,6 +74,7 @@ def build_app(
     app.include_router(api.router)
     app.include_router(api.plans_router)
     app.include_router(disclosures.router())
+    app.include_router(api.imports_router)
 
     async def generate() -> None:
         async with runtime.pool.acquire() as conn:

@@ -18,6 +18,7 @@ from linli.contracts.types import Reason, Role
 from linli.servicekit import outbox
 from linli.servicekit.clock import Clock
 from linli.servicekit.consume import Received, Subscriptions
+from linli.servicekit.csvimport import Action, ExternalRef
 from linli.servicekit.db import Conn
 from linli.servicekit.idempotency import Idempotency, check_replay
 from linli.servicekit.messaging import DeadLetter, store_dead_letter
@@ -66,6 +67,41 @@ async def create_resident(conn: Conn, community: str, spec: ResidentSpec) -> asy
     if not await store.community_exists(conn, community):
         raise NotFound("community")
     return await store.insert_resident(conn, community, spec)
+
+
+class ResidentImport(ResidentSpec):
+    """One row of a residents CSV import: a resident and its id in the community's records."""
+
+    external_ref: ExternalRef
+
+
+def resident_unchanged(row: asyncpg.Record, spec: ResidentSpec) -> bool:
+    """Whether a stored resident already holds what an import row says."""
+    return (
+        row["name"] == spec.name
+        and row["phone"] == spec.phone
+        and row["address"] == spec.address
+        and row["compound"] == spec.compound
+        and row["priority_group"] == spec.priority_group.value
+        and row["consent_to_share_contact"] == spec.consent_to_share_contact
+        and row["locale"] == spec.locale
+    )
+
+
+async def import_resident(conn: Conn, community: str, row: ResidentImport) -> Action:
+    """Create or update the resident a CSV row names by `external_ref` (ADR 0035).
+
+    Runs inside the import's transaction; the same row twice is `unchanged`. Residents
+    are personal data and no event carries them, so an import publishes nothing.
+    """
+    existing = await store.resident_by_ref(conn, community, row.external_ref)
+    if existing is None:
+        await store.insert_imported_resident(conn, community, row, row.external_ref)
+        return "created"
+    if resident_unchanged(existing, row):
+        return "unchanged"
+    await store.update_resident(conn, existing["id"], row)
+    return "updated"
 
 
 async def submit_need(

@@ -70,6 +70,52 @@ async def insert_resident(conn: Conn, community: str, spec: ResidentSpec) -> asy
     return row
 
 
+async def resident_by_ref(conn: Conn, community: str, external_ref: str) -> asyncpg.Record | None:
+    """The resident a CSV import knows by `external_ref`, locked for the import's update."""
+    return await conn.fetchrow(
+        f"SELECT {RESIDENT_COLUMNS} FROM residents WHERE community = $1 AND external_ref = $2 "
+        "FOR UPDATE",
+        community,
+        external_ref,
+    )
+
+
+async def insert_imported_resident(
+    conn: Conn, community: str, spec: ResidentSpec, external_ref: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO residents (id, community, name, phone, address, compound, priority_group, "
+        "consent_to_share_contact, locale, external_ref) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        uuid.uuid4(),
+        community,
+        spec.name,
+        spec.phone,
+        spec.address,
+        spec.compound,
+        spec.priority_group.value,
+        spec.consent_to_share_contact,
+        spec.locale,
+        external_ref,
+    )
+
+
+async def update_resident(conn: Conn, resident_id: uuid.UUID, spec: ResidentSpec) -> None:
+    await conn.execute(
+        "UPDATE residents SET name = $2, phone = $3, address = $4, compound = $5, "
+        "priority_group = $6, consent_to_share_contact = $7, locale = $8, updated_at = now() "
+        "WHERE id = $1",
+        resident_id,
+        spec.name,
+        spec.phone,
+        spec.address,
+        spec.compound,
+        spec.priority_group.value,
+        spec.consent_to_share_contact,
+        spec.locale,
+    )
+
+
 async def get_resident(conn: Conn, community: str, resident_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"SELECT {RESIDENT_COLUMNS} FROM residents WHERE community = $1 AND id = $2",

@@ -24,25 +24,30 @@ from pydantic import BaseModel, Field
 from linli.contracts.events import PartyKind, PartyRef
 from linli.contracts.types import CommunitySlug, NeedKind, Role
 from linli.servicekit import disclosures
+from linli.servicekit import csvimport
 from linli.servicekit.auth import CurrentPrincipal, Principal
 from linli.servicekit.http import error_response
 from linli.servicekit.idempotency import Idempotency, IdempotencyKey, mark_replayed
 
-from . import rules, service, store
+from . import imports, rules, service, store
 from .contacts import Contact
 from .models import (
     AcceptRequest,
+    CapacityImport,
     CompletionReport,
     DeclineRequest,
+    PartnerImport,
     PartnerSpec,
     RedemptionSpec,
     SlotSpec,
+    VolunteerImport,
     VolunteerPatch,
     VolunteerSpec,
 )
 
 router = APIRouter(prefix="/v1/communities/{community}")
 me_router = APIRouter(prefix="/v1/me", tags=["me"])
+imports_router = APIRouter(prefix="/v1/communities/{community}/imports", tags=["imports"])
 
 Community = Annotated[CommunitySlug, Path(description="Community slug, e.g. taian-zhiyuan")]
 Limit = Annotated[int, Query(ge=1, le=200)]
@@ -848,3 +853,112 @@ def install_error_handlers(app: Any) -> None:
     app.add_exception_handler(service.Rejected, rejected)
     app.add_exception_handler(service.NotFound, not_found)
     app.add_exception_handler(service.Conflict, conflict)
+
+
+# --- CSV imports (ADR 0035) -------------------------------------------------------------
+
+DryRun = Annotated[
+    bool,
+    Query(
+        description="true (the default): validate and report, write nothing; false: "
+        "import, all rows or none."
+    ),
+]
+
+
+@imports_router.post(
+    "/partners",
+    response_model=csvimport.ImportReport,
+    responses=csvimport.IMPORT_RESPONSES,
+    openapi_extra=csvimport.openapi_body(
+        PartnerImport, "Partner organisations as rows of a CSV file, keyed by `external_ref`."
+    ),
+    summary="Import partners from CSV (dry run first)",
+)
+async def import_partners(
+    request: Request, community: Community, principal: CurrentPrincipal, dry_run: DryRun = True
+) -> Any:
+    """Create or update partners by `external_ref`; the same file twice changes nothing."""
+    _operator(principal, community)
+    actor = _actor(principal)
+
+    async def apply(conn: Any, row: PartnerImport) -> csvimport.Action:
+        return await imports.import_partner(conn, community, row, actor)
+
+    return await csvimport.handle_import(
+        request,
+        kind="partners",
+        community=community,
+        model=PartnerImport,
+        apply=apply,
+        key_of=lambda row: row.external_ref,
+        dry_run=dry_run,
+        lock=f"partners:import:partners:{community}",
+    )
+
+
+@imports_router.post(
+    "/volunteers",
+    response_model=csvimport.ImportReport,
+    responses=csvimport.IMPORT_RESPONSES,
+    openapi_extra=csvimport.openapi_body(
+        VolunteerImport, "Volunteers as rows of a CSV file, keyed by `external_ref`."
+    ),
+    summary="Import volunteers from CSV (dry run first)",
+)
+async def import_volunteers(
+    request: Request, community: Community, principal: CurrentPrincipal, dry_run: DryRun = True
+) -> Any:
+    """Create or update volunteers by `external_ref`; the same file twice changes nothing."""
+    _operator(principal, community)
+    actor = _actor(principal)
+
+    async def apply(conn: Any, row: VolunteerImport) -> csvimport.Action:
+        return await imports.import_volunteer(conn, community, row, actor)
+
+    return await csvimport.handle_import(
+        request,
+        kind="volunteers",
+        community=community,
+        model=VolunteerImport,
+        apply=apply,
+        key_of=lambda row: row.external_ref,
+        dry_run=dry_run,
+        lock=f"partners:import:volunteers:{community}",
+    )
+
+
+@imports_router.post(
+    "/capacity",
+    response_model=csvimport.ImportReport,
+    responses=csvimport.IMPORT_RESPONSES,
+    openapi_extra=csvimport.openapi_body(
+        CapacityImport,
+        "Weekly capacity as rows of a CSV file: a volunteer row adds a weekly availability "
+        "period; a partner row publishes a slot (emits slot.published). Providers are named "
+        "by the `external_ref` of their own import.",
+    ),
+    summary="Import weekly capacity from CSV (dry run first)",
+)
+async def import_capacity(
+    request: Request, community: Community, principal: CurrentPrincipal, dry_run: DryRun = True
+) -> Any:
+    """Add volunteers' weekly periods and publish partners' slots; the same file twice
+    changes nothing (an existing period or slot is `unchanged`)."""
+    _operator(principal, community)
+    actor, clock = _actor(principal), _clock(request)
+
+    async def apply(conn: Any, row: CapacityImport) -> csvimport.Action:
+        return await imports.import_capacity(conn, community, row, actor, clock=clock)
+
+    return await csvimport.handle_import(
+        request,
+        kind="capacity",
+        community=community,
+        model=CapacityImport,
+        apply=apply,
+        key_of=lambda row: row.key(),
+        dry_run=dry_run,
+        lock=f"partners:import:capacity:{community}",
+        ref_column="provider_ref",
+    )

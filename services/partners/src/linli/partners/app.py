@@ -117,6 +117,7 @@ def build_app(
     app.include_router(api.router)
     app.include_router(api.me_router)
     app.include_router(disclosures.router())
+    app.include_router(api.imports_router)
     api.install_error_handlers(app)
     _run_lapses(app, runtime, settings, clock)
     return app

@@ -12,7 +12,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import AwareDatetime, Discriminator, Field, model_validator
 
-from linli.contracts.events import HandedTo, PartyRef
+from linli.contracts.events import HandedTo, PartyKind, PartyRef
 from linli.contracts.types import (
     CommunitySlug,
     ContractModel,
@@ -21,6 +21,7 @@ from linli.contracts.types import (
     PhoneNumber,
     TimeWindow,
 )
+from linli.servicekit.csvimport import ExternalRef
 
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -137,6 +138,106 @@ class SlotSpec(ContractModel):
     )
 
 
+# --- CSV import rows (ADR 0035): one row of each import, flat, keyed by external_ref ----
+
+
+class PartnerImport(ContractModel):
+    """One row of a partners CSV import: an organisation with one service per need kind
+    and at most one contact person."""
+
+    external_ref: ExternalRef
+    name: ShortText = Field(description="Organisation name.")
+    kind: PartnerKind = Field(description="canteen, hospital, repair_firm, ...")
+    description: str | None = Field(default=None, max_length=2000)
+    need_kinds: list[NeedKind] = Field(
+        default_factory=list, max_length=10, description="Need kinds served, one service each."
+    )
+    cost_option: CostOption = Field(
+        default=CostOption.FREE, description="free, low_cost or paid, for every service."
+    )
+    contact_name: str | None = Field(
+        default=None, max_length=200, description="Contact person's name (personal data)."
+    )
+    contact_title: str | None = Field(default=None, max_length=100, description="Their role.")
+    contact_phone: PhoneNumber | None = Field(default=None)
+    contact_email: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
+
+    @model_validator(mode="after")
+    def _contact_named(self) -> Self:
+        if not self.contact_name and (
+            self.contact_title or self.contact_phone or self.contact_email
+        ):
+            raise ValueError("contact_name is required when a contact is given")
+        return self
+
+    def spec(self) -> PartnerSpec:
+        """The partner as the API would register it."""
+        services = [
+            ServiceSpec(name=k.value, need_kind=k, cost_option=self.cost_option)
+            for k in sorted(set(self.need_kinds))
+        ]
+        contacts = []
+        if self.contact_name:
+            contacts.append(
+                ContactSpec(
+                    name=self.contact_name,
+                    title=self.contact_title,
+                    phone=self.contact_phone,
+                    email=self.contact_email,
+                )
+            )
+        return PartnerSpec(
+            name=self.name,
+            kind=self.kind,
+            description=self.description,
+            services=services,
+            contacts=contacts,
+        )
+
+
+class VolunteerImport(ContractModel):
+    """One row of a volunteers CSV import; weekly availability comes with the capacity import."""
+
+    external_ref: ExternalRef
+    display_name: ShortText = Field(description="Name shown to operators.")
+    skills: Skills = Field(default_factory=list)
+    active: bool = Field(default=True, description="false deactivates the volunteer.")
+
+
+class CapacityImport(ContractModel):
+    """One row of a weekly-capacity CSV import (ADR 0035).
+
+    A volunteer row adds a weekly availability period (`weekday`, `start`, `end`); a
+    partner row publishes a slot (`kind`, `window_earliest`, `window_latest`,
+    `capacity`, `compounds`), since partners have no weekly template yet (issue #12).
+    """
+
+    provider_kind: PartyKind = Field(description="volunteer or partner.")
+    provider_ref: ExternalRef
+    weekday: int | None = Field(default=None, ge=1, le=7, description="Volunteers: ISO weekday.")
+    start: time | None = Field(default=None, description="Volunteers: local start, e.g. 14:00.")
+    end: time | None = Field(default=None, description="Volunteers: local end, e.g. 17:30.")
+    kind: NeedKind | None = Field(default=None, description="Partners: need kind of the slot.")
+    window_earliest: AwareDatetime | None = Field(
+        default=None, description="Partners: start of the slot (RFC 3339 with offset)."
+    )
+    window_latest: AwareDatetime | None = Field(
+        default=None, description="Partners: end of the slot (RFC 3339 with offset)."
+    )
+    capacity: int | None = Field(default=None, ge=1, le=1000, description="Partners: needs served.")
+    compounds: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=200, description="Partners: compounds; empty = all."
+    )
+
+    def key(self) -> str:
+        """What makes two rows the same capacity (the import's idempotency key)."""
+        if self.provider_kind is PartyKind.VOLUNTEER:
+            return f"volunteer|{self.provider_ref}|{self.weekday}|{self.start}|{self.end}"
+        earliest = self.window_earliest.isoformat() if self.window_earliest else None
+        latest = self.window_latest.isoformat() if self.window_latest else None
+        return f"partner|{self.provider_ref}|{self.kind}|{earliest}|{latest}"
+
+
 class AcceptRequest(ContractModel):
     eta: AwareDatetime | None = Field(default=None, description="Expected arrival (partners).")
 
@@ -222,12 +323,14 @@ class RedemptionSpec(ContractModel):
 __all__ = [
     "AcceptRequest",
     "Availability",
+    "CapacityImport",
     "CompletionReport",
     "ContactSpec",
     "CostOption",
     "DeclineRequest",
     "FailedReport",
     "MealReport",
+    "PartnerImport",
     "PartnerKind",
     "PartnerSpec",
     "RedemptionSpec",
@@ -235,6 +338,7 @@ __all__ = [
     "ServiceSpec",
     "SlotSpec",
     "VisitReport",
+    "VolunteerImport",
     "VolunteerPatch",
     "VolunteerSpec",
 ]

@@ -275,6 +275,93 @@ async def list_slots(
     )
 
 
+# --- CSV imports (ADR 0035) -------------------------------------------------------------
+
+
+async def imported_id(
+    conn: Conn, community: str, entity_kind: str, external_ref: str
+) -> uuid.UUID | None:
+    """The partner or volunteer a community's import knows by `external_ref`."""
+    value: uuid.UUID | None = await conn.fetchval(
+        "SELECT entity_id FROM import_refs "
+        "WHERE community = $1 AND entity_kind = $2 AND external_ref = $3",
+        community,
+        entity_kind,
+        external_ref,
+    )
+    return value
+
+
+async def add_import_ref(
+    conn: Conn, community: str, entity_kind: str, external_ref: str, entity_id: uuid.UUID
+) -> None:
+    await conn.execute(
+        "INSERT INTO import_refs (community, entity_kind, external_ref, entity_id) "
+        "VALUES ($1, $2, $3, $4)",
+        community,
+        entity_kind,
+        external_ref,
+        entity_id,
+    )
+
+
+async def lock_partner(conn: Conn, partner_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {PARTNER_COLUMNS} FROM partners WHERE id = $1 FOR UPDATE", partner_id
+    )
+
+
+async def update_partner(conn: Conn, partner_id: uuid.UUID, spec: PartnerSpec) -> None:
+    """Replace a partner's name, kind, description, services and contacts."""
+    await conn.execute(
+        "UPDATE partners SET name = $2, kind = $3, description = $4 WHERE id = $1",
+        partner_id,
+        spec.name,
+        spec.kind.value,
+        spec.description,
+    )
+    await conn.execute("DELETE FROM partner_services WHERE partner_id = $1", partner_id)
+    await conn.execute("DELETE FROM partner_contacts WHERE partner_id = $1", partner_id)
+    await _insert_services(conn, partner_id, spec.services)
+    await _insert_contacts(conn, partner_id, spec.contacts)
+
+
+async def add_availability(conn: Conn, volunteer_id: uuid.UUID, period: Availability) -> bool:
+    """Add one weekly period unless the volunteer has it already; True when added."""
+    result: str = await conn.execute(
+        "INSERT INTO volunteer_availability (volunteer_id, weekday, start_time, end_time) "
+        "SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM volunteer_availability "
+        "WHERE volunteer_id = $1 AND weekday = $2 AND start_time = $3 AND end_time = $4)",
+        volunteer_id,
+        period.weekday,
+        period.start,
+        period.end,
+    )
+    return result.endswith(" 1")
+
+
+async def same_slot(
+    conn: Conn,
+    community: str,
+    provider: PartyRef,
+    kind: str,
+    earliest: datetime,
+    latest: datetime,
+) -> asyncpg.Record | None:
+    """A slot already published for this provider, kind and window, if any."""
+    return await conn.fetchrow(
+        f"SELECT {SLOT_COLUMNS} FROM slots WHERE community = $1 AND provider_kind = $2 "
+        "AND provider_id = $3 AND kind = $4 AND window_earliest = $5 AND window_latest = $6 "
+        "ORDER BY published_at LIMIT 1",
+        community,
+        provider.kind.value,
+        provider.id,
+        kind,
+        earliest,
+        latest,
+    )
+
+
 # --- the dispatch inbox -----------------------------------------------------------------
 
 
