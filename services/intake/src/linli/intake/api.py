@@ -19,8 +19,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from linli.contracts.needs import DETAILS_BY_KIND, NeedSpec, ResidentSpec
 from linli.contracts.types import CommunitySlug, NeedKind, NeedStatus, Reason, Role, Urgency
-from linli.servicekit import disclosures
-from linli.servicekit import csvimport
+from linli.servicekit import csvimport, disclosures
 from linli.servicekit.auth import CurrentPrincipal, Principal
 from linli.servicekit.http import error_response
 from linli.servicekit.idempotency import Idempotency, IdempotencyKey, mark_replayed
@@ -383,6 +382,8 @@ async def get_description(
             return error_response(404, "not_found", "no description for this caller")
         await disclosures.record(conn, community, need_id, disclosures.REPAIR_DESCRIPTION, reader)
     return DescriptionView(need_id=need_id, description=text)
+
+
 imports_router = APIRouter(prefix="/v1/communities/{community}/imports", tags=["imports"])
 
 DryRun = Annotated[

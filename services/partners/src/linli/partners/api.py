@@ -23,8 +23,7 @@ from pydantic import BaseModel, Field
 
 from linli.contracts.events import PartyKind, PartyRef
 from linli.contracts.types import CommunitySlug, NeedKind, Role
-from linli.servicekit import disclosures
-from linli.servicekit import csvimport
+from linli.servicekit import csvimport, disclosures
 from linli.servicekit.auth import CurrentPrincipal, Principal
 from linli.servicekit.http import error_response
 from linli.servicekit.idempotency import Idempotency, IdempotencyKey, mark_replayed
