@@ -117,6 +117,11 @@ class SlotView(BaseModel):
     remaining: int
     compounds: list[str]
     published_at: datetime
+    directed_need: uuid.UUID | None = Field(
+        default=None,
+        description="Set on a one-off slot made for a directed offer without published "
+        "capacity (ADR 0034): the need it was made for; matching never uses it.",
+    )
 
 
 class SlotList(BaseModel):
@@ -276,6 +281,7 @@ async def list_slots(
                 remaining=r["capacity"] - r["reserved"],
                 compounds=list(r["compounds"]),
                 published_at=r["published_at"],
+                directed_need=r["directed_need"],
             )
             for r in rows
         ]
