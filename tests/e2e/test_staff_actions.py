@@ -361,8 +361,13 @@ async def test_reoffer_withdraws_the_open_offer_and_asks_someone_else(lifecycle)
     assert third["state"] == "escalated"
     assert third["assignment_id"] is None
     await lc.wait_events("need.escalated", need_id=need_id, reason="no_taker")
-    view = await _timeline_has(lc, need_id, "re-offered by test operator")
-    assert sum("re-offered by" in n for n in _notes(view)) == 3
+
+    async def three_reoffers() -> dict[str, Any] | None:
+        view = await lc.need(need_id)
+        return view if sum("re-offered by" in n for n in _notes(view)) >= 3 else None
+
+    view = await lc.wait_for(three_reoffers, what="three re-offers on the timeline")
+    assert sum("re-offered by test operator" in n for n in _notes(view)) == 3
     await lc.wait_status(need_id, "escalated")
     await _capacity_holds(lc)
 
