@@ -46,14 +46,21 @@ __all__ = [
     "ESCALATION_REASONS",
     "AssignmentExpired",
     "AssignmentOffered",
+    "AssignmentWithdrawn",
     "DeliveryFailed",
+    "EscalationAcknowledged",
+    "EscalationAssigned",
+    "EscalationOutcome",
+    "EscalationResolved",
     "HandedTo",
     "MealDelivered",
     "NeedCancelled",
     "NeedDetails",
+    "NeedDispatched",
     "NeedEscalated",
     "NeedFulfilled",
     "NeedRejected",
+    "NeedReoffered",
     "NeedSubmitted",
     "NotificationChannel",
     "NotificationFailed",
@@ -69,6 +76,7 @@ __all__ = [
     "SlotReleaseReason",
     "SlotReleased",
     "SlotReserved",
+    "StaffActor",
     "VisitCompleted",
     "VolunteerConfirmed",
     "VolunteerDeclined",
@@ -552,6 +560,160 @@ class NeedFulfilled(EventData):
     fulfilled_at: AwareDatetime = Field(
         description="When it was served (delivery, visit end or repair completion)."
     )
+
+
+# --- staff actions (scheduling, ADR 0034) ---------------------------------------------
+
+
+StaffLabel = Annotated[
+    str,
+    Field(
+        max_length=100,
+        pattern=r"^[^\x00-\x1f\x7f]*$",
+        description="The credential's label as issued (a staff desk or member, e.g. "
+        "'居委会 desk 1'); never a resident's data. Empty when none was given.",
+    ),
+]
+
+
+class StaffActor(EventData):
+    """Who took a staff action: the caller's credential in the acting service."""
+
+    credential_id: UUID = Field(description="Credential id in the service that acted.")
+    role: Role = Field(description="The credential's role (operator or admin).")
+    label: StaffLabel = ""
+
+
+class EscalationOutcome(StrEnum):
+    """How an escalation ended, as the operator recorded it."""
+
+    RESIDENT_WELL = "resident_well"
+    """A welfare visit or call found the resident well."""
+    AMBULANCE_CALLED = "ambulance_called"
+    """An ambulance (120) or the emergency services were called."""
+    REFERRED = "referred"
+    """Referred to another body: the street office, a hospital, social work, property
+    management."""
+    HELPER_FOUND = "helper_found"
+    """A partner, volunteer or staff member took the need on by hand."""
+    NEED_CANCELLED = "need_cancelled"
+    """The need is no longer wanted (the resident or family withdrew it)."""
+    NO_ACTION_NEEDED = "no_action_needed"
+    """A false alarm, or already handled before anyone acted."""
+    OTHER = "other"
+    """Anything else; the note (kept in scheduling) says what."""
+
+
+class EscalationActionData(EventData):
+    """What every escalation action names: the escalation, its need and reason, who."""
+
+    escalation_id: UUID = Field(description="Escalation acted on (scheduling's id).")
+    need_id: UUID = Field(description="Need the escalation is about.")
+    reason: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="The escalation's reason code, as in need.escalated.",
+    )
+    actor: StaffActor = Field(description="Who acted.")
+
+
+class EscalationAcknowledged(EscalationActionData):
+    """A community operator acknowledged an escalation: someone is looking at it.
+
+    Also emitted, with the same actor and time, when an open escalation is assigned or
+    resolved straight away (the acknowledgement is implicit).
+    """
+
+    acknowledged_at: AwareDatetime = Field(description="When it was acknowledged.")
+
+
+class EscalationAssigned(EscalationActionData):
+    """A community operator gave an escalation to a named staff member (again, to
+    reassign it)."""
+
+    assignee: StaffLabel = Field(
+        min_length=1, description="Display name of the staff member who takes it on."
+    )
+    assignee_ref: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:@-]+$",
+        description="The staff member's reference in the community's own systems, if any.",
+    )
+    assigned_at: AwareDatetime = Field(description="When it was assigned.")
+
+
+class EscalationResolved(EscalationActionData):
+    """A community operator closed an escalation with an outcome.
+
+    The operator's note is free text that may name people: it stays in scheduling (read
+    through the escalation API by the community's operators) and never travels in an
+    event; `note_recorded` says whether there is one.
+    """
+
+    outcome: EscalationOutcome = Field(description="How it ended.")
+    note_recorded: bool = Field(description="Whether the operator wrote a note.")
+    resolved_at: AwareDatetime = Field(description="When it was resolved.")
+
+
+class AssignmentWithdrawn(EventData):
+    """A community operator withdrew an open offer (to re-offer or dispatch the need by
+    hand); its unit of capacity goes back (`slot.released`, reason `other`: a new reason
+    code would break readers of v1).
+
+    Partners closes the offer in the party's inbox; an answer to it no longer counts.
+    """
+
+    assignment_id: UUID = Field(description="Withdrawn assignment offer.")
+    need_id: UUID = Field(description="Need that was offered.")
+    slot_id: UUID = Field(description="Slot that was reserved for it.")
+    offered_to: PartyRef = Field(description="Candidate the offer went to.")
+    actor: StaffActor = Field(description="Who withdrew it.")
+    withdrawn_at: AwareDatetime = Field(description="When it was withdrawn.")
+
+
+class NeedDispatched(EventData):
+    """A community operator offered a need by hand to a chosen partner or volunteer.
+
+    The offer itself follows as `slot.reserved` and `assignment.offered` (same
+    assignment); `without_capacity` says the party had no published slot with room that
+    fits, and the operator overrode that (ADR 0034).
+    """
+
+    need_id: UUID = Field(description="Need dispatched.")
+    assignment_id: UUID = Field(description="The directed offer's assignment.")
+    slot_id: UUID = Field(
+        description="Slot reserved: one the party published, or a one-off slot scheduling "
+        "made for this directed offer."
+    )
+    offered_to: PartyRef = Field(description="The party chosen.")
+    without_capacity: bool = Field(
+        description="True when no published slot of the party had room for this need."
+    )
+    actor: StaffActor = Field(description="Who dispatched it.")
+    dispatched_at: AwareDatetime = Field(description="When it was dispatched.")
+
+
+class NeedReoffered(EventData):
+    """A community operator asked scheduling to match a need again.
+
+    The open offer, if any, was withdrawn first (`assignment.withdrawn`); what matching
+    found follows as `assignment.offered` or `need.escalated`.
+    """
+
+    need_id: UUID = Field(description="Need re-offered.")
+    withdrawn_assignment_id: UUID | None = Field(
+        default=None, description="The open offer withdrawn first, if there was one."
+    )
+    readmitted: list[PartyRef] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Parties who had declined or let an offer lapse and that the operator "
+        "allowed to be asked again.",
+    )
+    actor: StaffActor = Field(description="Who re-offered it.")
+    reoffered_at: AwareDatetime = Field(description="When.")
 
 
 # --- notifications ------------------------------------------------------------

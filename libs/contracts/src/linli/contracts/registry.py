@@ -257,6 +257,12 @@ REGISTRY = Registry(
         _spec("assignment", "expired", ev.AssignmentExpired, "scheduling"),
         _spec("need", "escalated", ev.NeedEscalated, "scheduling"),
         _spec("need", "fulfilled", ev.NeedFulfilled, "scheduling"),
+        _spec("need", "dispatched", ev.NeedDispatched, "scheduling"),
+        _spec("need", "reoffered", ev.NeedReoffered, "scheduling"),
+        _spec("assignment", "withdrawn", ev.AssignmentWithdrawn, "scheduling"),
+        _spec("escalation", "acknowledged", ev.EscalationAcknowledged, "scheduling"),
+        _spec("escalation", "assigned", ev.EscalationAssigned, "scheduling"),
+        _spec("escalation", "resolved", ev.EscalationResolved, "scheduling"),
         # notifications
         _spec("notification", "failed", ev.NotificationFailed, "notifications"),
     ),

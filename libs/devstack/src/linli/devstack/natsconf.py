@@ -259,7 +259,7 @@ def _services(
         ),
         ServiceAccess(
             "scheduling",
-            ("slot", "assignment", "need"),
+            ("slot", "assignment", "need", "escalation"),
             durables=((events_stream, "scheduling"),),
             advisories_stream=advisories,
         ),

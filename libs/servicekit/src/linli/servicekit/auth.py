@@ -37,6 +37,9 @@ class Principal:
     role: Role
     communities: frozenset[str]
     subject_id: uuid.UUID | None = None
+    label: str = ""
+    """The credential's label as issued (`credentials issue --label`): which staff desk or
+    member acts, for accountability records (ADR 0034); never a secret."""
 
     def can_access(self, community: str) -> bool:
         return ALL_COMMUNITIES in self.communities or community in self.communities
@@ -115,7 +118,7 @@ async def lookup_principal(
     if revoked is not None and revoked(_digest(token)):
         return None
     row = await conn.fetchrow(
-        "SELECT id, role, communities, subject_id FROM credentials "
+        "SELECT id, role, communities, subject_id, label FROM credentials "
         "WHERE token_sha256 = $1 AND revoked_at IS NULL",
         _digest(token),
     )
@@ -126,6 +129,7 @@ async def lookup_principal(
         role=Role(row["role"]),
         communities=frozenset(row["communities"]),
         subject_id=row["subject_id"],
+        label=row["label"] or "",
     )
 
 

@@ -36,6 +36,10 @@ class TimelineEntry(BaseModel):
     at: datetime = Field(description="When it happened.")
     status: str = Field(description="Status the need entered.")
     actor: str = Field(description="Role and credential or system id that caused it.")
+    actor_label: str | None = Field(
+        default=None,
+        description="For staff actions: the label of the staff credential that acted.",
+    )
     note: str | None = Field(default=None, description="Reason or remark.")
 
 
@@ -129,7 +133,7 @@ def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
 
 
 def _actor(principal: Principal) -> service.Actor:
-    return service.Actor(principal.role, str(principal.credential_id))
+    return service.Actor(principal.role, str(principal.credential_id), principal.label or None)
 
 
 def _clock(request: Request) -> service.Clock:

@@ -15,15 +15,22 @@ from typing import Any
 from linli.contracts.events import (
     AssignmentExpired,
     AssignmentOffered,
+    AssignmentWithdrawn,
     DeliveryFailed,
+    EscalationAcknowledged,
+    EscalationAssigned,
+    EscalationResolved,
     MealDelivered,
+    NeedDispatched,
     NeedEscalated,
     NeedFulfilled,
+    NeedReoffered,
     PartnerAccepted,
     PartnerDeclined,
     RepairCompleted,
     SlotReleased,
     SlotReserved,
+    StaffActor,
     VisitCompleted,
     VolunteerConfirmed,
     VolunteerDeclined,
@@ -45,6 +52,13 @@ FOLLOWED = (
     DeliveryFailed,
     NeedEscalated,
     NeedFulfilled,
+    # Staff actions (ADR 0034): the timeline is the accountability record.
+    EscalationAcknowledged,
+    EscalationAssigned,
+    EscalationResolved,
+    NeedDispatched,
+    NeedReoffered,
+    AssignmentWithdrawn,
 )
 """The events that move a need's status or add to its timeline (see `step_for`)."""
 
@@ -63,6 +77,13 @@ class Step:
     assignee: tuple[str, Any] | None = None
     assignment_id: Any = None
     closes: Any = None  # the assignment this event closes (expired or declined)
+    actor_label: str | None = None  # staff actions: the label of the credential that acted
+
+
+def _staff(actor: StaffActor) -> tuple[str, str | None, str]:
+    """(actor, its label, how the timeline names it) for a staff action."""
+    label = actor.label or None
+    return f"{actor.role.value}:{actor.credential_id}", label, label or actor.role.value
 
 
 def step_for(data: Any) -> Step | None:
@@ -130,6 +151,51 @@ def step_for(data: Any) -> Step | None:
             return Step(data.need_id, "escalated", "scheduling", data.reason)
         case NeedFulfilled():
             return Step(data.need_id, "fulfilled", "scheduling", None)
+    return _staff_step(data)
+
+
+def _staff_step(data: Any) -> Step | None:
+    """A staff action's timeline entry: who (actor and label) and what; no status change.
+
+    The resolve note never travels (it stays in scheduling); the entry says whether one
+    was written.
+    """
+    match data:
+        case EscalationAcknowledged():
+            actor, label, who = _staff(data.actor)
+            note = f"escalation {data.reason} acknowledged by {who}"
+            return Step(data.need_id, None, actor, note, actor_label=label)
+        case EscalationAssigned():
+            actor, label, who = _staff(data.actor)
+            note = f"escalation {data.reason} assigned to {data.assignee} by {who}"
+            return Step(data.need_id, None, actor, note, actor_label=label)
+        case EscalationResolved():
+            actor, label, who = _staff(data.actor)
+            note = f"escalation {data.reason} resolved ({data.outcome.value}) by {who}"
+            if data.note_recorded:
+                note += "; note in scheduling"
+            return Step(data.need_id, None, actor, note, actor_label=label)
+        case NeedDispatched():
+            actor, label, who = _staff(data.actor)
+            party = f"{data.offered_to.kind.value}:{data.offered_to.id}"
+            note = f"dispatched by hand to {party} by {who}"
+            if data.without_capacity:
+                note += " (no published capacity: override)"
+            return Step(data.need_id, None, actor, note, actor_label=label)
+        case NeedReoffered():
+            actor, label, who = _staff(data.actor)
+            return Step(data.need_id, None, actor, f"re-offered by {who}", actor_label=label)
+        case AssignmentWithdrawn():
+            actor, label, who = _staff(data.actor)
+            party = f"{data.offered_to.kind.value}:{data.offered_to.id}"
+            return Step(
+                data.need_id,
+                None,
+                actor,
+                f"offer to {party} withdrawn by {who}",
+                closes=data.assignment_id,
+                actor_label=label,
+            )
     return None
 
 

@@ -52,6 +52,8 @@ class Actor:
 
     role: Role
     ref: str
+    staff_label: str | None = None
+    """The credential's label (which staff desk or member), shown on the timeline."""
 
     def label(self) -> str:
         return f"{self.role.value}:{self.ref}"
@@ -205,7 +207,9 @@ async def cancel_need(
         if not can_cancel(row["status"]):
             raise Conflict(f"a {row['status']} need cannot be cancelled")
         await store.cancel_need(conn, need_id, reason, now)
-        await store.add_timeline(conn, need_id, "cancelled", actor.label(), reason)
+        await store.add_timeline(
+            conn, need_id, "cancelled", actor.label(), reason, actor.staff_label
+        )
         await outbox.enqueue(
             conn,
             new_event(
@@ -318,7 +322,12 @@ async def follow_lifecycle(conn: Conn, event: CloudEvent[Any], data: Any, *, clo
             # Scheduling never heard this acceptance in time: nobody is assigned.
             await store.clear_assignee(conn, step.need_id, "offered", at)
             await store.add_timeline(
-                conn, step.need_id, "offered", step.actor, f"{step.note}; assignee removed"
+                conn,
+                step.need_id,
+                "offered",
+                step.actor,
+                f"{step.note}; assignee removed",
+                step.actor_label,
             )
             return True
     if step.assignee is not None and await store.assignment_closed(conn, step.assignment_id):
@@ -339,6 +348,7 @@ async def follow_lifecycle(conn: Conn, event: CloudEvent[Any], data: Any, *, clo
         assignee,
         step.assignment_id if assignee else None,
         timeline=(step.status or row["status"], step.actor, step.note),
+        actor_label=step.actor_label,
     )
     return True
 

@@ -238,14 +238,21 @@ async def need_id_for_ingress(conn: Conn, community: str, source: str, event_id:
 
 
 async def add_timeline(
-    conn: Conn, need_id: uuid.UUID, status: str, actor: str, note: str | None = None
+    conn: Conn,
+    need_id: uuid.UUID,
+    status: str,
+    actor: str,
+    note: str | None = None,
+    actor_label: str | None = None,
 ) -> None:
     await conn.execute(
-        "INSERT INTO need_timeline (need_id, status, actor, note) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO need_timeline (need_id, status, actor, note, actor_label) "
+        "VALUES ($1, $2, $3, $4, $5)",
         need_id,
         status,
         actor,
         note,
+        actor_label,
     )
 
 
@@ -262,7 +269,8 @@ async def get_need(
 
 async def timeline(conn: Conn, need_id: uuid.UUID) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT at, status, actor, note FROM need_timeline WHERE need_id = $1 ORDER BY id",
+        "SELECT at, status, actor, actor_label, note FROM need_timeline WHERE need_id = $1 "
+        "ORDER BY id",
         need_id,
     )
 
@@ -365,6 +373,7 @@ async def update_need_progress(
     assignment_id: uuid.UUID | None,
     *,
     timeline: tuple[str, str, str | None],
+    actor_label: str | None = None,
 ) -> None:
     """Move a need's status (and assignee) and add its timeline entry (status, actor,
     note), in one statement."""
@@ -372,7 +381,8 @@ async def update_need_progress(
         "WITH moved AS (UPDATE needs SET status = $2, updated_at = $3, "
         "assignee_kind = COALESCE($4, assignee_kind), assignee_id = COALESCE($5, assignee_id), "
         "assignment_id = COALESCE($6, assignment_id) WHERE id = $1) "
-        "INSERT INTO need_timeline (need_id, status, actor, note) VALUES ($1, $7, $8, $9)",
+        "INSERT INTO need_timeline (need_id, status, actor, note, actor_label) "
+        "VALUES ($1, $7, $8, $9, $10)",
         need_id,
         status,
         at,
@@ -380,6 +390,7 @@ async def update_need_progress(
         assignee[1] if assignee else None,
         assignment_id,
         *timeline,
+        actor_label,
     )
 
 

@@ -17,6 +17,7 @@ from linli.contracts.envelope import new_event
 from linli.contracts.events import (
     AssignmentExpired,
     AssignmentOffered,
+    AssignmentWithdrawn,
     DeliveryFailed,
     MealDelivered,
     NeedCancelled,
@@ -249,6 +250,14 @@ async def _on_expired(conn: Conn, community: str, data: AssignmentExpired, now: 
     await store.withdraw_offer(conn, community, data.assignment_id, "expired", now)
 
 
+async def _on_withdrawn(
+    conn: Conn, community: str, data: AssignmentWithdrawn, now: datetime
+) -> None:
+    # An operator took the offer back (ADR 0034): an answer to it no longer counts, and
+    # one already accepted here is void too (scheduling gave the need to someone else).
+    await store.withdraw_offer(conn, community, data.assignment_id, "withdrawn", now)
+
+
 async def _on_cancelled(conn: Conn, community: str, data: NeedCancelled, now: datetime) -> None:
     # An accepted, unreported assignment is void too: nobody should go to the door.
     await store.close_need(
@@ -266,11 +275,12 @@ def subscriptions(clock: Clock) -> Subscriptions:
     subs = Subscriptions(
         CONSUMER,
         description="assignment.offered into the offered party's inbox; assignment.expired, "
-        "need.cancelled and need.fulfilled withdraw offers",
+        "assignment.withdrawn, need.cancelled and need.fulfilled withdraw offers",
     )
     handlers: dict[type[BaseModel], Callable[[Conn, str, Any, datetime], Awaitable[None]]] = {
         AssignmentOffered: _on_offered,
         AssignmentExpired: _on_expired,
+        AssignmentWithdrawn: _on_withdrawn,
         NeedCancelled: _on_cancelled,
         NeedFulfilled: _on_fulfilled,
     }

@@ -3,7 +3,7 @@ offers and capacity — for one community at a time.
 
 Every route is authenticated and scoped: the community in the path must be one the
 credential names, else 404 (another community's data does not exist for the caller).
-Read-only: scheduling changes state only through events.
+Read-only; staff actions (which change state) are in `staff_api`.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ class TimerView(BaseModel):
 
 
 class EscalationView(BaseModel):
+    id: uuid.UUID = Field(description="Escalation id (the staff actions' path).")
+    state: str = Field(description="open, acknowledged, assigned or resolved.")
     reason: str = Field(description="Reason code as in need.escalated.")
     detail: str | None = Field(default=None, description="Human-readable detail.")
     sla_deadline: datetime | None = Field(default=None, description="SLA deadline concerned.")
@@ -62,6 +64,17 @@ class AssignmentView(BaseModel):
     answered_at: datetime | None = None
     closed_at: datetime | None = None
     release_reason: str | None = None
+
+
+class NeedActionView(BaseModel):
+    action: str = Field(description="dispatched or reoffered.")
+    at: datetime
+    actor: dict[str, Any] = Field(description="credential_id, role and label of who acted.")
+    assignment_id: uuid.UUID | None = Field(default=None, description="Directed offer made.")
+    withdrawn_assignment_id: uuid.UUID | None = Field(
+        default=None, description="Open offer withdrawn first."
+    )
+    without_capacity: bool | None = None
 
 
 class ScheduledNeedView(BaseModel):
@@ -85,6 +98,9 @@ class ScheduledNeedView(BaseModel):
     timers: list[TimerView] | None = Field(
         default=None, description="Every timer, fired or not (single need only)."
     )
+    actions: list[NeedActionView] | None = Field(
+        default=None, description="Staff dispatches and re-offers, in order (single need only)."
+    )
 
 
 class NeedList(BaseModel):
@@ -101,6 +117,11 @@ class SlotView(BaseModel):
     remaining: int
     compounds: list[str]
     published_at: datetime
+    directed_need: uuid.UUID | None = Field(
+        default=None,
+        description="Set on a one-off slot made for a directed offer without published "
+        "capacity (ADR 0034): the need it was made for; matching never uses it.",
+    )
 
 
 class SlotList(BaseModel):
@@ -143,6 +164,8 @@ def _need(row: Any, timers: list[Any], escalations: list[Any]) -> ScheduledNeedV
         ],
         escalations=[
             EscalationView(
+                id=e["id"],
+                state=e["state"],
                 reason=e["reason"],
                 detail=e["detail"],
                 sla_deadline=e["sla_deadline"],
@@ -196,8 +219,24 @@ async def get_need(
         timers = await store.timers_for(conn, [need_id])
         escalations = await store.escalations_for(conn, [need_id])
         assignments = await store.assignments_for(conn, need_id)
+        actions = await store.need_actions_for(conn, need_id)
     view = _need(row, timers, escalations)
     view.timers = [_timer(t) for t in timers]
+    view.actions = [
+        NeedActionView(
+            action=a["action"],
+            at=a["at"],
+            actor={
+                "credential_id": str(a["actor_credential"]),
+                "role": a["actor_role"],
+                "label": a["actor_label"],
+            },
+            assignment_id=a["assignment_id"],
+            withdrawn_assignment_id=a["withdrawn_assignment_id"],
+            without_capacity=a["without_capacity"],
+        )
+        for a in actions
+    ]
     view.assignments = [
         AssignmentView(
             id=a["id"],
@@ -242,6 +281,7 @@ async def list_slots(
                 remaining=r["capacity"] - r["reserved"],
                 compounds=list(r["compounds"]),
                 published_at=r["published_at"],
+                directed_need=r["directed_need"],
             )
             for r in rows
         ]

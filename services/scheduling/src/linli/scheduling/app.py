@@ -12,7 +12,7 @@ from linli.servicekit.http import create_http_app
 from linli.servicekit.runtime import ServiceRuntime
 from linli.servicekit.settings import ServiceSettings
 
-from . import api, store
+from . import api, staff_api, store
 from .rules import Policy
 from .service import Clock, Scheduler, SchedulingConfig
 from .timers import TimerLoop
@@ -125,6 +125,8 @@ def build_app(
     )
     app.state.scheduler = scheduler
     app.include_router(api.router)
+    app.include_router(staff_api.router)
+    staff_api.install_error_handlers(app)
     _run_timers(app, runtime, settings, scheduler)
     return app
 

@@ -313,3 +313,68 @@ def clock_running(clock: ClockName | str, state: NeedState | str) -> bool:
     if state in FINAL:
         return False
     return not (ClockName(clock) is ClockName.ACCEPT and state is NeedState.ASSIGNED)
+
+
+# --- staff actions (ADR 0034) ---------------------------------------------------
+
+
+DISPATCHABLE = frozenset({NeedState.WAITING, NeedState.ESCALATED, NeedState.OFFERED})
+"""States in which an operator may dispatch a need by hand or re-offer it: nobody has
+accepted it yet. An accepted need is the helper's; it is cancelled, not taken away."""
+
+
+class EscalationState(StrEnum):
+    """An escalation's life: open → acknowledged → assigned → resolved."""
+
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    ASSIGNED = "assigned"
+    RESOLVED = "resolved"
+
+
+class EscalationAction(StrEnum):
+    ACKNOWLEDGE = "acknowledge"
+    ASSIGN = "assign"
+    RESOLVE = "resolve"
+
+
+class EscalationConflict(Exception):
+    """The action is not allowed in the escalation's state (answer 409)."""
+
+
+def escalation_steps(
+    state: EscalationState | str, action: EscalationAction, *, same_as_recorded: bool = False
+) -> tuple[EscalationState, ...]:
+    """The states an action passes through, in order; () when it changes nothing.
+
+    * acknowledge: open → acknowledged; once acknowledged (or assigned) it already is.
+    * assign: acknowledges an open escalation on the way (the same actor and time);
+      assigning an assigned one again to someone else reassigns it; to the same person
+      changes nothing.
+    * resolve: acknowledges an open one on the way; resolving a resolved one with the same
+      outcome and note changes nothing, with another is a conflict.
+    * Nothing follows resolved.
+
+    `same_as_recorded`: the request names what is recorded already (assignee, outcome).
+    """
+    state = EscalationState(state)
+    if state is EscalationState.RESOLVED:
+        if action is EscalationAction.RESOLVE and same_as_recorded:
+            return ()
+        raise EscalationConflict(f"the escalation is resolved; it cannot be {_verb(action)}")
+    opening: tuple[EscalationState, ...] = (
+        (EscalationState.ACKNOWLEDGED,) if state is EscalationState.OPEN else ()
+    )
+    if action is EscalationAction.ACKNOWLEDGE:
+        return opening
+    if action is EscalationAction.ASSIGN:
+        if state is EscalationState.ASSIGNED and same_as_recorded:
+            return ()
+        return (*opening, EscalationState.ASSIGNED)
+    return (*opening, EscalationState.RESOLVED)
+
+
+def _verb(action: EscalationAction) -> str:
+    return {"acknowledge": "acknowledged", "assign": "assigned", "resolve": "resolved again"}[
+        action.value
+    ]

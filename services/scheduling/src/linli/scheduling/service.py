@@ -20,11 +20,14 @@ from linli.contracts.envelope import new_event
 from linli.contracts.events import (
     AssignmentExpired,
     AssignmentOffered,
+    AssignmentWithdrawn,
     DeliveryFailed,
     MealDelivered,
     NeedCancelled,
+    NeedDispatched,
     NeedEscalated,
     NeedFulfilled,
+    NeedReoffered,
     NeedSubmitted,
     OfferLapsed,
     PartnerAccepted,
@@ -50,6 +53,7 @@ from linli.servicekit.telemetry import current_traceparent, resumed_span
 
 from . import store
 from .rules import (
+    DISPATCHABLE,
     FINAL,
     MATCHABLE,
     ClockName,
@@ -62,7 +66,9 @@ from .rules import (
     no_candidate_reason,
     offer_timeout,
     sla_clocks,
+    slot_fits,
 )
+from .staff import ActionNotFound, ActionRefused, Staff
 
 log = logging.getLogger(__name__)
 
@@ -516,6 +522,8 @@ class Scheduler:
         slot = await store.lock_slot(conn, slot_id)
         if slot is None or slot["reserved"] >= slot["capacity"] or slot["window_latest"] <= now:
             return
+        if slot["directed_need"] is not None:
+            return  # made for one directed offer (ADR 0034): never anyone else's
         free = min(slot["capacity"] - slot["reserved"], self.config.fill_limit)
         for need in await store.needs_for_slot(conn, slot, now, free):
             reserved = await store.reserve_slot(conn, slot_id)
@@ -527,10 +535,16 @@ class Scheduler:
                 await self._offer(conn, need, reserved, now)
 
     async def _offer(
-        self, conn: Conn, need: asyncpg.Record, slot: asyncpg.Record, now: datetime
+        self,
+        conn: Conn,
+        need: asyncpg.Record,
+        slot: asyncpg.Record,
+        now: datetime,
+        *,
+        assignment_id: uuid.UUID | None = None,
     ) -> None:
         policy = await self.policy(conn, need["community"])
-        assignment_id, reservation_id = uuid.uuid4(), uuid.uuid4()
+        assignment_id, reservation_id = assignment_id or uuid.uuid4(), uuid.uuid4()
         attempt = need["attempts"] + 1
         expires_at = now + offer_timeout(need["urgency"], policy, self.config.time_scale)
         await store.insert_assignment(
@@ -651,6 +665,7 @@ class Scheduler:
         first = await store.add_escalation(
             conn,
             need["id"],
+            community=need["community"],
             key=key or reason,
             reason=reason,
             detail=detail,
@@ -672,6 +687,215 @@ class Scheduler:
                 escalated_at=now,
             ),
         )
+
+    # --- staff actions on needs (ADR 0034) -----------------------------------------
+
+    async def dispatch(
+        self,
+        conn: Conn,
+        community: str,
+        need_id: uuid.UUID,
+        party: PartyRef,
+        slot_id: uuid.UUID | None,
+        staff: Staff,
+    ) -> DispatchResult:
+        """Offer a need by hand to a chosen partner or volunteer (a directed offer).
+
+        The party's own published slot that fits is reserved as usual (a conditional
+        update: never oversold); `slot_id` names one. When the party has none with room,
+        the operator's choice stands anyway: a one-off slot of one unit is made for this
+        offer (`without_capacity`), which matching never gives to another need. An open
+        offer to someone else is withdrawn first, and that party is not asked again
+        unless an operator names them. A repeat (the open offer already goes to this
+        party, on the named slot) changes nothing. The chosen party may have declined
+        before: naming it is the operator's override of that exclusion.
+        """
+        now = self.clock.now()
+        async with conn.transaction():
+            need = await self._dispatchable(conn, community, need_id, "dispatched by hand")
+            current = await self._active_assignment(conn, need)
+            if (
+                current is not None
+                and (current["provider_kind"], current["provider_id"])
+                == (party.kind.value, party.id)
+                and slot_id in (None, current["slot_id"])
+            ):
+                return DispatchResult(
+                    need["id"], NeedState(need["state"]), current["id"], None, changed=False
+                )
+            if not await store.party_serves(
+                conn, community, need["kind"], party.kind.value, party.id
+            ):
+                raise ActionRefused(
+                    422,
+                    "unknown_party",
+                    f"this {party.kind.value} has published no {need['kind']} capacity in "
+                    "this community",
+                    field="body.party",
+                )
+            withdrawn = released = None
+            if current is not None:
+                withdrawn = current["id"]
+                released = await self._withdraw(conn, need, current, staff, now)
+                need = await self._move(conn, need, NeedState.WAITING, assignment_id=None)
+            slot = await self._party_slot(conn, need, party, slot_id, now)
+            without_capacity = slot is None
+            if slot is None:
+                slot = await store.insert_directed_slot(conn, need, party.kind.value, party.id, now)
+            assignment_id = uuid.uuid4()
+            await self._emit(
+                conn,
+                community,
+                need["id"],
+                NeedDispatched(
+                    need_id=need["id"],
+                    assignment_id=assignment_id,
+                    slot_id=slot["id"],
+                    offered_to=party,
+                    without_capacity=without_capacity,
+                    actor=staff.event(),
+                    dispatched_at=now,
+                ),
+            )
+            await self._offer(conn, need, slot, now, assignment_id=assignment_id)
+            await store.add_need_action(
+                conn,
+                need["id"],
+                "dispatched",
+                staff.row(),
+                now,
+                assignment_id=assignment_id,
+                withdrawn_assignment_id=withdrawn,
+                without_capacity=without_capacity,
+            )
+            if released is not None:
+                await self._fill_slot(conn, released, now)
+        return DispatchResult(
+            need["id"], NeedState.OFFERED, assignment_id, withdrawn, without_capacity
+        )
+
+    async def reoffer(
+        self,
+        conn: Conn,
+        community: str,
+        need_id: uuid.UUID,
+        readmit: list[PartyRef],
+        staff: Staff,
+    ) -> DispatchResult:
+        """Withdraw the open offer, if any, and match the need again.
+
+        The withdrawn party joins those who declined or let an offer lapse: matching asks
+        someone else. `readmit` names parties the operator wants asked again.
+        """
+        now = self.clock.now()
+        async with conn.transaction():
+            need = await self._dispatchable(conn, community, need_id, "re-offered")
+            current = await self._active_assignment(conn, need)
+            withdrawn = released = None
+            if current is not None:
+                withdrawn = current["id"]
+                released = await self._withdraw(conn, need, current, staff, now)
+                need = await self._move(conn, need, NeedState.WAITING, assignment_id=None)
+            await store.remove_exclusions(conn, need["id"], [(p.kind.value, p.id) for p in readmit])
+            await self._emit(
+                conn,
+                community,
+                need["id"],
+                NeedReoffered(
+                    need_id=need["id"],
+                    withdrawn_assignment_id=withdrawn,
+                    readmitted=readmit,
+                    actor=staff.event(),
+                    reoffered_at=now,
+                ),
+            )
+            await store.add_need_action(
+                conn, need["id"], "reoffered", staff.row(), now, withdrawn_assignment_id=withdrawn
+            )
+            await self._match_need(conn, need, now)
+            if released is not None:
+                await self._fill_slot(conn, released, now)
+            after = await store.get_need(conn, community, need["id"])
+        assert after is not None
+        return DispatchResult(
+            after["id"], NeedState(after["state"]), after["current_assignment"], withdrawn
+        )
+
+    async def _dispatchable(
+        self, conn: Conn, community: str, need_id: uuid.UUID, what: str
+    ) -> asyncpg.Record:
+        need = await store.lock_need_in(conn, community, need_id)
+        if need is None:
+            raise ActionNotFound("need")
+        state = NeedState(need["state"])
+        if state not in DISPATCHABLE:
+            raise ActionRefused(
+                409, "need_not_dispatchable", f"a need that is {state.value} cannot be {what}"
+            )
+        return need
+
+    async def _party_slot(
+        self,
+        conn: Conn,
+        need: asyncpg.Record,
+        party: PartyRef,
+        slot_id: uuid.UUID | None,
+        now: datetime,
+    ) -> asyncpg.Record | None:
+        """A unit of the party's slot for this need (the named one), or None when the
+        party has no published slot with room that fits."""
+        if slot_id is None:
+            return await store.reserve_party_slot(conn, need, party.kind.value, party.id, now)
+        slot = await store.lock_party_slot(conn, need["community"], slot_id)
+        if slot is None or (slot["provider_kind"], slot["provider_id"]) != (
+            party.kind.value,
+            party.id,
+        ):
+            raise ActionRefused(
+                422, "unknown_slot", "no such slot of this party", field="body.slot_id"
+            )
+        if slot["reserved"] >= slot["capacity"]:
+            raise ActionRefused(409, "slot_full", "the slot has no capacity left")
+        facts = store.slot_facts(slot)
+        if not slot_fits(store.need_facts(need), facts, now=now):
+            raise ActionRefused(
+                422,
+                "slot_does_not_fit",
+                "the slot does not fit the need (kind, window, compound or over)",
+                field="body.slot_id",
+            )
+        return await store.reserve_slot(conn, slot_id)
+
+    async def _withdraw(
+        self,
+        conn: Conn,
+        need: asyncpg.Record,
+        assignment: asyncpg.Record,
+        staff: Staff,
+        now: datetime,
+    ) -> uuid.UUID | None:
+        """Withdraw an open offer: release its unit, remember its party (not asked again),
+        tell partners (`assignment.withdrawn`). Returns the slot to refill, if any."""
+        await self._emit(
+            conn,
+            need["community"],
+            need["id"],
+            AssignmentWithdrawn(
+                assignment_id=assignment["id"],
+                need_id=need["id"],
+                slot_id=assignment["slot_id"],
+                offered_to=_party(assignment),
+                actor=staff.event(),
+                withdrawn_at=now,
+            ),
+        )
+        slot_id = await self._release(
+            conn, need, assignment, "withdrawn", SlotReleaseReason.OTHER, now
+        )
+        await store.add_exclusion(
+            conn, need["id"], assignment["provider_kind"], assignment["provider_id"], "withdrawn"
+        )
+        return slot_id
 
     # --- helpers ------------------------------------------------------------------
 
@@ -730,6 +954,18 @@ class Scheduler:
             conn,
             [new_event(d, community=community, source=SOURCE, subject=str(need_id)) for d in data],
         )
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    """What a dispatch or re-offer left: the need's state and its current offer."""
+
+    need_id: uuid.UUID
+    state: NeedState
+    assignment_id: uuid.UUID | None
+    withdrawn_assignment_id: uuid.UUID | None
+    without_capacity: bool | None = None
+    changed: bool = True
 
 
 def _party(assignment: asyncpg.Record) -> PartyRef:

@@ -34,7 +34,7 @@ NEED_COLUMNS = (
 )
 SLOT_COLUMNS = (
     "id, community, kind, provider_kind, provider_id, window_earliest, window_latest, "
-    "capacity, compounds, reserved, published_at, updated_at"
+    "capacity, compounds, reserved, published_at, updated_at, directed_need"
 )
 ASSIGNMENT_COLUMNS = (
     "id, reservation_id, need_id, slot_id, provider_kind, provider_id, attempt, state, "
@@ -57,7 +57,7 @@ POLICY_COLUMNS = (
 # The slot a need may take (rules.slot_fits); $1 community, $2 kind, $3 need window
 # earliest, $4 need window latest, $5 need compound, $6 need id, $7 now.
 _SLOT_FITS = """
-    s.community = $1 AND s.kind = $2 AND s.reserved < s.capacity
+    s.community = $1 AND s.kind = $2 AND s.reserved < s.capacity AND s.directed_need IS NULL
     AND s.window_earliest < $4 AND s.window_latest > $3 AND s.window_latest > $7 AND $4 > $7
     AND (cardinality(s.compounds) = 0 OR $5::text = ANY (s.compounds))
     AND NOT EXISTS (
@@ -381,6 +381,7 @@ async def add_escalation(
     conn: Conn,
     need_id: uuid.UUID,
     *,
+    community: str,
     key: str,
     reason: str,
     detail: str | None,
@@ -389,14 +390,15 @@ async def add_escalation(
 ) -> bool:
     """Record an escalation; False when this one was made before (so: once each)."""
     inserted = await conn.fetchval(
-        "INSERT INTO escalations (need_id, key, reason, detail, sla_deadline, escalated_at) "
-        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING true",
+        "INSERT INTO escalations (need_id, key, reason, detail, sla_deadline, escalated_at, "
+        "community) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING id",
         need_id,
         key,
         reason,
         detail,
         sla_deadline,
         at,
+        community,
     )
     return bool(inserted)
 
@@ -586,8 +588,8 @@ async def timers_for(conn: Conn, need_ids: list[uuid.UUID]) -> list[asyncpg.Reco
 
 async def escalations_for(conn: Conn, need_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT need_id, key, reason, detail, sla_deadline, escalated_at FROM escalations "
-        "WHERE need_id = ANY ($1::uuid[]) ORDER BY escalated_at",
+        "SELECT id, need_id, key, reason, detail, sla_deadline, escalated_at, state "
+        "FROM escalations WHERE need_id = ANY ($1::uuid[]) ORDER BY escalated_at",
         need_ids,
     )
 
@@ -615,4 +617,294 @@ async def sla_open_counts(conn: Conn) -> list[asyncpg.Record]:
         "    AND n.state IN ('waiting', 'offered', 'assigned', 'escalated')"
         "  GROUP BY n.id, n.community, n.kind) per_need "
         "GROUP BY community, kind"
+    )
+
+
+# --- staff actions (ADR 0034) -------------------------------------------------
+
+ESCALATION_COLUMNS = (
+    "id, need_id, community, key, reason, detail, sla_deadline, escalated_at, state, "
+    "acknowledged_at, assigned_at, assignee, assignee_ref, resolved_at, outcome, note, "
+    "updated_at"
+)
+
+
+async def list_escalations(
+    conn: Conn,
+    community: str,
+    *,
+    state: str | None,
+    limit: int,
+    before: tuple[datetime, uuid.UUID] | None,
+) -> list[asyncpg.Record]:
+    """A community's escalations, newest first, after a (escalated_at, id) cursor."""
+    return await conn.fetch(
+        f"SELECT {ESCALATION_COLUMNS} FROM escalations WHERE community = $1 "
+        "AND ($2::text IS NULL OR state = $2) "
+        "AND ($3::timestamptz IS NULL OR (escalated_at, id) < ($3, $4::uuid)) "
+        "ORDER BY escalated_at DESC, id DESC LIMIT $5",
+        community,
+        state,
+        before[0] if before else None,
+        before[1] if before else None,
+        limit,
+    )
+
+
+async def get_escalation(
+    conn: Conn, community: str, escalation_id: uuid.UUID, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(
+        f"SELECT {ESCALATION_COLUMNS} FROM escalations WHERE community = $1 AND id = $2{lock}",
+        community,
+        escalation_id,
+    )
+
+
+async def update_escalation(
+    conn: Conn,
+    escalation_id: uuid.UUID,
+    *,
+    state: str,
+    acknowledged_at: datetime | None = None,
+    assigned_at: datetime | None = None,
+    assignee: str | None = None,
+    assignee_ref: str | None = None,
+    resolved_at: datetime | None = None,
+    outcome: str | None = None,
+    note: str | None = None,
+) -> None:
+    """Set an escalation's state; the other columns change only when given (a resolve
+    keeps the assignee, an assignment the acknowledgement)."""
+    await conn.execute(
+        "UPDATE escalations SET state = $2, "
+        "acknowledged_at = COALESCE(acknowledged_at, $3), "
+        "assigned_at = COALESCE($4, assigned_at), "
+        "assignee = CASE WHEN $4::timestamptz IS NULL THEN assignee ELSE $5 END, "
+        "assignee_ref = CASE WHEN $4::timestamptz IS NULL THEN assignee_ref ELSE $6 END, "
+        "resolved_at = COALESCE($7, resolved_at), outcome = COALESCE($8, outcome), "
+        "note = COALESCE($9, note), updated_at = now() WHERE id = $1",
+        escalation_id,
+        state,
+        acknowledged_at,
+        assigned_at,
+        assignee,
+        assignee_ref,
+        resolved_at,
+        outcome,
+        note,
+    )
+
+
+async def add_escalation_action(
+    conn: Conn,
+    escalation_id: uuid.UUID,
+    action: str,
+    actor: tuple[uuid.UUID, str, str],
+    at: datetime,
+    *,
+    assignee: str | None = None,
+    assignee_ref: str | None = None,
+    outcome: str | None = None,
+    note_recorded: bool | None = None,
+) -> None:
+    """One line of an escalation's history; `actor` is (credential id, role, label)."""
+    await conn.execute(
+        "INSERT INTO escalation_actions (escalation_id, action, actor_credential, actor_role, "
+        "actor_label, at, assignee, assignee_ref, outcome, note_recorded) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        escalation_id,
+        action,
+        *actor,
+        at,
+        assignee,
+        assignee_ref,
+        outcome,
+        note_recorded,
+    )
+
+
+async def escalation_actions(conn: Conn, escalation_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT action, actor_credential, actor_role, actor_label, at, assignee, assignee_ref, "
+        "outcome, note_recorded FROM escalation_actions WHERE escalation_id = $1 ORDER BY id",
+        escalation_id,
+    )
+
+
+async def lock_need_in(conn: Conn, community: str, need_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {NEED_COLUMNS} FROM needs WHERE id = $1 AND community = $2 FOR UPDATE",
+        need_id,
+        community,
+    )
+
+
+async def party_serves(
+    conn: Conn, community: str, kind: str, provider_kind: str, provider_id: uuid.UUID
+) -> bool:
+    """Whether the party has published capacity of this kind in this community (the only
+    way scheduling knows a partner or volunteer serves here)."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM slots WHERE community = $1 AND kind = $2 "
+            "AND provider_kind = $3 AND provider_id = $4 AND directed_need IS NULL)",
+            community,
+            kind,
+            provider_kind,
+            provider_id,
+        )
+    )
+
+
+async def lock_party_slot(conn: Conn, community: str, slot_id: uuid.UUID) -> asyncpg.Record | None:
+    """A published slot of the community, locked (a directed offer on a named slot)."""
+    return await conn.fetchrow(
+        f"SELECT {SLOT_COLUMNS} FROM slots WHERE id = $1 AND community = $2 "
+        "AND directed_need IS NULL FOR UPDATE",
+        slot_id,
+        community,
+    )
+
+
+async def reserve_party_slot(
+    conn: Conn, need: asyncpg.Record, provider_kind: str, provider_id: uuid.UUID, now: datetime
+) -> asyncpg.Record | None:
+    """Take one unit of the party's earliest published slot that fits the need, or None.
+
+    Like `reserve_best_slot` but for one provider and regardless of exclusions (the
+    operator chose this party); it waits for a slot another transaction holds rather than
+    skipping it, so a directed offer never passes over the party's own capacity.
+    """
+    return await conn.fetchrow(
+        f"WITH candidate AS ("
+        f"  SELECT s.id FROM slots s WHERE s.community = $1 AND s.kind = $2 "
+        f"  AND s.provider_kind = $6 AND s.provider_id = $7 AND s.directed_need IS NULL "
+        f"  AND s.reserved < s.capacity AND s.window_earliest < $4 AND s.window_latest > $3 "
+        f"  AND s.window_latest > $8 "
+        f"  AND (cardinality(s.compounds) = 0 OR $5::text = ANY (s.compounds)) "
+        f"  ORDER BY s.window_earliest, s.published_at, s.id LIMIT 1 FOR UPDATE) "
+        f"UPDATE slots SET reserved = reserved + 1, updated_at = now() FROM candidate "
+        f"WHERE slots.id = candidate.id AND slots.reserved < slots.capacity "
+        f"RETURNING {', '.join('slots.' + c.strip() for c in SLOT_COLUMNS.split(','))}",
+        need["community"],
+        need["kind"],
+        need["window_earliest"],
+        need["window_latest"],
+        need["compound"],
+        provider_kind,
+        provider_id,
+        now,
+    )
+
+
+async def insert_directed_slot(
+    conn: Conn, need: asyncpg.Record, provider_kind: str, provider_id: uuid.UUID, now: datetime
+) -> asyncpg.Record:
+    """A one-off slot (capacity 1, reserved) for a directed offer without capacity.
+
+    `directed_need` keeps matching away from it: when the offer ends its unit goes back
+    but no other need is ever offered on it.
+    """
+    row = await conn.fetchrow(
+        "INSERT INTO slots (id, community, kind, provider_kind, provider_id, window_earliest, "
+        "window_latest, capacity, compounds, reserved, published_at, directed_need) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, 1, '{}', 1, $8, $9) "
+        f"RETURNING {SLOT_COLUMNS}",
+        uuid.uuid4(),
+        need["community"],
+        need["kind"],
+        provider_kind,
+        provider_id,
+        need["window_earliest"],
+        need["window_latest"],
+        now,
+        need["id"],
+    )
+    assert row is not None
+    return row
+
+
+async def remove_exclusions(
+    conn: Conn, need_id: uuid.UUID, parties: list[tuple[str, uuid.UUID]]
+) -> None:
+    if not parties:
+        return
+    await conn.execute(
+        "DELETE FROM need_exclusions WHERE need_id = $1 AND (provider_kind, provider_id) IN ("
+        "  SELECT * FROM unnest($2::text[], $3::uuid[]))",
+        need_id,
+        [p[0] for p in parties],
+        [p[1] for p in parties],
+    )
+
+
+async def add_need_action(
+    conn: Conn,
+    need_id: uuid.UUID,
+    action: str,
+    actor: tuple[uuid.UUID, str, str],
+    at: datetime,
+    *,
+    assignment_id: uuid.UUID | None = None,
+    withdrawn_assignment_id: uuid.UUID | None = None,
+    without_capacity: bool | None = None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO need_actions (need_id, action, actor_credential, actor_role, actor_label, "
+        "at, assignment_id, withdrawn_assignment_id, without_capacity) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        need_id,
+        action,
+        *actor,
+        at,
+        assignment_id,
+        withdrawn_assignment_id,
+        without_capacity,
+    )
+
+
+async def need_actions_for(conn: Conn, need_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT action, actor_credential, actor_role, actor_label, at, assignment_id, "
+        "withdrawn_assignment_id, without_capacity FROM need_actions WHERE need_id = $1 "
+        "ORDER BY id",
+        need_id,
+    )
+
+
+async def claim_idempotency_key(
+    conn: Conn, community: str, credential_id: uuid.UUID, key: str, fingerprint: bytes
+) -> asyncpg.Record | None:
+    """Claim a key in the caller's transaction; the earlier claim when it was made before."""
+    inserted = await conn.fetchval(
+        "INSERT INTO idempotency_keys (community, credential_id, key, request_sha256) "
+        "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true",
+        community,
+        credential_id,
+        key,
+        fingerprint,
+    )
+    if inserted:
+        return None
+    return await conn.fetchrow(
+        "SELECT request_sha256, response FROM idempotency_keys "
+        "WHERE community = $1 AND credential_id = $2 AND key = $3",
+        community,
+        credential_id,
+        key,
+    )
+
+
+async def set_idempotent_response(
+    conn: Conn, community: str, credential_id: uuid.UUID, key: str, response: dict[str, Any]
+) -> None:
+    await conn.execute(
+        "UPDATE idempotency_keys SET response = $4::jsonb "
+        "WHERE community = $1 AND credential_id = $2 AND key = $3",
+        community,
+        credential_id,
+        key,
+        json.dumps(response, default=str),
     )
