@@ -49,6 +49,8 @@ def build_app(settings: ConsoleSettings, *, span_processor: SpanProcessor | None
     if not console.box.encrypting:
         log.warning("staff service credentials are stored unencrypted (no secrets_key)")
     app.state.console = console
+    # httpx logs every upstream call at INFO; the HTTP metrics count them already.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     async def start(_runtime: ServiceRuntime) -> None:
         await console.upstream.start()
