@@ -86,7 +86,8 @@ async def test_sign_in_sessions_csrf_and_rate_limit(lifecycle: Any) -> None:
     try:
         # No session: pages send to the sign-in form; the live stream is refused.
         response = await browser.get(f"/c/{lc.home}")
-        assert response.status_code == 303 and response.headers["location"] == "/sign-in"
+        assert response.status_code == 303
+        assert response.headers["location"] == "/sign-in"
         assert (await browser.get(f"/c/{lc.home}/live")).status_code == 401
 
         # Wrong password: 401, the form again, no session cookie.
@@ -122,7 +123,8 @@ async def test_sign_in_sessions_csrf_and_rate_limit(lifecycle: Any) -> None:
         flags = {f.strip().lower() for f in session_header.split(";")[1:]}
         assert {"httponly", "samesite=strict", "path=/", "secure"} <= flags
         response = await browser.get("/")
-        assert response.status_code == 303 and response.headers["location"] == f"/c/{lc.home}"
+        assert response.status_code == 303
+        assert response.headers["location"] == f"/c/{lc.home}"
         response = await browser.get(f"/c/{lc.home}")
         assert response.status_code == 200
         page = parse(response.text)
@@ -228,7 +230,8 @@ async def test_isolation_street_office_and_live_relay(lifecycle: Any) -> None:
 
             fragment = await asyncio.wait_for(fragment_with_need(), 30)
         assert fragment.find_all(data_testid="event", data_type="need.submitted")
-        assert canary not in data_of(fragment) and phone not in data_of(fragment)
+        assert canary not in data_of(fragment)
+        assert phone not in data_of(fragment)
 
         # The home operator sees the resident on the need's page (the canary is real).
         page = await home.get(f"/c/{lc.home}/needs/{need_id}")
@@ -242,7 +245,8 @@ async def test_isolation_street_office_and_live_relay(lifecycle: Any) -> None:
         assert (await other.get(f"/c/{lc.home}/live")).status_code == 404
         own = await other.get(f"/c/{lc.other}")
         assert own.status_code == 200
-        assert need_id not in own.text and canary not in own.text
+        assert need_id not in own.text
+        assert canary not in own.text
         assert not parse(own.text).find_all(data_testid="need-row")
 
         # The street office: both communities' aggregates and the need's course, no

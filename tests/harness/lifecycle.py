@@ -943,7 +943,8 @@ class Lifecycle:
             finally:
                 await conn.close()
         settings = self.services["console"].settings
-        assert isinstance(settings, ConsoleSettings) and settings.secrets_key is not None
+        assert isinstance(settings, ConsoleSettings)
+        assert settings.secrets_key is not None
         conn = await self._connect("console")
         try:
             if street_office is not None:
