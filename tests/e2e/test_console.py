@@ -6,6 +6,7 @@ Pages are checked with an HTML parser (harness.html); a browser comes later (Pla
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from http.cookies import SimpleCookie
@@ -173,6 +174,39 @@ async def test_sign_in_sessions_csrf_and_rate_limit(lifecycle: Any) -> None:
         response = await browser.sign_in("op-home", PASSWORD)
         assert response.status_code == 429
         assert "linli_console_session" not in browser.cookies
+
+        # The CLI: an account with a generated password; listed without hash or token;
+        # disabling it ends its sessions at once.
+        added = json.loads(
+            await lc.cli(
+                "console",
+                "staff",
+                "add",
+                "--login",
+                "cli-op",
+                "--name",
+                "CLI",
+                "--role",
+                "community_operator",
+                "--community",
+                lc.home,
+            )
+        )
+        assert added["service_token"].startswith("lnl_")
+        listed = [
+            json.loads(line) for line in (await lc.cli("console", "staff", "list")).splitlines()
+        ]
+        assert {a["login"] for a in listed} == {"op-home", "cli-op"}
+        assert all(set(a) & {"password_hash", "service_token"} == set() for a in listed)
+        cli_browser = Browser(console_url(lc))
+        assert (await cli_browser.sign_in("cli-op", added["password"])).status_code == 303
+        assert (await cli_browser.get("/")).status_code == 303
+        assert (await cli_browser.get("/")).headers["location"] == f"/c/{lc.home}"
+        await lc.cli("console", "staff", "disable", "cli-op")
+        response = await cli_browser.get("/")
+        assert response.headers["location"] == "/sign-in"
+        assert (await cli_browser.sign_in("cli-op", added["password"])).status_code == 401
+        await cli_browser.close()
     finally:
         await browser.close()
 
