@@ -199,12 +199,15 @@ def test_settings_refuse_production_without_key_or_secure_cookies() -> None:
         "nats_password": "pw",
         "database_url": "postgresql://console@db/linli",
         "stream_replicas": 3,
+        "public_origin": "https://console.example.org",
     }
     with pytest.raises(ValueError, match="SECRETS_KEY"):
         ConsoleSettings(**base)
     with pytest.raises(ValueError, match="Secure"):
         ConsoleSettings(**base, secrets_key="k", cookie_secure=False)
     assert ConsoleSettings(**base, secrets_key="k").cookie_secure is True
+    with pytest.raises(ValueError, match="PUBLIC_ORIGIN"):
+        ConsoleSettings(**{**base, "public_origin": ""}, secrets_key="k")
     assert ConsoleSettings(environment="development").cookie_secure is False
     assert ConsoleSettings(environment="test").cookie_secure is True
     with pytest.raises(ValueError, match="session_idle_s"):

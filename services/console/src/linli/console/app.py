@@ -44,7 +44,6 @@ def build_app(settings: ConsoleSettings, *, span_processor: SpanProcessor | None
         description="The staff console: live community pages for community and "
         "street-office staff.",
     )
-    app.openapi_url = None  # pages, not an API
     console = web.Console(settings, runtime)
     if not console.box.encrypting:
         log.warning("staff service credentials are stored unencrypted (no secrets_key)")

@@ -72,6 +72,8 @@ class ConsoleSettings(ServiceSettings):
                 raise ValueError("production requires LINLI_SECRETS_KEY (a Fernet key)")
             if not self.cookie_secure:
                 raise ValueError("production requires Secure session cookies")
+            if not self.public_origin.startswith("https://"):
+                raise ValueError("production requires LINLI_PUBLIC_ORIGIN (https://...)")
         if self.session_idle_s > self.session_max_s:
             raise ValueError("session_idle_s must not exceed session_max_s")
         return self
