@@ -226,7 +226,8 @@ async def _frames(response: httpx.Response) -> Any:
 
 
 async def test_isolation_street_office_and_live_relay(lifecycle: Any) -> None:
-    lc: Lifecycle = await lifecycle(console=True)
+    # Two console replicas: a session made on one holds on the other.
+    lc: Lifecycle = await lifecycle(console=True, replicas={"console": 2})
     await lc.add_staff("op-home", PASSWORD, communities=[lc.home])
     await lc.add_staff("op-other", PASSWORD, communities=[lc.other])
     await lc.add_staff("street", PASSWORD, street_office=("jiedao", [lc.home, lc.other]))
@@ -240,9 +241,15 @@ async def test_isolation_street_office_and_live_relay(lifecycle: Any) -> None:
         for browser, login in ((home, "op-home"), (other, "op-other"), (street, "street")):
             assert (await browser.sign_in(login, PASSWORD)).status_code == 303
 
-        # The live stream of the home operator, open before the need is submitted.
-        async with home.client.stream(
-            "GET", f"/c/{lc.home}/live", headers=home._headers(False), timeout=60
+        # The live stream of the home operator, open before the need is submitted, on
+        # the replica that did not sign them in.
+        replicas = [r.url for r in lc.services["console"].running]
+        assert len(replicas) == 2
+        assert home.base == replicas[0]
+        second = Browser(replicas[1])
+        second.cookies = dict(home.cookies)
+        async with second.client.stream(
+            "GET", f"/c/{lc.home}/live", headers=second._headers(False), timeout=60
         ) as stream:
             assert stream.status_code == 200
             assert stream.headers["content-type"].startswith("text/event-stream")
@@ -305,6 +312,7 @@ async def test_isolation_street_office_and_live_relay(lifecycle: Any) -> None:
         need_page = parse(seen[3])
         assert not need_page.find_all(data_testid="need-resident")
         assert need_page.find_all(data_testid="timeline-entry", data_status="submitted")
+        await second.close()
     finally:
         for browser in (home, other, street):
             await browser.close()
