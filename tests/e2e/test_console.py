@@ -312,6 +312,28 @@ async def test_isolation_street_office_and_live_relay(lifecycle: Any) -> None:
         need_page = parse(seen[3])
         assert not need_page.find_all(data_testid="need-resident")
         assert need_page.find_all(data_testid="timeline-entry", data_status="submitted")
+
+        # A browser that reconnects (to either replica) sends Last-Event-ID; the relay
+        # passes it on, so what happened while it was away still arrives: from the
+        # stream's start, the need's submission is among the first updates.
+        async with home.client.stream(
+            "GET",
+            f"/c/{lc.home}/live",
+            headers={**home._headers(False), "Last-Event-ID": "0"},
+            timeout=60,
+        ) as resumed:
+            replayed = _frames(resumed)
+
+            async def submitted_line() -> None:
+                async for _event, data in replayed:
+                    lines = parse(data).find_all(
+                        data_testid="event", data_need_id=need_id, data_type="need.submitted"
+                    )
+                    if lines:
+                        return
+                raise AssertionError("stream ended")
+
+            await asyncio.wait_for(submitted_line(), 30)
         await second.close()
     finally:
         for browser in (home, other, street):
