@@ -258,7 +258,8 @@ async def set_locale(
     async with console.runtime.pool.acquire() as conn:
         await store.set_locale(conn, session.id_sha256, locale)
     # Only a path of this console: never an open redirect.
-    target = next_ if next_.startswith("/") and not next_.startswith("//") else "/"
+    safe = next_.startswith("/") and not next_.startswith("//") and "\\" not in next_
+    target = next_ if safe else "/"
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         "linli_console_locale",
