@@ -18,7 +18,7 @@ ENV UV_COMPILE_BYTECODE=1 \
 WORKDIR /src
 
 # Dependencies first, from the lock alone: this layer changes only with uv.lock.
-# The four services by name (not --all-packages): the workspace's devstack member would
+# The five services by name (not --all-packages): the workspace's devstack member would
 # bring the embedded PostgreSQL and nats-server binaries, which production never runs.
 COPY pyproject.toml uv.lock ./
 COPY libs/contracts/pyproject.toml libs/contracts/
@@ -28,10 +28,11 @@ COPY services/intake/pyproject.toml services/intake/
 COPY services/partners/pyproject.toml services/partners/
 COPY services/scheduling/pyproject.toml services/scheduling/
 COPY services/notifications/pyproject.toml services/notifications/
+COPY services/console/pyproject.toml services/console/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --no-install-workspace \
         --package linli-intake --package linli-partners \
-        --package linli-scheduling --package linli-notifications
+        --package linli-scheduling --package linli-notifications --package linli-console
 
 # Then the workspace's own packages, installed into the venv (not editable: /src stays here).
 COPY libs libs
@@ -39,7 +40,7 @@ COPY services services
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable \
         --package linli-intake --package linli-partners \
-        --package linli-scheduling --package linli-notifications
+        --package linli-scheduling --package linli-notifications --package linli-console
 
 
 FROM ${PYTHON_IMAGE}

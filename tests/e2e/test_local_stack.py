@@ -60,6 +60,30 @@ def stop_stack(proc: subprocess.Popen[bytes]) -> int:
     return proc.wait(timeout=60)
 
 
+async def console_signs_in(info: dict, community: str) -> None:
+    """The console is up with its demo staff: the community's operator signs in and sees
+    the live page; the street office sees both communities."""
+    url = info["console_url"]
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        for login, path in ((f"op-{community}", f"/c/{community}"), ("jiedao", "/")):
+            form = await http.get("/sign-in")
+            token = form.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+            signed = await http.post(
+                "/sign-in",
+                data={
+                    "login": login,
+                    "password": info["console_staff"][login]["password"],
+                    "csrf_token": token,
+                },
+                headers={"Origin": url},
+            )
+            assert signed.status_code == 303, signed.text
+            page = await http.get(path)
+            assert page.status_code == 200
+            assert 'data-testid="page-' in page.text
+            http.cookies.clear()
+
+
 DEMO_TYPES = {
     "linli.slot.reserved.v1",
     "linli.assignment.offered.v1",
@@ -226,6 +250,8 @@ async def test_make_run_stack(tmp_path: Path, stack_dir: Path) -> None:
             # Another community's operator sees nothing of it.
             other = {"Authorization": f"Bearer {info['credentials']['operator_other']}"}
             assert (await http.get(f"{base}/needs/{need_id}", headers=other)).status_code == 404
+
+        await console_signs_in(info, community)
 
         # Our need appears on JetStream as a valid CloudEvent.
         deadline = time.monotonic() + 30

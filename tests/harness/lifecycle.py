@@ -17,6 +17,10 @@ wires them (libs/devstack/src/linli/devstack/stack.py), isolated per test:
   schema and outbox. A replica is stopped with SIGTERM (`terminate`, its exit code is
   kept) or SIGKILL (`kill`), and `restart` starts it again on the same port.
 
+* the console only when asked for (`console=True`, which brings notifications): staff
+  accounts are added with `add_staff`, each with its own operator token registered in
+  the four services, as `make run` does for its demo accounts.
+
 `lc.http` reaches a service through `lc.url(service, path)` / `lc.c(...)`, which name the
 service, not a replica (`http://intake.linli/...`): a routing transport spreads requests
 over the service's slots round-robin and, like a Kubernetes Service whose endpoint is
@@ -48,6 +52,9 @@ import httpx
 import nats
 from nats.aio.client import Client as NatsClient
 
+from linli.console.accounts import StaffRole, add_staff
+from linli.console.settings import ConsoleSettings
+from linli.console.store import upsert_street_office
 from linli.contracts.binding import from_nats
 from linli.contracts.envelope import CloudEvent, EnvelopeError
 from linli.contracts.types import Role
@@ -60,6 +67,7 @@ from linli.servicekit.auth import issue_credential
 from linli.servicekit.db import create_pool, migrate, service_migrations
 from linli.servicekit.messaging import provision_streams
 from linli.servicekit.outbox import OutboxRelay
+from linli.servicekit.sealing import SecretBox
 from linli.servicekit.settings import ServiceSettings
 
 from .intake import settings_env
@@ -69,7 +77,7 @@ from .procs import ProcessGroup, ServiceProcess
 SERVICES = ("intake", "partners", "scheduling")
 """The services every lifecycle runs; notifications joins when asked for."""
 ALL_SERVICES = (*SERVICES, "notifications")
-MODULES = {name: f"linli.{name}" for name in ALL_SERVICES}
+MODULES = {name: f"linli.{name}" for name in (*ALL_SERVICES, "console")}
 
 
 def new_token() -> str:
@@ -292,6 +300,8 @@ class Lifecycle:
         intake_env: Mapping[str, str] | None = None,
         notifications: bool = False,
         notifications_env: Mapping[str, str] | None = None,
+        console: bool = False,
+        console_env: Mapping[str, str] | None = None,
         env: Mapping[str, str] | None = None,
         nats_users: Mapping[str, tuple[str, str]] | None = None,
         metrics: bool = False,
@@ -316,7 +326,10 @@ class Lifecycle:
         self.service_token = new_token()
         self.app_token = new_token()
         """A community app's token in notifications (role system, the home community)."""
+        notifications = notifications or console
         self.active: tuple[str, ...] = ALL_SERVICES if notifications else SERVICES
+        if console:
+            self.active = (*self.active, "console")
         common: dict[str, Any] = {
             "environment": "test",
             "database_url": database_url,
@@ -366,7 +379,21 @@ class Lifecycle:
                 people_poll_interval_s=0.5,
                 sms_provider="console",
             )
+        if console:
+            settings["console"] = ConsoleSettings(
+                **common,
+                service_name="console",
+                db_schema=names.schema("console"),
+                http_port=ports["console"],
+                intake_url=f"http://127.0.0.1:{ports['intake']}",
+                partners_url=f"http://127.0.0.1:{ports['partners']}",
+                scheduling_url=f"http://127.0.0.1:{ports['scheduling']}",
+                notifications_url=f"http://127.0.0.1:{ports['notifications']}",
+                secrets_key=fernet_key(),
+                live_settle_s=0.5,
+            )
         extra = {
+            "console": console_env,
             "intake": intake_env,
             "partners": partners_env,
             "scheduling": scheduling_env,
@@ -886,6 +913,55 @@ class Lifecycle:
             201,
         )
         return created
+
+    # console
+
+    async def add_staff(
+        self,
+        login: str,
+        password: str,
+        *,
+        communities: list[str] | None = None,
+        street_office: tuple[str, list[str]] | None = None,
+    ) -> str:
+        """A console account: a community operator of `communities`, or (with
+        `street_office=(slug, communities)`) a street-office account. Its operator token is
+        registered in the four services for exactly those communities; returns the token."""
+        held = list(street_office[1]) if street_office else list(communities or [])
+        token = new_token()
+        for service in ALL_SERVICES:
+            conn = await self._connect(service)
+            try:
+                await issue_credential(
+                    conn,
+                    role=Role.OPERATOR,
+                    communities=held,
+                    label=f"console:{login}",
+                    token=token,
+                )
+            finally:
+                await conn.close()
+        settings = self.services["console"].settings
+        assert isinstance(settings, ConsoleSettings)
+        assert settings.secrets_key is not None
+        conn = await self._connect("console")
+        try:
+            if street_office is not None:
+                await upsert_street_office(conn, street_office[0], "Street office", held)
+            await add_staff(
+                conn,
+                SecretBox(settings.secrets_key.get_secret_value()),
+                login=login,
+                display_name=login,
+                password=password,
+                role=StaffRole.STREET_OFFICE if street_office else StaffRole.COMMUNITY_OPERATOR,
+                communities=[] if street_office else held,
+                street_office=street_office[0] if street_office else None,
+                service_token=token,
+            )
+        finally:
+            await conn.close()
+        return token
 
     # CLIs
 

@@ -17,7 +17,6 @@ from linli.notifications.webhooks.delivery import (
     sign,
     webhook_id,
 )
-from linli.notifications.webhooks.sealing import SecretBox
 from linli.notifications.webhooks.service import new_secret
 from linli.notifications.webhooks.ssrf import (
     UnsafeUrl,
@@ -27,6 +26,7 @@ from linli.notifications.webhooks.ssrf import (
     resolve_checked,
 )
 from linli.notifications.webhooks.stream import frame
+from linli.servicekit.sealing import SecretBox
 
 pytestmark = [pytest.mark.unit]
 

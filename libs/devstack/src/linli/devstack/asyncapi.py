@@ -30,7 +30,7 @@ import yaml
 from linli.contracts.registry import REGISTRY, EventSpec
 from linli.contracts.subjects import EVENTS_PREFIX, INGRESS_PREFIX
 
-from .stack import SERVICES
+from .stack import API_SERVICES
 
 SCHEMAS_FROM_DOCS = "../../libs/contracts/schemas"
 """Where the JSON Schemas are, relative to docs/asyncapi/."""
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out_dir = _root() / "docs" / "asyncapi"
     drifted = []
-    for spec in SERVICES:
+    for spec in API_SERVICES:
         text = render(spec.module, spec.name)
         path = out_dir / f"{spec.name}.yaml"
         if args.check:

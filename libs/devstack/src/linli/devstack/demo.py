@@ -24,6 +24,9 @@ COMMUNITIES = [
     Community("heping-lijiang", "和平丽江社区"),
 ]
 
+STREET_OFFICE = ("demo-jiedao", "示范街道")
+"""The street office (街道) over the demo communities (console accounts)."""
+
 RESIDENTS: list[dict[str, Any]] = [
     {
         "name": "王秀兰",
@@ -161,6 +164,8 @@ def load(stack: Stack) -> None:
     }
     # The same demo token works in every service (registered in each).
     stack.ensure_tokens({key: (role, comms, None) for key, (role, comms) in wanted.items()})
+    # Console staff: an operator per community and a street office over both.
+    stack.ensure_staff([c.slug for c in COMMUNITIES], STREET_OFFICE)
     # Capacity first, so the demo's needs find it instead of being escalated.
     load_partners(stack)
     base = f"{stack.service_url(intake)}/v1/communities/{first}"

@@ -221,7 +221,7 @@ def linli_services(
     revocations_bucket: str = REVOCATIONS_BUCKET,
     advisories_stream: str | None = None,
 ) -> list[ServiceAccess]:
-    """The four services, with the stream names their settings default to; every one
+    """The five services, with the stream names their settings default to; every one
     watches the revocations bucket and captures its advisories."""
     return [
         dataclasses.replace(access, revocations=revocations_bucket)
@@ -270,6 +270,9 @@ def _services(
             ordered_reads=(events_stream,),
             advisories_stream=advisories,
         ),
+        # The console publishes nothing and consumes nothing yet (it reads the services'
+        # HTTP APIs and relays notifications' SSE stream); it watches the revocations.
+        ServiceAccess("console", ()),
     ]
 
 
@@ -420,7 +423,7 @@ def password_env(user: str) -> EnvRef:
 
 
 def k8s_users(communities: list[str] | None = None) -> list[NatsUser]:
-    """The users of the Kubernetes NATS: the four services, the provisioner, an operator
+    """The users of the Kubernetes NATS: the five services, the provisioner, an operator
     (`admin`, for replays and inspection), and per community its system and app users."""
     users = [service_user(access, password_env(access.name)) for access in linli_services()]
     users.append(provisioner_user(password_env("provisioner")))

@@ -56,8 +56,15 @@ SERVICES = [
     ServiceSpec("partners", "linli.partners", 2),
     ServiceSpec("scheduling", "linli.scheduling", 3),
     ServiceSpec("notifications", "linli.notifications", 4),
+    ServiceSpec("console", "linli.console", 5),
 ]
 """What each one may do on NATS is `natsconf.linli_services()`, the same as in Kubernetes."""
+
+API_SERVICES = [spec for spec in SERVICES if spec.name != "console"]
+"""The services that hold API credentials and events (the console calls them)."""
+
+DEMO_PASSWORD_KEY = "console-{login}"
+"""Where a demo staff account's password is kept in the state (`passwords`)."""
 
 
 @dataclass
@@ -197,6 +204,11 @@ class Stack:
             env["LINLI_SECRETS_KEY"] = self.state.fernet_key()
             env.setdefault("LINLI_SMS_PROVIDER", "file")
             env.setdefault("LINLI_SMS_FILE", str(self.root / "sms.jsonl"))
+        if spec.name == "console":
+            # The console calls the four services and keeps its staff's tokens sealed.
+            for other in API_SERVICES:
+                env[f"LINLI_{other.name.upper()}_URL"] = self.service_url(other)
+            env["LINLI_SECRETS_KEY"] = self.state.fernet_key()
         if spec.name == "partners":
             # Partners asks intake for contact details on behalf of the accepted helper.
             env["LINLI_INTAKE_URL"] = self.service_url(SERVICES[0])
@@ -225,7 +237,7 @@ class Stack:
         services: list[str] | None = None,
     ) -> None:
         """Tokens (key: role, communities, subject id) registered once in each named service
-        (all by default), with one CLI process per service for all of them."""
+        (the four API services by default), with one CLI process per service for all."""
         missing = {key: spec for key, spec in wanted.items() if key not in self.state.tokens}
         if not missing:
             return
@@ -242,7 +254,7 @@ class Stack:
             )
             for key, (role, communities, subject) in missing.items()
         )
-        for spec in SERVICES:
+        for spec in API_SERVICES:
             if services is None or spec.name in services:
                 self.run_cli(spec, "credentials", "import", stdin=lines)
         self.state.tokens.update(tokens)
@@ -254,6 +266,55 @@ class Stack:
         """One token, registered once in each named service (all by default)."""
         self.ensure_tokens({key: (role, communities, None)}, services=services)
         return self.state.tokens[key]
+
+    def ensure_staff(self, communities: list[str], street_office: tuple[str, str]) -> None:
+        """Demo console accounts (once): an operator per community (`op-<community>`) and a
+        street-office account (`jiedao`) over all of them, each with its own operator token
+        registered in the four services for exactly its communities."""
+        console = next(spec for spec in SERVICES if spec.name == "console")
+        slug, name = street_office
+        self.run_cli(
+            console,
+            "street-office",
+            "add",
+            "--slug",
+            slug,
+            "--name",
+            name,
+            *[arg for c in communities for arg in ("--community", c)],
+        )
+        accounts: list[tuple[str, str, list[str]]] = [
+            (f"op-{c}", "community_operator", [c]) for c in communities
+        ]
+        accounts.append(("jiedao", "street_office", communities))
+        for login, role, held in accounts:
+            key = f"console_{login}"
+            if key in self.state.tokens:
+                continue
+            self.ensure_tokens({key: ("operator", held, None)})
+            password = self.state.password(DEMO_PASSWORD_KEY.format(login=login))
+            scope = (
+                ["--street-office", slug]
+                if role == "street_office"
+                else [arg for c in held for arg in ("--community", c)]
+            )
+            self.run_cli(
+                console,
+                "staff",
+                "add",
+                "--login",
+                login,
+                "--name",
+                login,
+                "--role",
+                role,
+                *scope,
+                "--token",
+                self.state.tokens[key],
+                "--password-stdin",
+                stdin=password + "\n",
+            )
+        _save_state(self.state_file, self.state)
 
     def start_services(self) -> None:
         logs = self.root / "logs"
@@ -292,7 +353,18 @@ class Stack:
         assert self.pg is not None
         assert self.nats is not None
         intake = SERVICES[0]
+        console = next(spec for spec in SERVICES if spec.name == "console")
         return {
+            "console_url": self.service_url(console),
+            "console_staff": {
+                key.removeprefix("console_"): {
+                    "password": self.state.passwords.get(
+                        DEMO_PASSWORD_KEY.format(login=key.removeprefix("console_"))
+                    )
+                }
+                for key in self.state.tokens
+                if key.startswith("console_")
+            },
             "services": {
                 spec.name: {
                     "url": self.service_url(spec),
@@ -326,7 +398,9 @@ class Stack:
             "postgres": {"url": self.pg.dsn(database=DATABASE), "data_dir": str(self.pg.pgdata)},
             "communities": [c.slug for c in demo.COMMUNITIES],
             "credentials": {
-                k: v for k, v in self.state.tokens.items() if not k.endswith("_service")
+                k: v
+                for k, v in self.state.tokens.items()
+                if not k.endswith("_service") and not k.startswith("console_")
             },
             "intake_api": f"{self.service_url(intake)}/v1/communities/{demo.COMMUNITIES[0].slug}",
             "partners_api": (
@@ -378,6 +452,10 @@ def _print_summary(info: dict[str, Any], root: Path) -> None:
     print(f"  {'nats':<14} {info['nats']['url']}   (user admin, see stack.json)")
     print(f"  {'postgres':<14} {info['postgres']['url']}")
     print(f"\n  demo operator token for {community}:\n    {token}\n")
+    print(f"  console: {info['console_url']}  (staff sign-in; passwords in stack.json)")
+    for login, account in info["console_staff"].items():
+        print(f"    {login:<24} {account['password']}")
+    print()
     print("  try:")
     print(f"    curl -s -H 'Authorization: Bearer {token}' \\\n      {info['intake_api']}/needs")
     print(f"\n  everything above, as JSON: {root / 'stack.json'}\n")

@@ -20,6 +20,7 @@ from linli.servicekit.consume import EventConsumer
 from linli.servicekit.db import Conn, service_migrations
 from linli.servicekit.http import create_http_app
 from linli.servicekit.runtime import ServiceRuntime
+from linli.servicekit.sealing import SecretBox
 
 from . import errors
 from .messages import api as messages_api
@@ -33,7 +34,6 @@ from .webhooks import consumer as webhooks_consumer
 from .webhooks import store as webhooks_store
 from .webhooks import stream
 from .webhooks.delivery import DeliveryWorker
-from .webhooks.sealing import SecretBox
 from .webhooks.service import WebhookService
 from .webhooks.ssrf import Resolver, system_resolver
 

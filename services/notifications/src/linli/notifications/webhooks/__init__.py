@@ -13,7 +13,7 @@
 * `delivery.py`: `DeliveryWorker`, on servicekit's `WakeLoop`: per-endpoint leases,
   signed POSTs, retries, disabling.
 * `ssrf.py`: the endpoint URL guard (at registration and at every connect).
-* `sealing.py`: `SecretBox`, Fernet-sealed secrets at rest.
+* Secrets at rest are sealed with servicekit's `sealing.SecretBox` (Fernet).
 
 The composition root wires it (`linli.notifications.app.wire_webhooks`).
 """

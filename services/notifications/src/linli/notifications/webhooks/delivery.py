@@ -47,11 +47,11 @@ from linli.notifications.settings import NotificationsSettings
 from linli.servicekit import metrics, outbox
 from linli.servicekit.clock import Clock
 from linli.servicekit.db import Conn
+from linli.servicekit.sealing import SecretBox
 from linli.servicekit.telemetry import current_traceparent, resumed_span
 from linli.servicekit.wake import WakeLoop
 
 from . import store
-from .sealing import SecretBox
 from .ssrf import Resolver, UnsafeUrl, check_endpoint, system_resolver
 
 log = logging.getLogger(__name__)

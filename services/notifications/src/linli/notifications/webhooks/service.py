@@ -23,9 +23,9 @@ from linli.notifications.errors import NotFound, Rejected
 from linli.notifications.settings import NotificationsSettings
 from linli.servicekit.auth import Principal
 from linli.servicekit.clock import Clock
+from linli.servicekit.sealing import SecretBox
 
 from . import store
-from .sealing import SecretBox
 from .ssrf import Resolver, UnsafeUrl, check_endpoint
 
 MANAGERS = (Role.SYSTEM, Role.ADMIN)

@@ -1,4 +1,4 @@
-"""Sealing webhook secrets at rest.
+"""Sealing secrets at rest (webhook secrets in notifications, service credentials in the console).
 
 Secrets are encrypted with Fernet (AES-128-CBC + HMAC-SHA256) under `LINLI_SECRETS_KEY`:
 a database dump then does not reveal them. Without a key (development only; production

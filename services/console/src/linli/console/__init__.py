@@ -1,0 +1,1 @@
+"""Linli staff console."""
