@@ -58,8 +58,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IMPORT_PATH = re.compile(r"^/v1/communities/[^/]+/imports/")
-"""Routes under this path take bodies up to `max_import_bytes` (http.BodyLimitMiddleware)."""
+IMPORT_PATH = re.compile(r"^(?:/v1/communities/[^/]+/imports/|/c/[^/]+/imports$)")
+"""Routes under this path take bodies up to `max_import_bytes` (http.BodyLimitMiddleware):
+the services' import routes, and the console's upload form (`/c/{community}/imports`)."""
 
 EXTERNAL_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$"
 ExternalRef = Annotated[

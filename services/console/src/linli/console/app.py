@@ -18,12 +18,14 @@ from linli.servicekit.db import service_migrations
 from linli.servicekit.http import create_http_app
 from linli.servicekit.runtime import ServiceRuntime
 
-from . import live, web
+from . import actions, live, web
 from .settings import ConsoleSettings
 
 __all__ = ["MIGRATIONS_PACKAGE", "ConsoleSettings", "build_app", "default_settings"]
 
 MIGRATIONS_PACKAGE = "linli.console"
+IMPORT_UPLOAD_KEEP_S = 3600.0
+"""An uploaded CSV file waits this long at most for its explicit import (ADR 0037)."""
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +64,12 @@ def build_app(settings: ConsoleSettings, *, span_processor: SpanProcessor | None
     # Idle sessions go; a session past its absolute expiry is refused and deleted on use.
     runtime.retention.keep("sessions", "last_seen_at", settings.session_idle_s)
     runtime.retention.keep("sign_in_failures", "window_start", settings.sign_in_window_s)
+    # A file uploaded for an import waits an hour at most for its explicit import.
+    runtime.retention.keep("import_uploads", "created_at", IMPORT_UPLOAD_KEEP_S)
     static = resources.files("linli.console").joinpath("static")
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     app.include_router(web.router)
     app.include_router(live.router)
+    app.include_router(actions.router)
     web.install_error_pages(app)
     return app

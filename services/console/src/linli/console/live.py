@@ -168,6 +168,7 @@ async def _panels(console: Console, session: Session, community: str) -> str:
         community=community,
         oob=True,
         staff=session.staff,
+        csrf=session.csrf_token,
     )
 
 

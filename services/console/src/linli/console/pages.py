@@ -8,7 +8,7 @@ too: the credential is scoped to the same communities).
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -111,6 +111,12 @@ class NeedPage:
     scheduled: dict[str, Any] | None
     resident: dict[str, Any] | None
     offers: list[dict[str, Any]]
+    escalations: list[dict[str, Any]] = field(default_factory=list)
+    """Scheduling's escalations of the need with their state and who did what."""
+    parties: list[dict[str, str]] = field(default_factory=list)
+    """Partners and volunteers of the community (community operators: the dispatch form)."""
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    """Scheduling's dispatches and re-offers of the need, with who."""
 
 
 async def need_page(up: Upstream, staff: Staff, community: str, need_id: str) -> NeedPage:
@@ -136,13 +142,29 @@ async def need_page(up: Upstream, staff: Staff, community: str, need_id: str) ->
         except UpstreamNotFound:
             resident = None
     names: dict[str, str] = {}
+    parties: list[dict[str, str]] = []
     assignments = (scheduled or {}).get("assignments") or []
-    if assignments:
+    if assignments or staff.sees_personal_data:
         partners = await up.get("partners", f"{base}/partners", token)
         names.update({str(p["id"]): p["name"] for p in partners["items"]})
+        parties += [
+            {"value": f"partner:{p['id']}", "kind": "partner", "name": p["name"]}
+            for p in partners["items"]
+        ]
         if staff.sees_personal_data:
             volunteers = await up.get("partners", f"{base}/volunteers", token)
             names.update({str(v["id"]): v["display_name"] for v in volunteers["items"]})
+            parties += [
+                {"value": f"volunteer:{v['id']}", "kind": "volunteer", "name": v["display_name"]}
+                for v in volunteers["items"]
+            ]
+    escalations = await asyncio.gather(
+        *(
+            up.get("scheduling", f"{base}/escalations/{e['id']}", token)
+            for e in (scheduled or {}).get("escalations") or []
+            if "id" in e
+        )
+    )
     offers = [
         {
             **a,
@@ -157,4 +179,13 @@ async def need_page(up: Upstream, staff: Staff, community: str, need_id: str) ->
         # text about a resident).
         need = {**need, "details": {}, "notes": None, "resident_id": None}
         need["timeline"] = [{**e, "note": None} for e in need.get("timeline") or []]
-    return NeedPage(need, scheduled, resident, offers)
+        escalations = [{**e, "note": None} for e in escalations]
+    return NeedPage(
+        need,
+        scheduled,
+        resident,
+        offers,
+        escalations=list(escalations),
+        parties=parties if staff.sees_personal_data else [],
+        actions=list((scheduled or {}).get("actions") or []),
+    )

@@ -198,3 +198,39 @@ async def session_alive(conn: Conn, id_sha256: bytes, idle_s: float) -> bool:
             idle_s,
         )
     )
+
+
+# --- CSV uploads between the dry run and the import -------------------------------------
+
+
+async def save_upload(
+    conn: Conn, session_sha256: bytes, community: str, kind: str, body: bytes
+) -> uuid.UUID:
+    upload_id = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO import_uploads (id, session_sha256, community, kind, body) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        upload_id,
+        session_sha256,
+        community,
+        kind,
+        body,
+    )
+    return upload_id
+
+
+async def upload(
+    conn: Conn, upload_id: uuid.UUID, session_sha256: bytes, community: str
+) -> asyncpg.Record | None:
+    """The session's own upload for this community (another session's is not found)."""
+    return await conn.fetchrow(
+        "SELECT id, kind, body FROM import_uploads "
+        "WHERE id = $1 AND session_sha256 = $2 AND community = $3",
+        upload_id,
+        session_sha256,
+        community,
+    )
+
+
+async def delete_upload(conn: Conn, upload_id: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM import_uploads WHERE id = $1", upload_id)

@@ -31,6 +31,24 @@ class UpstreamFailed(Exception):
         self.status = status
 
 
+class ServiceRefused(Exception):
+    """The service refused an action with a reason the staff member can act on (409,
+    413, 415, 422): the page shows it next to the form. `reasons` are the one error
+    shape's field reasons (`{field, code, message}`), empty for a sentence."""
+
+    def __init__(self, service: str, status: int, error: str, detail: Any) -> None:
+        super().__init__(f"{service} answered {status} {error}")
+        self.service = service
+        self.status = status
+        self.error = error
+        self.reasons: list[dict[str, str]] = detail if isinstance(detail, list) else []
+        self.sentence: str = detail if isinstance(detail, str) else ""
+
+
+REFUSALS = (409, 413, 415, 422)
+"""Answers to an action that are the staff member's to read, not a failure of the page."""
+
+
 @dataclass(frozen=True)
 class SseFrame:
     """One frame of notifications' community stream."""
@@ -84,6 +102,50 @@ class Upstream:
         if response.status_code == 404:
             raise UpstreamNotFound(path)
         if response.status_code != 200:
+            raise UpstreamFailed(service, response.status_code)
+        return response.json()
+
+    async def post(
+        self,
+        service: str,
+        path: str,
+        token: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        content_type: str | None = None,
+        params: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """POST an action; its JSON answer. `UpstreamNotFound` on 404, `ServiceRefused`
+        on 409/413/415/422 (with the service's reasons), `UpstreamFailed` otherwise."""
+        headers = {"Authorization": f"Bearer {token}"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        try:
+            response = await self.client.post(
+                self.bases[service] + path,
+                params={k: v for k, v in (params or {}).items() if v is not None},
+                headers=headers,
+                json=json,
+                content=content,
+            )
+        except httpx.HTTPError as exc:
+            raise UpstreamFailed(service, None) from exc
+        if response.status_code == 404:
+            raise UpstreamNotFound(path)
+        if response.status_code in REFUSALS:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {}
+            body = body if isinstance(body, dict) else {}
+            raise ServiceRefused(
+                service, response.status_code, str(body.get("error", "")), body.get("detail")
+            )
+        if response.status_code not in (200, 201):
             raise UpstreamFailed(service, response.status_code)
         return response.json()
 

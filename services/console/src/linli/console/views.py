@@ -13,6 +13,8 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from linli.contracts.events import EscalationOutcome
+
 OPEN_STATES = ("escalated", "submitted", "waiting", "offered", "assigned")
 """Open needs by state, in the order the page shows them (escalations first)."""
 
@@ -45,6 +47,9 @@ class NeedRow:
     attempts: int
     escalation_reason: str | None
     escalated_at: datetime | None
+    escalation_id: str | None = None
+    """The latest escalation still to be resolved (the live page's action forms)."""
+    escalation_state: str | None = None
 
     @property
     def short_id(self) -> str:
@@ -59,6 +64,8 @@ def need_row(scheduled: dict[str, Any] | None, submitted: dict[str, Any] | None)
         deadlines = [c for c in clocks if c is not None]
         escalations = scheduled.get("escalations") or []
         last = escalations[-1] if escalations else None
+        pending = [e for e in escalations if e.get("state", "open") != "resolved" and "id" in e]
+        acting = pending[-1] if pending else None
         return NeedRow(
             id=str(scheduled["id"]),
             kind=scheduled["kind"],
@@ -71,6 +78,8 @@ def need_row(scheduled: dict[str, Any] | None, submitted: dict[str, Any] | None)
             attempts=int(scheduled.get("attempts") or 0),
             escalation_reason=last["reason"] if last else None,
             escalated_at=parse_time(last["escalated_at"]) if last else None,
+            escalation_id=str(acting["id"]) if acting else None,
+            escalation_state=acting["state"] if acting else None,
         )
     assert submitted is not None
     return NeedRow(
@@ -211,3 +220,37 @@ def short_type(ce_type: str) -> str:
 
 def from_scheduling(ce_type: str) -> bool:
     return ce_type.startswith(SCHEDULING_EVENTS)
+
+
+OUTCOMES = tuple(o.value for o in EscalationOutcome)
+"""Scheduling's outcomes (the contract's `EscalationOutcome`), as the resolve form offers them."""
+
+IMPORT_KINDS = {
+    "residents": "intake",
+    "partners": "partners",
+    "volunteers": "partners",
+    "capacity": "partners",
+}
+"""CSV import kinds and the service that owns each (ADR 0035)."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a service gave for refusing an action, ready for the page: a
+    catalogue key when the code is known (`known`), else the service's sentence."""
+
+    field: str
+    code: str
+    message: str
+
+
+def problems(
+    status: int, error: str, reasons: list[dict[str, str]], sentence: str
+) -> list[Problem]:
+    """The reasons of a refusal (409/413/415/422), one per field, never input values."""
+    if reasons:
+        return [
+            Problem(str(r.get("field", "")), str(r.get("code", "")), str(r.get("message", "")))
+            for r in reasons
+        ]
+    return [Problem("", error or str(status), sentence)]

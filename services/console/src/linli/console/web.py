@@ -20,7 +20,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from linli.servicekit.sealing import SecretBox
 
-from . import accounts, pages, store
+from . import accounts, pages, store, views
 from .accounts import Session
 from .i18n import DEFAULT_LOCALE, LOCALES, translate
 from .settings import ConsoleSettings
@@ -48,6 +48,7 @@ def templates() -> Environment:
     )
     env.filters["iso"] = lambda value: value.isoformat() if value else ""
     env.filters["dt"] = lambda value: datetime.fromisoformat(value) if value else None
+    env.globals["outcomes"] = views.OUTCOMES
     return env
 
 
@@ -310,7 +311,14 @@ async def need_page(
     except ValueError as exc:
         raise pages.NotFound(need_id) from exc
     page = await pages.need_page(console.upstream, session.staff, community, need_id)
-    return console.render(request, "need.html", session=session, community=community, page=page)
+    return console.render(
+        request,
+        "need.html",
+        session=session,
+        community=community,
+        page=page,
+        idempotency_key=str(uuid.uuid4()),
+    )
 
 
 def install_error_pages(app: Any) -> None:
