@@ -6,6 +6,7 @@ the services' APIs and tables.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -109,6 +110,14 @@ async def test_escalation_and_need_actions_through_the_console(lifecycle: Any) -
         assert (await other.get(f"/c/{lc.home}/imports")).status_code == 404
         assert (await _escalation(lc, escalation_id))["state"] == "open"
         assert await lc.need_status(need_id) == "escalated"
+
+        # A refusal from the live page's forms is shown on the live page, by the form.
+        response = await home.submit(actions.testid("escalation-resolve"), outcome="other", note="")
+        assert response.status_code == 422
+        again = parse(response.text)
+        assert again.one("body").attrs["data-testid"] == "page-community"
+        shown = _errors(again.testid("panel-escalations"), f"escalation-{escalation_id}-resolve")
+        assert [e.attrs["data-code"] for e in shown] == ["value_error"]
 
         # Acknowledge from the live page: back to the live page.
         done = await home.submit(acknowledge)
@@ -224,6 +233,7 @@ async def test_escalation_and_need_actions_through_the_console(lifecycle: Any) -
 
 RESIDENTS = "external_ref,name,phone,address,compound,priority_group,consent_to_share_contact\n"
 CANARY = "ZZCANARY"
+FIRST = f"R-001,{CANARY}王秀兰,13800138001,致远小区 3号楼 401,致远小区,elderly_living_alone,true\n"
 
 
 async def test_csv_import_dry_run_then_import(lifecycle: Any) -> None:
@@ -247,6 +257,14 @@ async def test_csv_import_dry_run_then_import(lifecycle: Any) -> None:
         )
         assert refused.status_code == 403
         assert not overview.find_all(data_testid="imports-link")
+        # Nor act on escalations or needs (the console keeps personal data from them).
+        assert not overview.find_all(data_testid="escalation-actions")
+        for path in (
+            f"/c/{lc.home}/escalations/{uuid.uuid4()}/acknowledge",
+            f"/c/{lc.home}/needs/{uuid.uuid4()}/cancel",
+        ):
+            response = await street.post(path, {"csrf_token": token, "need_id": str(uuid.uuid4())})
+            assert response.status_code == 403, path
 
         # The community operator's form; a dry run of a file with a bad phone on line 3.
         live = await _page(home, f"/c/{lc.home}")
@@ -254,7 +272,7 @@ async def test_csv_import_dry_run_then_import(lifecycle: Any) -> None:
         form = (await _page(home, f"/c/{lc.home}/imports")).testid("import-form")
         bad = (
             RESIDENTS
-            + f"R-001,{CANARY}王秀兰,13800138001,致远小区 3号楼 401,致远小区,elderly_living_alone,true\n"
+            + FIRST
             + "R-002,李建国,not-a-phone,致远小区 5号楼 602,致远小区,disabled,false\n"
         )
         response = await home.submit(
@@ -275,7 +293,7 @@ async def test_csv_import_dry_run_then_import(lifecycle: Any) -> None:
         # the file waits server-side for the explicit import (its URL names only an id).
         clean = (
             RESIDENTS
-            + f"R-001,{CANARY}王秀兰,13800138001,致远小区 3号楼 401,致远小区,elderly_living_alone,true\n"
+            + FIRST
             + "R-002,李建国,13800138002,致远小区 5号楼 602,致远小区,disabled,false\n"
         )
         response = await home.submit(
@@ -288,7 +306,8 @@ async def test_csv_import_dry_run_then_import(lifecycle: Any) -> None:
         confirm = page.testid("import-confirm")
         action = confirm.attrs["action"]
         assert action.startswith(f"/c/{lc.home}/imports/")
-        assert CANARY not in action and "13800138001" not in action
+        assert CANARY not in action
+        assert "13800138001" not in action
         assert await lc.sql_value("intake", count, lc.home) == 0
         assert await lc.sql_value("console", "SELECT count(*) FROM import_uploads") == 1
 

@@ -220,3 +220,45 @@ def test_passwords_are_argon2id() -> None:
     assert check_password(hashed, "correct horse battery")
     assert not check_password(hashed, "wrong")
     assert not check_password("not a hash", "wrong")
+
+
+def test_a_refusal_becomes_field_reasons_or_one_sentence() -> None:
+    reasons = [{"field": "body.party", "code": "unknown_party", "message": "no capacity"}]
+    assert views.problems(422, "validation_failed", reasons, "") == [
+        views.Problem("body.party", "unknown_party", "no capacity")
+    ]
+    assert views.problems(409, "conflict", [], "resolved already") == [
+        views.Problem("", "conflict", "resolved already")
+    ]
+
+
+def test_a_row_names_the_escalation_still_to_resolve() -> None:
+    start = datetime(2026, 5, 4, 3, 0, tzinfo=UTC)
+    scheduled = {
+        "id": "n",
+        "kind": "meal_delivery",
+        "urgency": "routine",
+        "state": "escalated",
+        "window": {"earliest": start.isoformat(), "latest": start.isoformat()},
+        "sla_clocks": [],
+        "attempts": 1,
+        "escalations": [
+            {
+                "id": "e2",
+                "state": "assigned",
+                "reason": "no_taker",
+                "escalated_at": start.isoformat(),
+            },
+            {
+                "id": "e3",
+                "state": "resolved",
+                "reason": "no_capacity",
+                "escalated_at": start.isoformat(),
+            },
+        ],
+    }
+    row = views.need_row(scheduled, None)
+    assert (row.escalation_id, row.escalation_state) == ("e2", "assigned")
+    assert row.escalation_reason == "no_capacity"
+    resolved = {**scheduled, "escalations": scheduled["escalations"][1:]}
+    assert views.need_row(resolved, None).escalation_id is None
