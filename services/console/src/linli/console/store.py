@@ -236,7 +236,7 @@ async def fold_need(conn: Conn, need_id: uuid.UUID, community: str, **facts: Any
     params = ", ".join(f"${i}" for i in range(1, len(columns) + 3))
     updates = ", ".join(f"{c} = {_NEED_MERGE[c]}" for c in columns) or "need_id = n.need_id"
     await conn.execute(
-        f"INSERT INTO report_needs AS n ({names}) VALUES ({params}) "  # noqa: S608
+        f"INSERT INTO report_needs AS n ({names}) VALUES ({params}) "
         f"ON CONFLICT (need_id) DO UPDATE SET {updates} WHERE n.community = EXCLUDED.community",
         need_id,
         community,
