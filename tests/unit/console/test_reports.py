@@ -58,7 +58,7 @@ def test_months_are_local_and_malformed_ones_refused() -> None:
     assert end == datetime(2027, 1, 1, tzinfo=SHANGHAI)
     assert start.astimezone(UTC) == datetime(2026, 11, 30, 16, 0, tzinfo=UTC)
     for bad in ("2026-13", "2026-1", "26-01", "2026-00", "1999-01", "2026-01x"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="month"):
             reports.month_bounds(bad, SHANGHAI)
 
 

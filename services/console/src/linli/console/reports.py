@@ -50,7 +50,7 @@ def month_bounds(month: str, zone: ZoneInfo) -> tuple[datetime, datetime]:
     return start, end
 
 
-def status_of(need: Mapping[str, Any]) -> str:
+def status_of(need: Any) -> str:
     """Fulfilled, cancelled, failed, escalated, accepted or submitted: the first that holds."""
     if need["fulfilled_at"] is not None:
         return "fulfilled"
@@ -65,7 +65,7 @@ def status_of(need: Mapping[str, Any]) -> str:
     return "submitted"
 
 
-def _tiers(need: Mapping[str, Any], promises: Promises) -> list[tuple[str, datetime | None, bool]]:
+def _tiers(need: Any, promises: Promises) -> list[tuple[str, datetime | None, bool]]:
     """(tier, deadline, met-or-None-if-unmeasured) of the promises a need was made."""
     submitted: datetime = need["submitted_at"]
     found: list[tuple[str, datetime | None, bool]] = []
@@ -87,9 +87,7 @@ def _tiers(need: Mapping[str, Any], promises: Promises) -> list[tuple[str, datet
     return found
 
 
-def _sla(
-    needs: Iterable[Mapping[str, Any]], promises: Promises, now: datetime
-) -> list[dict[str, Any]]:
+def _sla(needs: Iterable[Any], promises: Promises, now: datetime) -> list[dict[str, Any]]:
     counts: dict[tuple[str, str], Counter[str]] = {}
     for need in needs:
         status = status_of(need)
@@ -127,7 +125,7 @@ def _counted(counter: Counter[tuple[str, ...]], names: Sequence[str]) -> list[di
 
 
 def build(
-    rows: Mapping[str, Sequence[Mapping[str, Any]]],
+    rows: Mapping[str, Sequence[Any]],
     *,
     month: str,
     scope: Mapping[str, str],
