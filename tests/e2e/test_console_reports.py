@@ -213,6 +213,9 @@ async def test_monthly_reports_per_community_and_street_office(lifecycle: Any) -
         assert len(rows) == expected_rows
 
         # --- the printable page, zh-CN by default ----------------------------------------
+        community_page = parse((await home.get(f"/c/{lc.home}")).text)
+        link = community_page.testid("report-link")
+        assert link.attrs["href"] == f"/c/{lc.home}/reports/{month}"
         response = await home.get(f"/c/{lc.home}/reports/{month}")
         assert response.status_code == 200
         page = parse(response.text)
@@ -260,6 +263,11 @@ async def test_monthly_reports_per_community_and_street_office(lifecycle: Any) -
         assert office["volunteers"] == report["volunteers"]
         assert office["partners"] == report["partners"]
         assert (await street.get(f"/s/jiedao/reports/{month}")).status_code == 200
+        # ...which also sees each of its communities' reports, and links to its own.
+        one = (await street.get(f"/c/{lc.home}/reports/{month}.json")).json()
+        assert one == report
+        link = parse((await street.get("/")).text).testid("report-link")
+        assert link.attrs["href"] == f"/s/jiedao/reports/{month}"
 
         # --- bad input and no session ----------------------------------------------------
         response = await home.get(f"/c/{lc.home}/reports/2026-13.json")
