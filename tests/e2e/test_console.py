@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from harness.browser import Browser
+from harness.console import Browser, console_url
 from harness.html import Element, parse
 from harness.intake import meal_need
 from harness.lifecycle import Lifecycle
@@ -21,10 +21,6 @@ from harness.lifecycle import Lifecycle
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 PASSWORD = "correct horse battery"
-
-
-def console_url(lc: Lifecycle) -> str:
-    return lc.services["console"].url
 
 
 async def test_sign_in_sessions_csrf_and_rate_limit(lifecycle: Any) -> None:

@@ -270,9 +270,14 @@ def _services(
             ordered_reads=(events_stream,),
             advisories_stream=advisories,
         ),
-        # The console publishes nothing and consumes nothing yet (it reads the services'
-        # HTTP APIs and relays notifications' SSE stream); it watches the revocations.
-        ServiceAccess("console", ()),
+        # The console publishes nothing; it folds events into the reports' read model
+        # (ADR 0038), reads the services' HTTP APIs and relays notifications' SSE stream.
+        ServiceAccess(
+            "console",
+            (),
+            durables=((events_stream, "console-reports"),),
+            advisories_stream=advisories,
+        ),
     ]
 
 

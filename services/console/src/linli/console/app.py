@@ -1,7 +1,8 @@
 """Composition root: `build_app(settings)` wires everything; nothing runs at import.
 
-The console consumes no events yet and publishes none: it reads the services' HTTP
-APIs and relays notifications' community stream (ADR 0033, ADR 0036). It runs on
+The console publishes no events: it reads the services' HTTP APIs, relays
+notifications' community stream (ADR 0033, ADR 0036), and folds events into the
+reports' read model with the durable `console-reports` (ADR 0038). It runs on
 servicekit's runtime for its schema, migrations, health, metrics and telemetry.
 """
 
@@ -18,7 +19,7 @@ from linli.servicekit.db import service_migrations
 from linli.servicekit.http import create_http_app
 from linli.servicekit.runtime import ServiceRuntime
 
-from . import actions, live, web
+from . import actions, live, readmodel, web
 from .settings import ConsoleSettings
 
 __all__ = ["MIGRATIONS_PACKAGE", "ConsoleSettings", "build_app", "default_settings"]
@@ -59,6 +60,7 @@ def build_app(settings: ConsoleSettings, *, span_processor: SpanProcessor | None
     async def stop(_runtime: ServiceRuntime) -> None:
         await console.upstream.stop()
 
+    runtime.consume(readmodel.subscriptions())
     runtime.on_start.append(start)
     runtime.on_stop.append(stop)
     # Idle sessions go; a session past its absolute expiry is refused and deleted on use.

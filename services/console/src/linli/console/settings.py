@@ -57,7 +57,16 @@ class ConsoleSettings(ServiceSettings):
         description="After an event from partners, panels are read once more this much later "
         "(scheduling and intake apply it a moment after it is on the stream).",
     )
-    timezone: str = Field(default="Asia/Shanghai", description="Local day of the meal round.")
+    timezone: str = Field(
+        default="Asia/Shanghai", description="Local day of the meal round; reports' months."
+    )
+    report_meal_minutes: int = Field(
+        default=30,
+        ge=0,
+        le=600,
+        description="Minutes a volunteer's meal delivery counts for in reports (meal events "
+        "carry no start time, so these hours are approximated; ADR 0038).",
+    )
     cookie_secure: bool | None = Field(
         default=None,
         description="Secure flag on the session cookie; unset: on outside development.",

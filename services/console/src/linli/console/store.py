@@ -1,4 +1,5 @@
-"""All SQL of the console: staff, street offices, sessions, sign-in failures."""
+"""All SQL of the console: staff, street offices, sessions, sign-in failures, and the
+reports' read model (ADR 0038)."""
 
 from __future__ import annotations
 
@@ -234,3 +235,203 @@ async def upload(
 
 async def delete_upload(conn: Conn, upload_id: uuid.UUID) -> None:
     await conn.execute("DELETE FROM import_uploads WHERE id = $1", upload_id)
+# --- the reports' read model (ADR 0038) ------------------------------------------------
+
+# How each column of `report_needs` takes a new value: facts of the need keep the first
+# value, times keep the earliest one (events can overtake each other after a redelivery).
+_NEED_MERGE = {
+    "kind": "coalesce(n.kind, EXCLUDED.kind)",
+    "urgency": "coalesce(n.urgency, EXCLUDED.urgency)",
+    "priority_group": "coalesce(n.priority_group, EXCLUDED.priority_group)",
+    "window_earliest": "coalesce(n.window_earliest, EXCLUDED.window_earliest)",
+    "window_latest": "coalesce(n.window_latest, EXCLUDED.window_latest)",
+    "submitted_at": "least(n.submitted_at, EXCLUDED.submitted_at)",
+    "accepted_at": "least(n.accepted_at, EXCLUDED.accepted_at)",
+    "arrived_at": "least(n.arrived_at, EXCLUDED.arrived_at)",
+    "fulfilled_at": "least(n.fulfilled_at, EXCLUDED.fulfilled_at)",
+    "fulfilled_by_kind": "coalesce(n.fulfilled_by_kind, EXCLUDED.fulfilled_by_kind)",
+    "fulfilled_by_id": "coalesce(n.fulfilled_by_id, EXCLUDED.fulfilled_by_id)",
+    "failed_at": "least(n.failed_at, EXCLUDED.failed_at)",
+    "cancelled_at": "least(n.cancelled_at, EXCLUDED.cancelled_at)",
+    "escalated_at": "least(n.escalated_at, EXCLUDED.escalated_at)",
+}
+
+
+async def fold_need(conn: Conn, need_id: uuid.UUID, community: str, **facts: Any) -> None:
+    """Merge facts into a need's row (created by whichever event comes first). A row
+    belongs to the community it was created in: an event of another community naming
+    the same need changes nothing."""
+    unknown = set(facts) - set(_NEED_MERGE)
+    if unknown:
+        raise ValueError(f"report_needs has no columns {sorted(unknown)}")
+    columns = list(facts)
+    # Column names come from _NEED_MERGE only; every value is a parameter.
+    names = ", ".join(["need_id", "community", *columns])
+    params = ", ".join(f"${i}" for i in range(1, len(columns) + 3))
+    updates = ", ".join(f"{c} = {_NEED_MERGE[c]}" for c in columns) or "need_id = n.need_id"
+    await conn.execute(
+        f"INSERT INTO report_needs AS n ({names}) VALUES ({params}) "
+        f"ON CONFLICT (need_id) DO UPDATE SET {updates} WHERE n.community = EXCLUDED.community",
+        need_id,
+        community,
+        *facts.values(),
+    )
+
+
+async def add_report_escalation(
+    conn: Conn, event_id: str, community: str, need_id: uuid.UUID, reason: str, at: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO report_escalations (event_id, community, need_id, reason, escalated_at) "
+        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        event_id,
+        community,
+        need_id,
+        reason,
+        at,
+    )
+
+
+async def add_report_resolution(
+    conn: Conn,
+    escalation_id: uuid.UUID,
+    community: str,
+    need_id: uuid.UUID,
+    reason: str,
+    outcome: str,
+    at: datetime,
+) -> None:
+    await conn.execute(
+        "INSERT INTO report_resolutions "
+        "(escalation_id, community, need_id, reason, outcome, resolved_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        escalation_id,
+        community,
+        need_id,
+        reason,
+        outcome,
+        at,
+    )
+
+
+async def add_report_failure(
+    conn: Conn,
+    event_id: str,
+    community: str,
+    need_id: uuid.UUID,
+    party_kind: str,
+    reason: str,
+    at: datetime,
+) -> None:
+    await conn.execute(
+        "INSERT INTO report_failures (event_id, community, need_id, party_kind, reason, "
+        "failed_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        event_id,
+        community,
+        need_id,
+        party_kind,
+        reason,
+        at,
+    )
+
+
+async def add_report_work(
+    conn: Conn,
+    event_id: str,
+    community: str,
+    need_id: uuid.UUID,
+    kind: str,
+    party: tuple[str, uuid.UUID],
+    started_at: datetime | None,
+    ended_at: datetime,
+) -> None:
+    await conn.execute(
+        "INSERT INTO report_work (event_id, community, need_id, kind, party_kind, party_id, "
+        "started_at, ended_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        event_id,
+        community,
+        need_id,
+        kind,
+        party[0],
+        party[1],
+        started_at,
+        ended_at,
+    )
+
+
+async def add_report_points(
+    conn: Conn, event_id: str, community: str, volunteer_id: uuid.UUID, points: int, at: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO report_points (event_id, community, volunteer_id, points, at) "
+        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        event_id,
+        community,
+        volunteer_id,
+        points,
+        at,
+    )
+
+
+async def street_office(conn: Conn, slug: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT slug, name, communities FROM street_offices WHERE slug = $1", slug
+    )
+
+
+async def report_rows(
+    conn: Conn, communities: list[str], start: datetime, end: datetime
+) -> dict[str, list[asyncpg.Record]]:
+    """Everything a month's report is computed from, for these communities: needs
+    submitted in the month; escalations raised in it (with the first resolution of the
+    same need and reason after them); failures, work and points dated in it."""
+    needs = await conn.fetch(
+        "SELECT need_id, community, kind, urgency, priority_group, window_earliest, "
+        "window_latest, submitted_at, accepted_at, arrived_at, fulfilled_at, "
+        "fulfilled_by_kind, fulfilled_by_id, failed_at, cancelled_at, escalated_at "
+        "FROM report_needs WHERE community = ANY($1::text[]) "
+        "AND submitted_at >= $2 AND submitted_at < $3",
+        communities,
+        start,
+        end,
+    )
+    escalations = await conn.fetch(
+        "SELECT e.need_id, e.reason, n.kind, r.outcome FROM report_escalations e "
+        "LEFT JOIN report_needs n ON n.need_id = e.need_id AND n.community = e.community "
+        "LEFT JOIN LATERAL (SELECT outcome FROM report_resolutions r "
+        "  WHERE r.need_id = e.need_id AND r.reason = e.reason AND r.community = e.community "
+        "  AND r.resolved_at >= e.escalated_at ORDER BY r.resolved_at LIMIT 1) r ON true "
+        "WHERE e.community = ANY($1::text[]) AND e.escalated_at >= $2 AND e.escalated_at < $3",
+        communities,
+        start,
+        end,
+    )
+    failures = await conn.fetch(
+        "SELECT f.reason, f.party_kind, n.kind FROM report_failures f "
+        "LEFT JOIN report_needs n ON n.need_id = f.need_id AND n.community = f.community "
+        "WHERE f.community = ANY($1::text[]) AND f.failed_at >= $2 AND f.failed_at < $3",
+        communities,
+        start,
+        end,
+    )
+    work = await conn.fetch(
+        "SELECT kind, party_kind, party_id, started_at, ended_at FROM report_work "
+        "WHERE community = ANY($1::text[]) AND ended_at >= $2 AND ended_at < $3",
+        communities,
+        start,
+        end,
+    )
+    points = await conn.fetch(
+        "SELECT volunteer_id, points FROM report_points "
+        "WHERE community = ANY($1::text[]) AND at >= $2 AND at < $3",
+        communities,
+        start,
+        end,
+    )
+    return {
+        "needs": needs,
+        "escalations": escalations,
+        "failures": failures,
+        "work": work,
+        "points": points,
+    }

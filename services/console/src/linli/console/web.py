@@ -1,4 +1,5 @@
-"""The console's pages: sign-in and sessions, the live community page, a need's page.
+"""The console's pages: sign-in and sessions, the live community page, a need's page,
+the monthly reports (JSON, CSV, printable; ADR 0038).
 
 Sessions are server-side (`accounts.py`); the cookie is HttpOnly, SameSite=Strict, Path=/
 and Secure outside development. Every POST carries the session's CSRF token (the sign-in
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -18,10 +19,11 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from linli.servicekit.errors import JSONBody, error_response
 from linli.servicekit.sealing import SecretBox
 
-from . import accounts, pages, store, views
-from .accounts import Session
+from . import accounts, pages, reports, store, views
+from .accounts import Session, StaffRole
 from .i18n import DEFAULT_LOCALE, LOCALES, translate
 from .settings import ConsoleSettings
 from .upstream import Upstream, UpstreamFailed
@@ -92,6 +94,7 @@ class Console:
             csrf=session.csrf_token if session else "",
             zone=self.zone,
             path=request.url.path,
+            this_month=datetime.now(self.zone).strftime("%Y-%m"),
             **context,
         )
         response = HTMLResponse(html, status_code=status)
@@ -318,6 +321,105 @@ async def need_page(
         community=community,
         page=page,
         idempotency_key=str(uuid.uuid4()),
+    )
+
+
+# --- reports (ADR 0038) -------------------------------------------------------------------
+
+REPORT_FORMATS = ("", ".json", ".csv")
+
+
+def _split_report_name(name: str) -> tuple[str, str]:
+    """`2026-11`, `2026-11.json` or `2026-11.csv` → (month, format); NotFound otherwise."""
+    for fmt in (".json", ".csv"):
+        if name.endswith(fmt):
+            return name[: -len(fmt)], fmt
+    if "." in name:
+        raise pages.NotFound(name)
+    return name, ""
+
+
+async def _report(
+    request: Request,
+    console: Console,
+    session: Session | None,
+    name: str,
+    scope: dict[str, str],
+    communities: list[str] | None,
+) -> Response:
+    """One month's report of `communities` (None: the account may not see this scope)."""
+    month, fmt = _split_report_name(name)
+    if session is None:
+        if fmt:
+            return error_response(401, "unauthenticated", "sign in to the console first")
+        return to_sign_in()
+    if communities is None:
+        if fmt:
+            return error_response(404, "not_found", "no such report")
+        raise pages.NotFound(name)
+    try:
+        start, end = reports.month_bounds(month, console.zone)
+    except ValueError as exc:
+        detail = [{"field": "month", "message": str(exc), "code": "malformed"}]
+        if fmt:
+            return error_response(422, "validation_failed", detail)
+        return console.render(
+            request, "error.html", session=session, status=422, message="report.bad_month"
+        )
+    async with console.runtime.pool.acquire() as conn:
+        rows = await store.report_rows(conn, communities, start, end)
+    report = reports.build(
+        rows,
+        month=month,
+        scope=scope,
+        communities=communities,
+        timezone=console.settings.timezone,
+        now=datetime.now(UTC),
+        meal_minutes=console.settings.report_meal_minutes,
+    )
+    slug = "-".join(f"{k}-{v}" for k, v in scope.items())
+    if fmt == ".json":
+        response: Response = JSONBody(report)
+    elif fmt == ".csv":
+        response = Response(
+            reports.to_csv(report),
+            media_type="text/csv; charset=utf-8",
+            headers={
+                "Content-Disposition": f'attachment; filename="linli-report-{slug}-{month}.csv"'
+            },
+        )
+    else:
+        base = request.url.path
+        response = console.render(request, "report.html", session=session, report=report, base=base)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@router.get("/c/{community}/reports/{name}")
+async def community_report(
+    request: Request, community: str, name: str, console: ConsoleDep, session: SessionDep
+) -> Response:
+    """A community's month: its operators, and the street office it belongs to."""
+    held = session is not None and session.staff.holds(community)
+    return await _report(
+        request, console, session, name, {"community": community}, [community] if held else None
+    )
+
+
+@router.get("/s/{street_office}/reports/{name}")
+async def street_office_report(
+    request: Request, street_office: str, name: str, console: ConsoleDep, session: SessionDep
+) -> Response:
+    """A street office's month: the sum of its communities, for its own staff only."""
+    staff = session.staff if session is not None else None
+    mine = (
+        staff is not None
+        and staff.role is StaffRole.STREET_OFFICE
+        and staff.street_office == street_office
+    )
+    communities = list(staff.communities) if mine and staff is not None else None
+    return await _report(
+        request, console, session, name, {"street_office": street_office}, communities
     )
 
 
