@@ -235,6 +235,8 @@ async def upload(
 
 async def delete_upload(conn: Conn, upload_id: uuid.UUID) -> None:
     await conn.execute("DELETE FROM import_uploads WHERE id = $1", upload_id)
+
+
 # --- the reports' read model (ADR 0038) ------------------------------------------------
 
 # How each column of `report_needs` takes a new value: facts of the need keep the first
