@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.harness.communities import credentials, party, seed_community, snapshot, templates
+from tests.harness.communities import attacker, seed_community, snapshot, templates
 from tests.harness.lifecycle import Lifecycle, window
 from tests.harness.names import Names
 from tests.harness.notifications import receiver
@@ -189,18 +189,7 @@ async def cross_community(lc: Lifecycle, examples: int = 8) -> dict[str, Any]:
     (schemathesis; docs/adr/0032); B is seeded now, through the APIs, on the drained
     system. Counted: 2xx answers, answers holding B's canary, and a change in what B's
     own credentials read."""
-    a = await credentials(lc, lc.home, operator=lc.operator_token)
-    await party(lc, a, "volunteer", {"display_name": "A volunteer", "skills": ["meal_delivery"]})
-    await party(
-        lc,
-        a,
-        "partner",
-        {
-            "name": "A canteen",
-            "kind": "canteen",
-            "services": [{"name": "lunch", "need_kind": "meal_delivery", "cost_option": "free"}],
-        },
-    )
+    a = await attacker(lc)
     b = await seed_community(lc, lc.other)
     # B's own events may still be in flight: the baseline is what B reads once two reads
     # a second apart agree (bounded).

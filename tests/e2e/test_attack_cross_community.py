@@ -24,14 +24,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from harness.communities import (
-    Community,
-    credentials,
-    party,
-    seed_community,
-    snapshot,
-    templates,
-)
+from harness.communities import Community, attacker, seed_community, snapshot, templates
 from harness.intake import meal_need
 from harness.lifecycle import Lifecycle, now_iso
 
@@ -51,18 +44,7 @@ FLOOR = 20
 
 async def test_community_a_credentials_get_no_2xx_on_community_b_ids(lifecycle) -> None:
     lc: Lifecycle = await lifecycle(notifications=True)
-    a = await credentials(lc, lc.home, operator=lc.operator_token)
-    await party(lc, a, "volunteer", {"display_name": "A volunteer", "skills": ["meal_delivery"]})
-    await party(
-        lc,
-        a,
-        "partner",
-        {
-            "name": "A canteen",
-            "kind": "canteen",
-            "services": [{"name": "lunch", "need_kind": "meal_delivery", "cost_option": "free"}],
-        },
-    )
+    a = await attacker(lc)
     b = await seed_community(lc, lc.other)
     before = await snapshot(lc, b)
     bases = {name: svc.url for name, svc in lc.services.items()}

@@ -352,3 +352,21 @@ def templates(world: Community) -> dict[str, list[Any]]:
         # Everything recorded for the endpoint (an event id is the generated cases' job).
         "notifications POST /v1/subscriptions/{sub_id}/replay": [{"since": "2000-01-01T00:00:00Z"}],
     }
+
+
+async def attacker(lc: Lifecycle) -> Community:
+    """Community A as the cross-community attack uses it: its operator, system and admin
+    credentials, and a volunteer and a partner of its own with theirs."""
+    a = await credentials(lc, lc.home, operator=lc.operator_token)
+    await party(lc, a, "volunteer", {"display_name": "A volunteer", "skills": ["meal_delivery"]})
+    await party(
+        lc,
+        a,
+        "partner",
+        {
+            "name": "A canteen",
+            "kind": "canteen",
+            "services": [{"name": "lunch", "need_kind": "meal_delivery", "cost_option": "free"}],
+        },
+    )
+    return a

@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import nats
 import pytest
 from harness.names import Names
-from nats.aio.client import Client as NatsClient
+from harness.natsclient import Client, connect_as
 from nats.aio.msg import Msg
 
 from linli.contracts.subjects import ingress_subject
@@ -30,49 +29,11 @@ pytestmark = pytest.mark.integration
 DENIED_WAIT = 0.5  # how long a refused request waits for a reply that cannot come
 
 
-@dataclass
-class Connection:
-    """A NATS client that keeps what the server reported through error_cb."""
-
-    nc: NatsClient
-    errors: list[Exception] = field(default_factory=list)
-
-    async def violations(self, subject: str, timeout: float = 2.0) -> list[str]:
-        """The permission violations the server reported for `subject`."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            # nats-py lower-cases the server's -ERR text.
-            found = [
-                str(e)
-                for e in self.errors
-                if "permissions violation" in str(e).lower() and subject.lower() in str(e).lower()
-            ]
-            if found or loop.time() > deadline:
-                return found
-            await asyncio.sleep(0.02)
-
-
 @contextlib.asynccontextmanager
-async def connect(server: NatsServer, user: NatsUser, **options: Any) -> AsyncIterator[Connection]:
-    errors: list[Exception] = []
-
-    async def on_error(exc: Exception) -> None:
-        errors.append(exc)
-
-    nc = await nats.connect(
-        server.url,
-        user=user.name,
-        password=user.password,
-        error_cb=on_error,
-        allow_reconnect=False,
-        **options,
-    )
-    conn = Connection(nc, errors)
-    try:
-        yield conn
-    finally:
-        await conn.nc.close()
+async def connect(server: NatsServer, user: NatsUser, **options: Any) -> AsyncIterator[Client]:
+    assert isinstance(user.password, str)
+    async with connect_as(server.url, user.name, user.password, **options) as client:
+        yield client
 
 
 def submit_subject(community: str) -> str:
