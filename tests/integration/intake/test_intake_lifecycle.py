@@ -15,6 +15,7 @@ from harness.intake import meal_need, publish_event, resident_body
 from linli.contracts.events import (
     AssignmentOffered,
     MealDelivered,
+    NeedEscalated,
     NeedFulfilled,
     PartnerDeclined,
     PartyRef,
@@ -257,3 +258,64 @@ async def test_an_acceptance_scheduling_never_honoured_makes_nobody_the_assignee
         headers=await service_token(intake),
     )
     assert got.status_code == 404
+
+
+async def test_a_late_offer_does_not_undo_a_later_escalation(intake) -> None:
+    """Found by the short `make faults` run: a consumer replica paused beyond ack_wait
+    handled an `assignment.offered` after the `need.escalated` that followed it, and
+    intake moved the need back to `offered` for ever while scheduling had escalated it.
+    An offer older than the escalation changes no status; a newer one (scheduling offers
+    again) still does."""
+    need = await submitted(intake)
+    need_id = uuid.UUID(need["id"])
+    home = intake.world.home
+    offered_at = datetime.now(UTC)
+    escalated_at = offered_at + timedelta(seconds=30)
+
+    def offer(at: datetime) -> AssignmentOffered:
+        return AssignmentOffered(
+            assignment_id=uuid.uuid4(),
+            need_id=need_id,
+            slot_id=uuid.uuid4(),
+            offered_to=PartyRef(kind="volunteer", id=uuid.uuid4()),
+            kind="meal_delivery",
+            urgency="routine",
+            window=need["window"],
+            details=need["details"],
+            compound=None,
+            offered_at=at,
+            expires_at=at + timedelta(minutes=30),
+        )
+
+    await publish_event(
+        intake.js,
+        NeedEscalated(need_id=need_id, reason="no_taker", escalated_at=escalated_at),
+        home,
+        time=escalated_at,
+    )
+    assert (await status_of(intake, need["id"], "escalated"))["status"] == "escalated"
+
+    late = offer(offered_at)
+    await publish_event(intake.js, late, home, time=offered_at)
+    party = f"volunteer:{late.offered_to.id}"
+    body = await timeline_has(intake, need["id"], party)
+    assert body["status"] == "escalated", body["timeline"]
+
+    newer_at = escalated_at + timedelta(seconds=5)
+    await publish_event(intake.js, offer(newer_at), home, time=newer_at)
+    assert (await status_of(intake, need["id"], "offered"))["status"] == "offered"
+
+
+async def timeline_has(intake, need_id: str, text: str, timeout: float = 10.0) -> dict:
+    """The need once a timeline entry mentions `text` (the event was handled)."""
+    world = intake.world
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        got = await intake.http.get(
+            f"/v1/communities/{world.home}/needs/{need_id}", headers=world.auth()
+        )
+        body: dict = got.json()
+        if any(text in (t["note"] or "") for t in body["timeline"]) or loop.time() > deadline:
+            return body
+        await asyncio.sleep(0.1)

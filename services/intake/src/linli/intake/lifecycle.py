@@ -3,7 +3,8 @@
 Events may arrive out of order (several relays, redeliveries), so a status only moves
 forward: a late `assignment.offered` never undoes `assigned`, and nothing undoes
 `fulfilled` or `cancelled`. `escalated` is not final: a helper may still accept, or
-scheduling may offer again. `failed` moves only to `escalated` (a welfare check) or a
+scheduling may offer again (an offer made after the escalation; one made before it and
+delivered late leaves the need escalated). `failed` moves only to `escalated` (a welfare check) or a
 final status, as scheduling never offers a failed need again.
 """
 
@@ -199,8 +200,12 @@ def _staff_step(data: Any) -> Step | None:
     return None
 
 
-def next_status(current: str, proposed: str | None) -> str:
-    """The status after an event proposing `proposed` reaches a need in `current`."""
+def next_status(current: str, proposed: str | None, *, older: bool = False) -> str:
+    """The status after an event proposing `proposed` reaches a need in `current`.
+
+    `older`: the event happened before the one that last moved the need. An escalation
+    undone only by a newer reservation or offer (scheduling matching again): an older one
+    that arrives late (a redelivery after a paused consumer) changes nothing."""
     if proposed is None or current in FINAL:
         return current
     if proposed in FINAL or proposed in ("escalated", "failed"):
@@ -210,7 +215,7 @@ def next_status(current: str, proposed: str | None) -> str:
         # check) or a final status follows.
         return current
     if current == "escalated":
-        return proposed
+        return current if older and proposed in ("scheduled", "offered") else proposed
     if _PROGRESS.get(proposed, 0) > _PROGRESS.get(current, 0):
         return proposed
     return current

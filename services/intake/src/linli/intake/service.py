@@ -336,7 +336,8 @@ async def follow_lifecycle(conn: Conn, event: CloudEvent[Any], data: Any, *, clo
             conn, step.need_id, row["status"], step.actor, "late answer to a closed offer"
         )
         return True
-    status = lifecycle.next_status(row["status"], step.status)
+    older = row["status_at"] is not None and at < row["status_at"]
+    status = lifecycle.next_status(row["status"], step.status, older=older)
     assignee = None
     if step.assignee is not None and status == "assigned":
         assignee = (step.assignee[0], step.assignee[1])
@@ -349,6 +350,7 @@ async def follow_lifecycle(conn: Conn, event: CloudEvent[Any], data: Any, *, clo
         step.assignment_id if assignee else None,
         timeline=(step.status or row["status"], step.actor, step.note),
         actor_label=step.actor_label,
+        asserts_status=step.status is not None and status == step.status,
     )
     return True
 

@@ -357,7 +357,7 @@ def details_of(row: asyncpg.Record) -> dict[str, Any]:
 async def need_state(conn: Conn, community: str, need_id: uuid.UUID) -> asyncpg.Record | None:
     """Status and assignee of a need, locked for the lifecycle update."""
     return await conn.fetchrow(
-        "SELECT id, status, assignee_kind, assignee_id, assignment_id FROM needs "
+        "SELECT id, status, status_at, assignee_kind, assignee_id, assignment_id FROM needs "
         "WHERE community = $1 AND id = $2 FOR UPDATE",
         community,
         need_id,
@@ -374,11 +374,17 @@ async def update_need_progress(
     *,
     timeline: tuple[str, str, str | None],
     actor_label: str | None = None,
+    asserts_status: bool = False,
 ) -> None:
     """Move a need's status (and assignee) and add its timeline entry (status, actor,
-    note), in one statement."""
+    note), in one statement. `asserts_status`: the event set or confirmed the status."""
     await conn.execute(
-        "WITH moved AS (UPDATE needs SET status = $2, updated_at = $3, "
+        "WITH moved AS (UPDATE needs SET updated_at = $3, "
+        # status_at: when the newest event that set or confirmed the status happened
+        # (not when it arrived), so a late, older one can be told apart.
+        "status_at = CASE WHEN $11 THEN GREATEST(COALESCE(status_at, $3), $3) "
+        "ELSE status_at END, "
+        "status = $2, "
         "assignee_kind = COALESCE($4, assignee_kind), assignee_id = COALESCE($5, assignee_id), "
         "assignment_id = COALESCE($6, assignment_id) WHERE id = $1) "
         "INSERT INTO need_timeline (need_id, status, actor, note, actor_label) "
@@ -391,6 +397,7 @@ async def update_need_progress(
         assignment_id,
         *timeline,
         actor_label,
+        asserts_status,
     )
 
 
