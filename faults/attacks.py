@@ -284,8 +284,14 @@ async def repair_with_canaries(
     offer = await lc.wait_offer(token, str(need["id"]), timeout=timeout_s)
     assignment = str(offer["assignment_id"])
     lc.ok(await lc.answer(token, assignment, "accept"), 200)
-    view = await lc.offer(token, assignment)
-    probe.contact_shown = canaries.marker in json.dumps(view.json(), ensure_ascii=False)
+    # The contact comes from intake once intake has the acceptance (an event away): ask
+    # until it is there (bounded).
+    for _ in range(int(timeout_s * 2)):
+        view = await lc.offer(token, assignment)
+        probe.contact_shown = canaries.marker in json.dumps(view.json(), ensure_ascii=False)
+        if probe.contact_shown:
+            break
+        await asyncio.sleep(0.5)
     arrived = datetime.now(UTC) - timedelta(minutes=2)
     report = {
         "outcome": "repair_completed",

@@ -50,7 +50,10 @@ def test_required_zero(result: dict, invariant: str) -> None:
 
 
 @pytest.mark.timeout(420)
-@pytest.mark.parametrize("attack", ["canaries_leaked", "nats_outside_permissions", "ssrf_reached"])
+@pytest.mark.parametrize(
+    "attack",
+    ["cross_community_2xx", "canaries_leaked", "nats_outside_permissions", "ssrf_reached"],
+)
 def test_attack_found_nothing(result: dict, attack: str) -> None:
     found = result["attacks"][attack]
     assert found["count"] == 0, found["examples"]
