@@ -172,7 +172,7 @@ async def test_monthly_reports_per_community_and_street_office(lifecycle: Any) -
              "count": 1},
         ]  # fmt: skip
         assert report["partners"] == [
-            {"partner_id": canteen, "kind": "meal_delivery", "delivered": 1, "cost_option": None}
+            {"partner_id": canteen, "kind": "meal_delivery", "delivered": 1, "cost_option": "free"}
         ]
         assert report["volunteers"] == {
             "active": 1,
@@ -204,7 +204,7 @@ async def test_monthly_reports_per_community_and_street_office(lifecycle: Any) -
         assert figures[("sla", "meal_delivery", "meal_in_window", "", "missed")] == 1
         key = ("escalations", "meal_delivery", "welfare_check", "resident_well", "count")
         assert figures[key] == 1
-        assert figures[("partners", "meal_delivery", canteen, "", "delivered")] == 1
+        assert figures[("partners", "meal_delivery", canteen, "free", "delivered")] == 1
         assert figures[("volunteers", "", "", "", "minutes_measured")] == 45
         expected_rows = (
             len(report["needs"]) + 4 * len(report["sla"]) + len(report["failed_deliveries"])

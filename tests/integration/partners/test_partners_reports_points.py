@@ -14,6 +14,7 @@ from harness.names import Names
 from harness.partners import (
     drop_world,
     emitted,
+    partner,
     partners_settings,
     prepare_world,
     volunteer,
@@ -74,6 +75,7 @@ async def test_meal_delivered_earns_points_once(partners) -> None:
     assert str(meal.assignment_id) == aid
     assert meal.handed_to.value == "neighbour"
     assert meal.hot_on_arrival is True
+    assert meal.cost_option is None  # a volunteer serves free: no partner's price to report
     points = parse_data(next(e for e in events if "points" in e.type), PointsAwarded)
     assert (points.points, points.balance_after, str(points.volunteer_id)) == (10, 10, vid)
     # The neighbour's name is proof kept in partners, not broadcast.
@@ -93,6 +95,32 @@ async def test_meal_delivered_earns_points_once(partners) -> None:
         == -10
     )
     assert (await partners.http.get("/v1/me/points", headers=me)).json()["balance"] == 10
+
+
+async def test_a_partners_completion_says_what_the_resident_paid(partners) -> None:
+    """The monthly reports count free and low-cost work per partner (issue #11): the
+    completion event carries the cost option the partner registered for that kind, the
+    cheapest when it registered several."""
+    pid = await partners.new_partner(
+        services=[
+            {"name": "lunch, paid", "need_kind": "meal_delivery", "cost_option": "paid"},
+            {"name": "lunch, subsidised", "need_kind": "meal_delivery", "cost_option": "low_cost"},
+            {"name": "repairs", "need_kind": "repair", "cost_option": "paid"},
+        ]
+    )
+    me = await partners.partner_token("canteen", pid)
+    offer = await partners.offer(partner(pid))
+    aid = str(offer.assignment_id)
+    accept = await partners.http.post(f"/v1/me/offers/{aid}/accept", headers=me)
+    assert accept.status_code == 200, accept.text
+    report = {"outcome": "meal_delivered", "delivered_at": ago(2), "handed_to": "resident"}
+    response = await partners.http.post(f"/v1/me/offers/{aid}/report", json=report, headers=me)
+    assert response.status_code == 201, response.text
+    events = await emitted(
+        partners.js, partners.world.settings.events_stream, types=("meal.delivered",), expect=1
+    )
+    meal = parse_data(events[0], MealDelivered)
+    assert (str(meal.delivered_by.id), meal.cost_option) == (pid, "low_cost")
 
 
 async def test_visit_report_and_a_mismatched_report(partners) -> None:

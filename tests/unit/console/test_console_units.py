@@ -3,6 +3,7 @@ passwords, fragments."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -33,7 +34,17 @@ def _template_keys() -> set[str]:
     return keys
 
 
+def _no_duplicates(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    keys = [k for k, _ in pairs]
+    assert len(keys) == len(set(keys)), sorted({k for k in keys if keys.count(k) > 1})
+    return dict(pairs)
+
+
 def test_catalogues_have_the_same_keys_and_every_key_the_templates_use() -> None:
+    for locale in LOCALES:
+        # A key written twice (a merge) silently keeps its last text: refuse it.
+        text = resources.files("linli.console").joinpath("messages", f"{locale}.json")
+        json.loads(text.read_text("utf-8"), object_pairs_hook=_no_duplicates)
     zh, en = catalogue("zh-CN"), catalogue("en")
     assert set(zh) == set(en)
     used = _template_keys()
@@ -46,13 +57,14 @@ def test_catalogues_have_the_same_keys_and_every_key_the_templates_use() -> None
 
 def test_kinds_states_and_reasons_are_translated() -> None:
     from linli.contracts.events import ESCALATION_REASONS
-    from linli.contracts.types import NeedKind, NeedStatus, Urgency
+    from linli.contracts.types import CostOption, NeedKind, NeedStatus, Urgency
 
     zh = catalogue("zh-CN")
     wanted = [f"kind.{k.value}" for k in NeedKind]
     wanted += [f"urgency.{u.value}" for u in Urgency]
     wanted += [f"state.{s.value}" for s in NeedStatus] + ["state.waiting"]
     wanted += [f"reason.{r}" for r in ESCALATION_REASONS]
+    wanted += [f"cost.{c.value}" for c in CostOption] + ["cost.unknown"]
     assert [k for k in wanted if k not in zh] == []
 
 

@@ -116,7 +116,13 @@ def test_volunteer_minutes_measured_and_approximated_points_and_partners() -> No
         {"kind": "meal_delivery", "party_kind": "volunteer", "party_id": volunteer,
          "started_at": None, "ended_at": T0},
         {"kind": "meal_delivery", "party_kind": "partner", "party_id": partner,
-         "started_at": None, "ended_at": T0},
+         "started_at": None, "ended_at": T0, "cost_option": "free"},
+        {"kind": "meal_delivery", "party_kind": "partner", "party_id": partner,
+         "started_at": None, "ended_at": T0, "cost_option": "free"},
+        {"kind": "repair", "party_kind": "partner", "party_id": partner,
+         "started_at": T0, "ended_at": T0, "cost_option": "low_cost"},
+        {"kind": "repair", "party_kind": "partner", "party_id": partner,
+         "started_at": T0, "ended_at": T0, "cost_option": None},
     ]  # fmt: skip
     points = [{"volunteer_id": volunteer, "points": 10}, {"volunteer_id": volunteer, "points": -4}]
     report = build([], now=T0, work=work, points=points)
@@ -128,8 +134,18 @@ def test_volunteer_minutes_measured_and_approximated_points_and_partners() -> No
         "points_awarded": 10,
         "points_redeemed": 4,
     }
+    # What each partner delivered, by what the resident paid (unknown for old events).
+    p = str(partner)
     assert report["partners"] == [
-        {"partner_id": str(partner), "kind": "meal_delivery", "delivered": 1, "cost_option": None}
+        {"partner_id": p, "kind": "meal_delivery", "delivered": 2, "cost_option": "free"},
+        {"partner_id": p, "kind": "repair", "delivered": 1, "cost_option": None},
+        {"partner_id": p, "kind": "repair", "delivered": 1, "cost_option": "low_cost"},
+    ]
+    rows = [r for r in reports.flatten(report) if r[0] == "partners"]
+    assert [(r[1], r[3], r[5]) for r in rows] == [
+        ("meal_delivery", "free", 2),
+        ("repair", "unknown", 1),
+        ("repair", "low_cost", 1),
     ]
     assert str(volunteer) not in repr(report)  # aggregates only
 

@@ -32,6 +32,7 @@ from linli.contracts.needs import (
     VisitDetails,
 )
 from linli.contracts.types import (
+    CostOption,
     EventData,
     FailureReason,
     NeedKind,
@@ -340,6 +341,11 @@ class MealDelivered(EventData):
     hot_on_arrival: bool | None = Field(
         default=None, description="Whether the meal was still hot, when recorded."
     )
+    cost_option: CostOption | None = Field(
+        default=None,
+        description="What the resident pays for the serving partner's service of this kind "
+        "(free, low_cost or paid), as the partner registered it; absent for volunteers.",
+    )
 
 
 class VisitCompleted(EventData):
@@ -360,6 +366,11 @@ class VisitCompleted(EventData):
         default=False,
         description="Whether the visitor wrote observations; the text stays in partners, "
         "for the community's operators (ADR 0031).",
+    )
+    cost_option: CostOption | None = Field(
+        default=None,
+        description="What the resident pays for the serving partner's service of this kind "
+        "(free, low_cost or paid), as the partner registered it; absent for volunteers.",
     )
 
     @model_validator(mode="after")
@@ -387,6 +398,11 @@ class RepairCompleted(EventData):
         default=False,
         description="Whether the technician wrote a summary of what was done; the text "
         "stays in partners, for the community's operators (ADR 0031).",
+    )
+    cost_option: CostOption | None = Field(
+        default=None,
+        description="What the resident pays for the serving partner's service of this kind "
+        "(free, low_cost or paid), as the partner registered it; absent for volunteers.",
     )
 
     @model_validator(mode="after")

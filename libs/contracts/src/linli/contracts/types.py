@@ -169,6 +169,14 @@ class FailureReason(StrEnum):
     OTHER = "other"
 
 
+class CostOption(StrEnum):
+    """What a resident pays for a partner's service (HSDS `cost_option`)."""
+
+    FREE = "free"
+    LOW_COST = "low_cost"
+    PAID = "paid"
+
+
 class Role(StrEnum):
     """Role of the actor behind an action."""
 

@@ -77,6 +77,7 @@ async def meal_delivered(conn: Conn, received: Received[MealDelivered]) -> None:
         (data.delivered_by.kind.value, data.delivered_by.id),
         None,
         data.delivered_at,
+        data.cost_option,
     )
 
 
@@ -92,6 +93,7 @@ async def visit_completed(conn: Conn, received: Received[VisitCompleted]) -> Non
         (data.visited_by.kind.value, data.visited_by.id),
         data.started_at,
         data.ended_at,
+        data.cost_option,
     )
 
 
@@ -107,6 +109,7 @@ async def repair_completed(conn: Conn, received: Received[RepairCompleted]) -> N
         (data.repaired_by.kind.value, data.repaired_by.id),
         data.arrived_at,
         data.completed_at,
+        data.cost_option,
     )
 
 

@@ -147,8 +147,10 @@ def build(
     escalations: Counter[tuple[str, ...]] = Counter(
         (e["kind"] or "unknown", e["reason"], e["outcome"] or "open") for e in rows["escalations"]
     )
-    delivered: Counter[tuple[str, str]] = Counter(
-        (str(w["party_id"]), w["kind"]) for w in rows["work"] if w["party_kind"] == "partner"
+    delivered: Counter[tuple[str, str, str | None]] = Counter(
+        (str(w["party_id"]), w["kind"], w["cost_option"])
+        for w in rows["work"]
+        if w["party_kind"] == "partner"
     )
     volunteer_work = [w for w in rows["work"] if w["party_kind"] == "volunteer"]
     measured = sum(
@@ -168,8 +170,10 @@ def build(
         "failed_deliveries": _counted(failures, ("kind", "reason", "party_kind")),
         "escalations": _counted(escalations, ("kind", "reason", "outcome")),
         "partners": [
-            {"partner_id": partner, "kind": kind, "delivered": n, "cost_option": None}
-            for (partner, kind), n in sorted(delivered.items())
+            {"partner_id": partner, "kind": kind, "delivered": n, "cost_option": cost}
+            for (partner, kind, cost), n in sorted(
+                delivered.items(), key=lambda i: (i[0][0], i[0][1], i[0][2] or "")
+            )
         ],
         "volunteers": {
             "active": len({w["party_id"] for w in volunteer_work}),
@@ -197,7 +201,7 @@ def flatten(report: Mapping[str, Any]) -> list[tuple[str, str, str, str, str, in
     for e in report["escalations"]:
         out.append(("escalations", e["kind"], e["reason"], e["outcome"], "count", e["count"]))
     for p in report["partners"]:
-        detail = p["cost_option"] or ""
+        detail = p["cost_option"] or "unknown"
         out.append(("partners", p["kind"], p["partner_id"], detail, "delivered", p["delivered"]))
     for metric, value in report["volunteers"].items():
         out.append(("volunteers", "", "", "", metric, value))

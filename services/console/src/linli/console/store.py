@@ -346,10 +346,12 @@ async def add_report_work(
     party: tuple[str, uuid.UUID],
     started_at: datetime | None,
     ended_at: datetime,
+    cost_option: str | None,
 ) -> None:
     await conn.execute(
         "INSERT INTO report_work (event_id, community, need_id, kind, party_kind, party_id, "
-        "started_at, ended_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        "started_at, ended_at, cost_option) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+        "ON CONFLICT DO NOTHING",
         event_id,
         community,
         need_id,
@@ -358,6 +360,7 @@ async def add_report_work(
         party[1],
         started_at,
         ended_at,
+        cost_option,
     )
 
 
@@ -417,7 +420,7 @@ async def report_rows(
         end,
     )
     work = await conn.fetch(
-        "SELECT kind, party_kind, party_id, started_at, ended_at FROM report_work "
+        "SELECT kind, party_kind, party_id, started_at, ended_at, cost_option FROM report_work "
         "WHERE community = ANY($1::text[]) AND ended_at >= $2 AND ended_at < $3",
         communities,
         start,

@@ -16,6 +16,7 @@ from linli.contracts.events import HandedTo, PartyKind, PartyRef
 from linli.contracts.types import (
     CommunitySlug,
     ContractModel,
+    CostOption,
     FailureReason,
     NeedKind,
     PhoneNumber,
@@ -38,14 +39,6 @@ class PartnerKind(StrEnum):
     SOCIAL_WORK_ORG = "social_work_org"
     PROPERTY_MANAGER = "property_manager"
     OTHER = "other"
-
-
-class CostOption(StrEnum):
-    """What a resident pays for a partner's service."""
-
-    FREE = "free"
-    LOW_COST = "low_cost"
-    PAID = "paid"
 
 
 class ServiceSpec(ContractModel):

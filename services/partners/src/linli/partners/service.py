@@ -35,7 +35,7 @@ from linli.contracts.events import (
     VolunteerConfirmed,
     VolunteerDeclined,
 )
-from linli.contracts.types import NeedKind, Reason, Role
+from linli.contracts.types import CostOption, NeedKind, Reason, Role
 from linli.servicekit import disclosures, outbox
 from linli.servicekit.clock import Clock
 from linli.servicekit.consume import Received, Subscriptions
@@ -439,13 +439,21 @@ def _future_reasons(report: CompletionReport, now: datetime) -> list[Reason]:
     ]
 
 
-def _report_event(offer: asyncpg.Record, party: PartyRef, report: CompletionReport) -> BaseModel:
+def _report_event(
+    offer: asyncpg.Record,
+    party: PartyRef,
+    report: CompletionReport,
+    cost_option: CostOption | None,
+) -> BaseModel:
     """The report's event: structured fields, and only whether free text was written;
-    the text stays in the report, for the community's operators (ADR 0031)."""
+    the text stays in the report, for the community's operators (ADR 0031). A partner's
+    completion says what the resident pays for its service (the monthly reports count
+    free and low-cost work)."""
     ids = {"need_id": offer["need_id"], "assignment_id": offer["assignment_id"]}
     if isinstance(report, MealReport):
         return MealDelivered(
             **ids,
+            cost_option=cost_option,
             delivered_by=party,
             delivered_at=report.delivered_at,
             handed_to=report.handed_to,
@@ -454,6 +462,7 @@ def _report_event(offer: asyncpg.Record, party: PartyRef, report: CompletionRepo
     if isinstance(report, VisitReport):
         return VisitCompleted(
             **ids,
+            cost_option=cost_option,
             visited_by=party,
             started_at=report.started_at,
             ended_at=report.ended_at,
@@ -463,6 +472,7 @@ def _report_event(offer: asyncpg.Record, party: PartyRef, report: CompletionRepo
     if isinstance(report, RepairReport):
         return RepairCompleted(
             **ids,
+            cost_option=cost_option,
             repaired_by=party,
             arrived_at=report.arrived_at,
             completed_at=report.completed_at,
@@ -516,7 +526,12 @@ async def report_completion(
         ):
             raise Conflict("assignment was already reported")
         community, need_id = offer["community"], offer["need_id"]
-        events = [_event(_report_event(offer, party, report), community, need_id, now)]
+        cost_option = None
+        if party.kind is PartyKind.PARTNER:
+            found = await store.cost_option_for(conn, party.id, offer["kind"])
+            cost_option = CostOption(found) if found else None
+        event = _report_event(offer, party, report, cost_option)
+        events = [_event(event, community, need_id, now)]
         points = rules.points_for(offer["kind"], party, report.outcome, points_table)
         balance_after = None
         if points:

@@ -105,6 +105,18 @@ async def services_of(conn: Conn, partner_ids: Sequence[uuid.UUID]) -> list[asyn
     )
 
 
+async def cost_option_for(conn: Conn, partner_id: uuid.UUID, need_kind: str) -> str | None:
+    """What a resident pays for this partner's service of this kind; the cheapest when the
+    partner registered several services of the kind (the report cannot tell which one)."""
+    value: str | None = await conn.fetchval(
+        "SELECT cost_option FROM partner_services WHERE partner_id = $1 AND need_kind = $2 "
+        "ORDER BY array_position(ARRAY['free', 'low_cost', 'paid'], cost_option) LIMIT 1",
+        partner_id,
+        need_kind,
+    )
+    return value
+
+
 async def contacts_of(conn: Conn, partner_ids: Sequence[uuid.UUID]) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT partner_id, name, title, phone, email FROM partner_contacts "
