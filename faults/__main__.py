@@ -185,7 +185,7 @@ async def drive(
 
 
 async def cross_community(lc: Lifecycle, examples: int = 8) -> dict[str, Any]:
-    """Community A's five kinds of credential against community B's ids on every route
+    """Community A's six kinds of credential against community B's ids on every route
     (schemathesis; docs/adr/0032); B is seeded now, through the APIs, on the drained
     system. Counted: 2xx answers, answers holding B's canary, and a change in what B's
     own credentials read."""

@@ -3,7 +3,8 @@
 
 The four services run as processes. Community B is seeded through the APIs with one of
 everything a route can name (tests/harness/communities.py); community A gets an
-operator, an app (system), an admin, a volunteer and a partner credential. Then
+operator, an app (system), an admin, a street office (ADR 0040), a volunteer and a partner
+credential. Then
 `faults.cross_community.attack` sends schemathesis-generated requests for every operation
 of every service with each of A's credentials, B's community and ids placed in every
 path, filter and body field that takes one (and A's community in the path with B's ids
@@ -39,7 +40,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 EXAMPLES = 8
 """Generated cases per operation (each sent once per shape and per credential)."""
 FLOOR = 20
-"""Requests each service must at least have answered (about 50 operations, 5 roles)."""
+"""Requests each service must at least have answered (about 50 operations, 6 roles)."""
 
 
 async def test_community_a_credentials_get_no_2xx_on_community_b_ids(lifecycle) -> None:
@@ -65,7 +66,14 @@ async def test_community_a_credentials_get_no_2xx_on_community_b_ids(lifecycle) 
     assert result["leaks"] == 0, result["leak_samples"]
     for service in bases:
         assert result["by_service"][service]["requests"] >= FLOOR, (service, result)
-    assert set(result["by_role"]) == {"operator", "system", "admin", "volunteer", "partner"}
+    assert set(result["by_role"]) == {
+        "operator",
+        "system",
+        "admin",
+        "street_office",
+        "volunteer",
+        "partner",
+    }
     assert await snapshot(lc, b) == before
     await recipients_stay_in_their_community(lc, b, result)
 

@@ -66,10 +66,8 @@ def rows_of(report: dict[str, Any], section: str, **match: Any) -> list[dict[str
 async def test_monthly_reports_per_community_and_street_office(lifecycle: Any) -> None:
     lc: Lifecycle = await lifecycle(console=True)
     await lc.add_staff("op-home", PASSWORD, communities=[lc.home])
-    await lc.add_staff("op-other", PASSWORD, communities=[lc.other])
-    street_token = await lc.add_staff(
-        "street", PASSWORD, street_office=("jiedao", [lc.home, lc.other])
-    )
+    other_token = await lc.add_staff("op-other", PASSWORD, communities=[lc.other])
+    await lc.add_staff("street", PASSWORD, street_office=("jiedao", [lc.home, lc.other]))
     month = datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
 
     # Home: a canteen (partner) delivers lunch; a volunteer makes a visit.
@@ -119,7 +117,9 @@ async def test_monthly_reports_per_community_and_street_office(lifecycle: Any) -
     await lc.wait_events("escalation.resolved", need_id=missed)
 
     # Other: a need nobody can serve (no capacity there): escalated, still open.
-    other_op = lc.bearer(street_token)
+    # (A street office's credential only reads, ADR 0040: the other community's operator
+    # writes.)
+    other_op = lc.bearer(other_token)
     other_resident = lc.ok(
         await lc.http.post(
             lc.c("intake", "/residents", lc.other),

@@ -355,9 +355,11 @@ def templates(world: Community) -> dict[str, list[Any]]:
 
 
 async def attacker(lc: Lifecycle) -> Community:
-    """Community A as the cross-community attack uses it: its operator, system and admin
-    credentials, and a volunteer and a partner of its own with theirs."""
+    """Community A as the cross-community attack uses it: its operator, system, admin and
+    street-office credentials, and a volunteer and a partner of its own with theirs."""
     a = await credentials(lc, lc.home, operator=lc.operator_token)
+    # A street office over A only (ADR 0040): reads, and only A's.
+    a.tokens[Role.STREET_OFFICE.value] = await register_everywhere(lc, Role.STREET_OFFICE, lc.home)
     await party(lc, a, "volunteer", {"display_name": "A volunteer", "skills": ["meal_delivery"]})
     await party(
         lc,

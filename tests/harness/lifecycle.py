@@ -926,7 +926,9 @@ class Lifecycle:
     ) -> str:
         """A console account: a community operator of `communities`, or (with
         `street_office=(slug, communities)`) a street-office account. Its operator token is
-        registered in the four services for exactly those communities; returns the token."""
+        registered in the four services for exactly those communities, as an `operator`
+        credential or, for a street office, a `street_office` one (ADR 0040); returns the
+        token."""
         held = list(street_office[1]) if street_office else list(communities or [])
         token = new_token()
         for service in ALL_SERVICES:
@@ -934,7 +936,7 @@ class Lifecycle:
             try:
                 await issue_credential(
                     conn,
-                    role=Role.OPERATOR,
+                    role=Role.STREET_OFFICE if street_office else Role.OPERATOR,
                     communities=held,
                     label=f"console:{login}",
                     token=token,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -10,6 +11,8 @@ from fastapi import FastAPI, Request
 from nats.js import api
 from pydantic import ValidationError
 
+from linli.contracts.types import Role
+from linli.servicekit.auth import READ_ONLY_ROLES, Principal, scope_problem
 from linli.servicekit.http import BodyLimitMiddleware
 from linli.servicekit.messaging import Deliveries, consumer_config, stream_configs
 from linli.servicekit.settings import ServiceSettings
@@ -108,3 +111,30 @@ async def test_body_limit_refuses_large_bodies_declared_or_streamed() -> None:
 
         streamed = await client.post("/echo", content=chunks())
         assert streamed.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("role", "communities", "refused"),
+    [
+        (Role.STREET_OFFICE, ["*"], True),
+        (Role.STREET_OFFICE, ["a", "*"], True),
+        (Role.STREET_OFFICE, ["a", "b"], False),
+        (Role.ADMIN, ["*"], False),
+        (Role.OPERATOR, ["a"], False),
+    ],
+)
+def test_a_street_office_credential_names_its_communities(
+    role: Role, communities: list[str], refused: bool
+) -> None:
+    assert (scope_problem(role, communities) is not None) is refused
+
+
+def test_only_a_street_office_is_kept_from_personal_data_and_read_only() -> None:
+    def principal(role: Role) -> Principal:
+        return Principal(uuid.uuid4(), role, frozenset({"a"}))
+
+    assert not principal(Role.STREET_OFFICE).sees_personal_data
+    assert set(READ_ONLY_ROLES) == {Role.STREET_OFFICE}
+    for role in Role:
+        if role is not Role.STREET_OFFICE:
+            assert principal(role).sees_personal_data, role

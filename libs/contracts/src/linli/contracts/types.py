@@ -188,6 +188,9 @@ class Role(StrEnum):
     SERVICE = "service"
     """Another Linli service calling on behalf of its own users (e.g. partners asking
     intake for the contact details an accepted helper may see)."""
+    STREET_OFFICE = "street_office"
+    """Staff of a street office (街道) over its communities: reads only, and only what
+    carries no resident's personal data; every write is refused (ADR 0040)."""
 
 
 class ContractModel(BaseModel):

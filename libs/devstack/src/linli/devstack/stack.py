@@ -269,8 +269,9 @@ class Stack:
 
     def ensure_staff(self, communities: list[str], street_office: tuple[str, str]) -> None:
         """Demo console accounts (once): an operator per community (`op-<community>`) and a
-        street-office account (`jiedao`) over all of them, each with its own operator token
-        registered in the four services for exactly its communities."""
+        street-office account (`jiedao`) over all of them, each with its own token registered
+        in the four services for exactly its communities: an `operator` credential for the
+        operators, a `street_office` one for the street office (ADR 0040)."""
         console = next(spec for spec in SERVICES if spec.name == "console")
         slug, name = street_office
         self.run_cli(
@@ -291,7 +292,8 @@ class Stack:
             key = f"console_{login}"
             if key in self.state.tokens:
                 continue
-            self.ensure_tokens({key: ("operator", held, None)})
+            service_role = "street_office" if role == "street_office" else "operator"
+            self.ensure_tokens({key: (service_role, held, None)})
             password = self.state.password(DEMO_PASSWORD_KEY.format(login=login))
             scope = (
                 ["--street-office", slug]

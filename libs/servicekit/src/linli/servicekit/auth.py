@@ -4,6 +4,11 @@ Tokens are random (256 bits), shown once when issued, and stored only as a SHA-2
 digest: a database dump does not reveal a usable token, and a high-entropy secret
 needs no slow password hash (ADR 0005). A caller reaches only the communities its
 credential names; another community's resources answer 404, as if they did not exist.
+
+A street office's credential (`street_office`, ADR 0040) is read-only: the middleware
+refuses every request but GET and HEAD before a route runs. A route admits it only by
+naming the role, and one that does shows it nothing of a resident's personal data
+(`Principal.sees_personal_data`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,20 @@ from .errors import error_response
 
 TOKEN_PREFIX = "lnl_"
 ALL_COMMUNITIES = "*"
+
+READ_ONLY_ROLES = frozenset({Role.STREET_OFFICE})
+"""Roles refused on every request that is not a read (ADR 0040)."""
+
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+FORBIDDEN_RESPONSE: dict[int | str, dict[str, Any]] = {
+    403: {
+        "description": "The credential's role may not use this route: e.g. a street_office "
+        "credential on a write or on residents' personal data (ADR 0040). "
+        "`{error: forbidden, detail}`."
+    }
+}
+"""The 403 every authenticated operation declares in OpenAPI (`http.create_http_app`)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +71,21 @@ class Principal:
     def require_role(self, *roles: Role) -> None:
         if self.role not in roles:
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail="role not allowed")
+
+    @property
+    def sees_personal_data(self) -> bool:
+        """False for a street office: a route that admits it leaves out residents' (and
+        helpers') names, phones, addresses, contacts and free text (ADR 0040)."""
+        return self.role is not Role.STREET_OFFICE
+
+
+def scope_problem(role: Role, communities: list[str]) -> str | None:
+    """Why a credential of `role` may not be issued for `communities`, or None.
+
+    A street office names its communities: `*` would make it a city-wide reader."""
+    if role is Role.STREET_OFFICE and ALL_COMMUNITIES in communities:
+        return "a street_office credential names its communities; * is refused"
+    return None
 
 
 def _digest(token: str) -> bytes:
@@ -164,6 +198,14 @@ class AuthMiddleware:
         if principal is None:
             response = error_response(
                 401, "unauthorized", _UNAUTHORIZED, {"WWW-Authenticate": "Bearer"}
+            )
+            await response(scope, receive, send)
+            return
+        if principal.role in READ_ONLY_ROLES and scope["method"] not in READ_METHODS:
+            # Before the route and the body: a read-only credential changes nothing,
+            # whatever a route's own checks say (ADR 0040).
+            response = error_response(
+                403, "forbidden", f"a {principal.role.value} credential may only read"
             )
             await response(scope, receive, send)
             return

@@ -22,7 +22,7 @@ import uvicorn
 
 from linli.contracts.types import Role
 
-from .auth import issue_credential, revoke_credential
+from .auth import issue_credential, revoke_credential, scope_problem
 from .db import Conn, Migration, create_pool, migrate
 from .messaging import provision_streams, replay_dead_letter, stream_configs
 from .outbox import notify_channel as outbox_channel
@@ -242,6 +242,10 @@ class ServiceCLI:
     ) -> uuid.UUID | None:
         """Issue one credential and print it; None (and why, on stderr) when refused."""
         subject_id = uuid.UUID(subject) if subject else None
+        problem = scope_problem(role, communities)
+        if problem:
+            print(problem, file=sys.stderr)
+            return None
         if self.check_subject is not None:
             problem = await self.check_subject(conn, role, subject_id)
             if problem:

@@ -18,10 +18,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from linli.contracts.binding import reasons_from_validation_error
 
-from .auth import AuthMiddleware
+from .auth import FORBIDDEN_RESPONSE, AuthMiddleware
 from .csvimport import IMPORT_PATH
 from .db import TRANSIENT_ERRORS
-from .errors import JSONBody, error_response
+from .errors import ErrorBody, JSONBody, error_response
 from .idempotency import KeyReused
 from .metrics import HTTPMetricsMiddleware, RouteTemplates
 from .runtime import ServiceRuntime
@@ -197,8 +197,41 @@ def create_http_app(
         checks = await runtime.readiness()
         return JSONResponse(checks, status_code=200 if checks["ready"] else 503)
 
+    _declare_forbidden(app)
     instrument_statements(runtime.tracer_provider)
     return app
+
+
+def _declare_forbidden(app: FastAPI) -> None:
+    """Every authenticated operation declares 403 in OpenAPI, in the one error shape.
+
+    Any route may refuse a role, and the middleware refuses every write of a read-only
+    credential (a street office's, ADR 0040) before the route runs, so the declaration
+    belongs to the app rather than to each route."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in body.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+        components.setdefault("ErrorBody", body)
+        answer = {
+            "description": FORBIDDEN_RESPONSE[403]["description"],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+        }
+        for path, operations in schema.get("paths", {}).items():
+            if not path.startswith("/v1/"):
+                continue
+            for operation in operations.values():
+                if isinstance(operation, dict) and "responses" in operation:
+                    operation["responses"].setdefault("403", answer)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _probe(scope: Scope) -> bool:

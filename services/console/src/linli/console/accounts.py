@@ -21,6 +21,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from linli.contracts.types import Role
 from linli.servicekit.db import Conn
 from linli.servicekit.sealing import SecretBox
 
@@ -57,15 +58,27 @@ class Staff:
     communities: tuple[str, ...]
     street_office: str | None
     service_token: str
-    """The operator credential the console calls the services with; never leaves the server."""
+    """The credential the console calls the services with (`service_role`); never leaves
+    the server."""
 
     @property
     def sees_personal_data(self) -> bool:
         """Street-office staff see aggregates and escalations, no resident's data."""
         return self.role is StaffRole.COMMUNITY_OPERATOR
 
+    @property
+    def service_role(self) -> Role:
+        return service_role(self.role)
+
     def holds(self, community: str) -> bool:
         return community in self.communities
+
+
+def service_role(role: StaffRole) -> Role:
+    """The role of the credential an account's service token is registered with: a
+    street office's is `street_office`, which the services themselves limit to reads
+    without personal data (ADR 0040); a community operator's is `operator`."""
+    return Role.STREET_OFFICE if role is StaffRole.STREET_OFFICE else Role.OPERATOR
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,13 @@ offices.
     staff disable L
     street-office add --slug S --name N --community C [--community ...]
 
-`staff add` prints the account and, once, the service token the console will call the
-services with; register it in each of the four services with
-`python -m linli.<service> credentials issue --role operator --community C ... --token T`
-(`make run` does this for its demo accounts). Without `--password-stdin` a password is
+`staff add` prints the account, the role its service token must be registered with
+(`service_role`: `operator` for a community operator, `street_office` for a street
+office's staff, ADR 0040) and, once, the token the console will call the services with;
+register it in each of the four services with
+`python -m linli.<service> credentials issue --role R --community C ... --token T`, for
+a street office with each of its communities (`street-office list`). `make run` does
+this for its demo accounts. Without `--password-stdin` a password is
 generated and printed once.
 """
 
@@ -102,7 +105,13 @@ async def _staff(args: argparse.Namespace, conn: Conn) -> int:
     except accounts.AccountError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    out: dict[str, Any] = {"id": str(staff_id), "login": args.login, "role": args.role}
+    role = accounts.StaffRole(args.role)
+    out: dict[str, Any] = {
+        "id": str(staff_id),
+        "login": args.login,
+        "role": args.role,
+        "service_role": accounts.service_role(role).value,
+    }
     if generated:
         out["password"] = password
     if not args.token:

@@ -1,9 +1,10 @@
 """Calls to the four services with the signed-in staff member's credential.
 
 The console reads everything through the services' HTTP APIs (it never touches another
-service's tables) with the operator credential kept for the account: the services scope
-every answer to that credential's communities themselves (ADR 0033). The token goes in
-the Authorization header of server-side requests only.
+service's tables) with the credential kept for the account (an operator's, or a street
+office's, which the services limit to reads without personal data, ADR 0040): the
+services scope every answer to that credential's communities themselves (ADR 0033).
+The token goes in the Authorization header of server-side requests only.
 """
 
 from __future__ import annotations

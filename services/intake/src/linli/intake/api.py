@@ -40,27 +40,41 @@ class TimelineEntry(BaseModel):
         default=None,
         description="For staff actions: the label of the staff credential that acted.",
     )
-    note: str | None = Field(default=None, description="Reason or remark.")
+    note: str | None = Field(default=None, description="Reason or remark (free text).")
 
 
 class NeedView(BaseModel):
     id: uuid.UUID = Field(description="Need id.")
     community: str = Field(description="Community slug.")
-    resident_id: uuid.UUID = Field(description="Resident the need is for.")
+    resident_id: uuid.UUID | None = Field(
+        description="Resident the need is for; null for a street_office credential (ADR 0040)."
+    )
     kind: str = Field(description="Need kind.")
     urgency: str = Field(description="Urgency.")
     status: str = Field(description="Current status.")
     window: dict[str, datetime] = Field(description="earliest and latest.")
     details: dict[str, Any] = Field(
         description="Kind-specific details; a repair's description is read through "
-        "`GET .../needs/{need_id}/description` (recorded, ADR 0031)."
+        "`GET .../needs/{need_id}/description` (recorded, ADR 0031). Empty for a "
+        "street_office credential (ADR 0040)."
     )
-    notes: str | None = Field(default=None, description="Notes for the operator.")
-    source: dict[str, str | None] | None = Field(default=None, description="Submitting system.")
+    notes: str | None = Field(
+        default=None, description="Notes for the operator; null for a street_office credential."
+    )
+    source: dict[str, str | None] | None = Field(
+        default=None,
+        description="Submitting system (its `reference` null for a street_office credential).",
+    )
     submitted_at: datetime = Field(description="When intake accepted it.")
     updated_at: datetime = Field(description="Last change.")
-    cancel_reason: str | None = Field(default=None, description="Why it was cancelled.")
-    timeline: list[TimelineEntry] | None = Field(default=None, description="History.")
+    cancel_reason: str | None = Field(
+        default=None, description="Why it was cancelled; null for a street_office credential."
+    )
+    timeline: list[TimelineEntry] | None = Field(
+        default=None,
+        description="History (each `note` null for a street_office credential: reasons are "
+        "free text).",
+    )
 
 
 class NeedPage(BaseModel):
@@ -91,11 +105,14 @@ class CancelRequest(BaseModel):
     reason: str | None = Field(default=None, max_length=500, description="Why.")
 
 
-def _need_view(row: Any, timeline: list[Any] | None = None) -> NeedView:
+def _need_view(row: Any, timeline: list[Any] | None = None, *, personal: bool = True) -> NeedView:
+    """The need as its readers see it; `personal=False` (a street office, ADR 0040) is
+    its course without its contents: no resident, details, notes, source reference,
+    cancel reason or timeline notes."""
     source = None
     if row["source_system"]:
         source = {"system": row["source_system"], "reference": row["source_reference"]}
-    return NeedView(
+    view = NeedView(
         id=row["id"],
         community=row["community"],
         resident_id=row["resident_id"],
@@ -110,6 +127,20 @@ def _need_view(row: Any, timeline: list[Any] | None = None) -> NeedView:
         updated_at=row["updated_at"],
         cancel_reason=row["cancel_reason"],
         timeline=[TimelineEntry(**dict(t)) for t in timeline] if timeline is not None else None,
+    )
+    if personal:
+        return view
+    return view.model_copy(
+        update={
+            "resident_id": None,
+            "details": {},
+            "notes": None,
+            "source": {**source, "reference": None} if source else None,
+            "cancel_reason": None,
+            "timeline": [t.model_copy(update={"note": None}) for t in view.timeline]
+            if view.timeline is not None
+            else None,
+        }
     )
 
 
@@ -185,13 +216,13 @@ async def get_need(
     request: Request, community: Community, need_id: uuid.UUID, principal: CurrentPrincipal
 ) -> Any:
     principal.require_community(community)
-    principal.require_role(Role.OPERATOR, Role.SYSTEM, Role.ADMIN)
+    principal.require_role(Role.OPERATOR, Role.SYSTEM, Role.ADMIN, Role.STREET_OFFICE)
     async with request.app.state.runtime.pool.acquire() as conn:
         row = await store.get_need(conn, community, need_id)
         if row is None:
             return error_response(404, "not_found", "need not found")
         timeline = await store.timeline(conn, need_id)
-    return _need_view(row, timeline)
+    return _need_view(row, timeline, personal=principal.sees_personal_data)
 
 
 @router.get("/needs", response_model=NeedPage, summary="List needs, newest first")
@@ -206,7 +237,7 @@ async def list_needs(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Any:
     principal.require_community(community)
-    principal.require_role(Role.OPERATOR, Role.SYSTEM, Role.ADMIN)
+    principal.require_role(Role.OPERATOR, Role.SYSTEM, Role.ADMIN, Role.STREET_OFFICE)
     after = _decode_cursor(cursor)
     async with request.app.state.runtime.pool.acquire() as conn:
         rows = await store.list_needs(
@@ -221,7 +252,8 @@ async def list_needs(
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = _encode_cursor(rows[-1]["submitted_at"], rows[-1]["id"]) if more else None
-    return NeedPage(items=[_need_view(r) for r in rows], next_cursor=next_cursor)
+    personal = principal.sees_personal_data
+    return NeedPage(items=[_need_view(r, personal=personal) for r in rows], next_cursor=next_cursor)
 
 
 @router.post("/needs/{need_id}/cancel", response_model=NeedView, summary="Cancel an open need")

@@ -51,6 +51,9 @@ imports_router = APIRouter(prefix="/v1/communities/{community}/imports", tags=["
 Community = Annotated[CommunitySlug, Path(description="Community slug, e.g. taian-zhiyuan")]
 Limit = Annotated[int, Query(ge=1, le=200)]
 OPERATORS = (Role.OPERATOR, Role.ADMIN)
+OVERSIGHT = (*OPERATORS, Role.STREET_OFFICE)
+"""Who reads partner organisations and published capacity: a street office too, without
+the partners' staff contacts (ADR 0040)."""
 PARTIES = (Role.PARTNER, Role.VOLUNTEER)
 
 
@@ -79,7 +82,9 @@ class PartnerView(BaseModel):
     communities: list[str]
     services: list[ServiceView]
     contacts: list[ContactView] | None = Field(
-        default=None, description="Staff contacts; shown to operators only."
+        default=None,
+        description="Staff contacts; shown to operators only (null for a street_office "
+        "credential, ADR 0040).",
     )
     created_at: datetime
 
@@ -253,6 +258,11 @@ def _operator(principal: Principal, community: str) -> None:
     principal.require_role(*OPERATORS)
 
 
+def _overseer(principal: Principal, community: str) -> None:
+    principal.require_community(community)
+    principal.require_role(*OVERSIGHT)
+
+
 def _party(principal: Principal) -> PartyRef:
     principal.require_role(*PARTIES)
     party = rules.party_of(principal.role, principal.subject_id)
@@ -387,10 +397,11 @@ async def create_partner(
 async def list_partners(
     request: Request, community: Community, principal: CurrentPrincipal, limit: Limit = 100
 ) -> Any:
-    _operator(principal, community)
+    _overseer(principal, community)
     async with request.app.state.runtime.pool.acquire() as conn:
         rows = await store.list_partners(conn, community, limit=limit)
-        return PartnerPage(items=await _partner_views(conn, rows, with_contacts=True))
+        views = await _partner_views(conn, rows, with_contacts=principal.sees_personal_data)
+        return PartnerPage(items=views)
 
 
 @router.get(
@@ -399,12 +410,12 @@ async def list_partners(
 async def get_partner(
     request: Request, community: Community, partner_id: uuid.UUID, principal: CurrentPrincipal
 ) -> Any:
-    _operator(principal, community)
+    _overseer(principal, community)
     async with request.app.state.runtime.pool.acquire() as conn:
         row = await store.get_partner(conn, community, partner_id)
         if row is None:
             return error_response(404, "not_found", "partner not found")
-        (view,) = await _partner_views(conn, [row], with_contacts=True)
+        (view,) = await _partner_views(conn, [row], with_contacts=principal.sees_personal_data)
     return view
 
 
@@ -626,9 +637,9 @@ async def list_slots(
     request: Request, community: Community, principal: CurrentPrincipal, limit: Limit = 100
 ) -> Any:
     principal.require_community(community)
-    principal.require_role(*OPERATORS, *PARTIES)
+    principal.require_role(*OVERSIGHT, *PARTIES)
     # A partner or volunteer sees only its own capacity.
-    own = None if principal.role in OPERATORS else _party(principal)
+    own = None if principal.role in OVERSIGHT else _party(principal)
     async with request.app.state.runtime.pool.acquire() as conn:
         rows = await store.list_slots(conn, community, provider=own, limit=limit)
     return SlotPage(items=[_slot_view(r) for r in rows])
@@ -639,13 +650,13 @@ async def get_slot(
     request: Request, community: Community, slot_id: uuid.UUID, principal: CurrentPrincipal
 ) -> Any:
     principal.require_community(community)
-    principal.require_role(*OPERATORS, *PARTIES)
+    principal.require_role(*OVERSIGHT, *PARTIES)
     async with request.app.state.runtime.pool.acquire() as conn:
         row = await store.get_slot(conn, community, slot_id)
     if row is None:
         return error_response(404, "not_found", "slot not found")
     view = _slot_view(row)
-    if principal.role not in OPERATORS and view.provider != _party(principal):
+    if principal.role not in OVERSIGHT and view.provider != _party(principal):
         return error_response(404, "not_found", "slot not found")
     return view
 

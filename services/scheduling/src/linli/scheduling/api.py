@@ -27,7 +27,9 @@ router = APIRouter(prefix="/v1/communities/{community}", tags=["schedule"])
 
 Community = Annotated[CommunitySlug, Path(description="Community slug, e.g. taian-zhiyuan")]
 
-READERS = (Role.OPERATOR, Role.SYSTEM, Role.ADMIN)
+READERS = (Role.OPERATOR, Role.SYSTEM, Role.ADMIN, Role.STREET_OFFICE)
+"""Every view here carries ids, codes, windows and times, no resident's personal data:
+a street office reads them too (ADR 0040)."""
 
 
 class TimerView(BaseModel):

@@ -45,6 +45,8 @@ router = APIRouter(prefix="/v1/communities/{community}", tags=["staff actions"])
 Community = Annotated[CommunitySlug, Path(description="Community slug, e.g. taian-zhiyuan")]
 
 STAFF = (Role.OPERATOR, Role.ADMIN)
+READERS = (*STAFF, Role.STREET_OFFICE)
+"""Who reads escalations: a street office too, without the resolve note (ADR 0040)."""
 
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 
@@ -89,7 +91,9 @@ class EscalationView(BaseModel):
     resolved_at: datetime | None = None
     outcome: EscalationOutcome | None = None
     note: str | None = Field(
-        default=None, description="The resolving operator's note (kept here, never in events)."
+        default=None,
+        description="The resolving operator's note (kept here, never in events); null for a "
+        "street_office credential (free text, ADR 0040).",
     )
     actions: list[EscalationActionView] | None = Field(
         default=None, description="Who did what, in order (one escalation only)."
@@ -190,8 +194,17 @@ def _staff(principal: Principal, community: str) -> Staff:
     return Staff(principal.credential_id, principal.role, principal.label)
 
 
-def _escalation_view(row: Any, actions: list[Any] | None = None) -> EscalationView:
+def _reader(principal: Principal, community: str) -> None:
+    principal.require_community(community)
+    principal.require_role(*READERS)
+
+
+def _escalation_view(
+    row: Any, actions: list[Any] | None = None, *, personal: bool = True
+) -> EscalationView:
     view = EscalationView(**{k: row[k] for k in EscalationView.model_fields if k != "actions"})
+    if not personal:
+        view.note = None
     if actions is not None:
         view.actions = [
             EscalationActionView(
@@ -229,11 +242,14 @@ def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
         raise ActionRefused(422, "invalid_cursor", "invalid cursor", field="query.cursor") from exc
 
 
-async def _one_escalation(conn: Any, community: str, escalation_id: uuid.UUID) -> EscalationView:
+async def _one_escalation(
+    conn: Any, community: str, escalation_id: uuid.UUID, *, personal: bool = True
+) -> EscalationView:
     row = await store.get_escalation(conn, community, escalation_id)
     if row is None:
         raise ActionNotFound("escalation")
-    return _escalation_view(row, await store.escalation_actions(conn, escalation_id))
+    actions = await store.escalation_actions(conn, escalation_id)
+    return _escalation_view(row, actions, personal=personal)
 
 
 def _clock_now(request: Request) -> datetime:
@@ -258,7 +274,7 @@ async def list_escalations(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Any:
-    _staff(principal, community)
+    _reader(principal, community)
     before = _decode_cursor(cursor)
     async with request.app.state.runtime.pool.acquire() as conn:
         rows = await store.list_escalations(
@@ -267,7 +283,10 @@ async def list_escalations(
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = _encode_cursor(rows[-1]["escalated_at"], rows[-1]["id"]) if more else None
-    return EscalationPage(items=[_escalation_view(r) for r in rows], next_cursor=next_cursor)
+    personal = principal.sees_personal_data
+    return EscalationPage(
+        items=[_escalation_view(r, personal=personal) for r in rows], next_cursor=next_cursor
+    )
 
 
 @router.get(
@@ -279,9 +298,11 @@ async def list_escalations(
 async def get_escalation(
     request: Request, community: Community, escalation_id: uuid.UUID, principal: CurrentPrincipal
 ) -> Any:
-    _staff(principal, community)
+    _reader(principal, community)
     async with request.app.state.runtime.pool.acquire() as conn:
-        return await _one_escalation(conn, community, escalation_id)
+        return await _one_escalation(
+            conn, community, escalation_id, personal=principal.sees_personal_data
+        )
 
 
 async def _act(

@@ -77,7 +77,9 @@ class OpenStreams:
         return sum(len(v) for v in self._open.values())
 
 
-READERS = (Role.SYSTEM, Role.ADMIN, Role.OPERATOR)
+READERS = (Role.SYSTEM, Role.ADMIN, Role.OPERATOR, Role.STREET_OFFICE)
+"""Events to apps carry no personal data (ADR 0016, ADR 0031): a street office reads
+its communities' streams too (ADR 0040)."""
 
 
 def frame(seq: int, ce_type: str, body: bytes) -> bytes:
