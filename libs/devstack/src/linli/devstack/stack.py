@@ -288,12 +288,21 @@ class Stack:
             (f"op-{c}", "community_operator", [c]) for c in communities
         ]
         accounts.append(("jiedao", "street_office", communities))
-        for login, role, held in accounts:
+        missing = [a for a in accounts if f"console_{a[0]}" not in self.state.tokens]
+        # One `credentials import` per service for all accounts (each CLI process costs
+        # seconds on a busy machine; one per account per service made make run slow).
+        self.ensure_tokens(
+            {
+                f"console_{login}": (
+                    "street_office" if role == "street_office" else "operator",
+                    held,
+                    None,
+                )
+                for login, role, held in missing
+            }
+        )
+        for login, role, held in missing:
             key = f"console_{login}"
-            if key in self.state.tokens:
-                continue
-            service_role = "street_office" if role == "street_office" else "operator"
-            self.ensure_tokens({key: (service_role, held, None)})
             password = self.state.password(DEMO_PASSWORD_KEY.format(login=login))
             scope = (
                 ["--street-office", slug]
