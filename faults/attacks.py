@@ -464,6 +464,12 @@ async def ssrf_attack(lc: Lifecycle, resident: str, *, timeout_s: float = 60.0) 
     probe = SsrfProbe()
     svc = lc.services["notifications"]
     async with canary_listener() as canary:
+        # The development replicas go first: they accept 127.0.0.1 (the harness's own
+        # receivers), so one that saw the rogue row below would deliver to the canary
+        # (make test under load once counted 2 TLS connections: a delivery made in the
+        # moment between the row's insert and the replicas' stop).
+        for replica in lc.running("notifications"):
+            await lc.terminate(replica.proc)
         # A subscription stored with an internal address: a copy of the run's own
         # subscription, pointed at the canary (as a name rebound after registration).
         rogue = uuid.uuid4()
@@ -485,8 +491,6 @@ async def ssrf_attack(lc: Lifecycle, resident: str, *, timeout_s: float = 60.0) 
             rogue,
             f"https://127.0.0.1:{canary.port}/hook",
         )
-        for replica in lc.running("notifications"):
-            await lc.terminate(replica.proc)
         saved = svc.env.get("LINLI_ALLOW_INSECURE_ENDPOINTS")
         svc.env["LINLI_ALLOW_INSECURE_ENDPOINTS"] = "false"
         try:
