@@ -139,7 +139,13 @@ def _write_wrapper(prefix: Path, wrapper: Path) -> None:
 
 def _smoke(binary: Path) -> None:
     proc = subprocess.run(
-        [str(binary), "--headless=new", "--no-sandbox", "--dump-dom", "data:text/html,<p>linli</p>"],
+        [
+            str(binary),
+            "--headless=new",
+            "--no-sandbox",
+            "--dump-dom",
+            "data:text/html,<p>linli</p>",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
