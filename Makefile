@@ -13,11 +13,12 @@ ifeq ($(UV),)
 UV := $(CURDIR)/.tools/bin/uv
 endif
 
-.PHONY: help install run test test-unit lint fmt schemas schemas-check bench faults image k8s-natsconf clean
+.PHONY: help install browser run test test-unit lint fmt schemas schemas-check bench faults image k8s-natsconf clean
 
 help:
 	@echo "make run      - install and start the local stack with demo data (Ctrl-C stops)"
 	@echo "make test     - install and run every test against real NATS and PostgreSQL"
+	@echo "make browser  - Chromium for the browser tests: /usr/bin/chromium, else Debian's unpacked into .tools/chromium"
 	@echo "make lint     - ruff, format check, mypy, import rules"
 	@echo "make schemas  - regenerate JSON Schemas, the event catalogue and AsyncAPI"
 	@echo "make bench    - whole-lifecycle benchmark: latency per stage, sustained rate, CPU, memory"
@@ -35,10 +36,15 @@ $(CURDIR)/.tools/bin/uv:
 
 install: .venv/.synced
 
+# Debian's chromium (and a CJK font) unpacked into .tools/chromium, nothing installed on
+# the system; nothing to do when /usr/bin/chromium exists or the stamp is there (ADR 0039).
+browser: install
+	$(UV) run --frozen python -m linli.devstack.browser
+
 run: install
 	$(UV) run --frozen python -m linli.devstack run
 
-test: install
+test: install browser
 	$(UV) run --frozen pytest -q
 
 test-unit: install

@@ -11,29 +11,15 @@ from typing import Any
 
 import pytest
 from harness.browser import Browser
+from harness.console import escalated_need
 from harness.html import Element, parse
-from harness.intake import meal_need
-from harness.lifecycle import Lifecycle, window
+from harness.lifecycle import Lifecycle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 PASSWORD = "correct horse battery"
 LABEL = "console:op-home"
 """The label of op-home's service credential (Lifecycle.add_staff): the actor on timelines."""
-
-
-async def _escalated_need(lc: Lifecycle) -> tuple[str, str]:
-    """A lunch whose only volunteer declines: escalated `no_taker`. (need, volunteer)"""
-    volunteer = await lc.create_volunteer("小刘 Xiao Liu", ["meal_delivery"])
-    token = await lc.party_token("volunteer", volunteer)
-    await lc.publish_slot("meal_delivery", window=window(20, 150), token=token)
-    await lc.wait_slots(1)
-    resident = await lc.create_resident(priority_group="elderly_living_alone")
-    need_id = (await lc.submit_need(meal_need(resident, hours_ahead=1)))["id"]
-    offer = await lc.wait_offer(token, need_id)
-    lc.ok(await lc.answer(token, offer["assignment_id"], "decline"))
-    await lc.wait_events("need.escalated", need_id=need_id, reason="no_taker")
-    return need_id, volunteer
 
 
 async def _escalation(lc: Lifecycle, escalation_id: str) -> dict[str, Any]:
@@ -61,7 +47,7 @@ async def test_escalation_and_need_actions_through_the_console(lifecycle: Any) -
     lc: Lifecycle = await lifecycle(console=True)
     await lc.add_staff("op-home", PASSWORD, communities=[lc.home])
     await lc.add_staff("op-other", PASSWORD, communities=[lc.other])
-    need_id, volunteer = await _escalated_need(lc)
+    need_id, volunteer = await escalated_need(lc)
     idle = await lc.create_volunteer("老赵 Lao Zhao", ["meal_delivery"])  # no capacity
     home = Browser(lc.services["console"].url)
     other = Browser(lc.services["console"].url)

@@ -4,6 +4,8 @@ ingress, publishes CloudEvents, stops on Ctrl-C and keeps its data for the next 
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import os
 import signal
@@ -22,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook
 
 from linli.contracts.binding import from_nats
+from linli.devstack.browser import executable
 from linli.devstack.servers import PostgresServer, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -82,6 +85,52 @@ async def console_signs_in(info: dict, community: str) -> None:
             assert page.status_code == 200
             assert 'data-testid="page-' in page.text
             http.cookies.clear()
+
+
+async def console_in_chromium(info: dict, community: str) -> None:
+    """The "done when" of the console (issue #11) in a real browser (ADR 0039): the demo
+    operator signs in at `console_url`, sees the demo's needs, sees a change arrive live
+    from the simulated actors (no reload), opens the month's report and downloads its CSV."""
+    from playwright.async_api import async_playwright, expect
+
+    chromium = executable()
+    assert chromium is not None, "no Chromium: run `make browser` (make test does)"
+    login = f"op-{community}"
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(chromium))
+        try:
+            context = await browser.new_context(base_url=info["console_url"])
+            context.set_default_timeout(30_000)
+            page = await context.new_page()
+            await page.goto("/sign-in")
+            await page.get_by_test_id("sign-in-login").fill(login)
+            await page.get_by_test_id("sign-in-password").fill(
+                info["console_staff"][login]["password"]
+            )
+            await page.get_by_test_id("sign-in-submit").click()
+            await page.wait_for_url(f"**/c/{community}")
+            await expect(page.get_by_test_id("need-row").first).to_be_visible()
+            await page.evaluate("window.__linliNoReload = true")
+            # The events feed starts empty when the page opens; the actors move the demo's
+            # needs, and their events arrive over the live stream (the demo runs 60 times
+            # faster: within seconds; bounded at two minutes).
+            await expect(page.get_by_test_id("event").first).to_be_visible(timeout=120_000)
+            assert await page.evaluate("window.__linliNoReload === true"), "page reloaded"
+
+            await page.get_by_test_id("report-link").click()
+            await expect(page.get_by_test_id("report")).to_be_visible()
+            async with page.expect_download() as info_download:
+                await page.get_by_test_id("report-csv").click()
+            download = await info_download.value
+            with open(await download.path(), encoding="utf-8-sig") as saved:
+                text = saved.read()
+            rows = list(csv.DictReader(io.StringIO(text)))
+            assert rows, "an empty report"
+            assert set(rows[0]) == {"section", "kind", "item", "detail", "metric", "value"}
+            submitted = sum(int(r["value"]) for r in rows if r["section"] == "needs")
+            assert submitted >= 1, rows
+        finally:
+            await browser.close()
 
 
 DEMO_TYPES = {
@@ -218,7 +267,8 @@ def stack_dir(tmp_path: Path) -> Iterator[Path]:
     PostgresServer(tmp_path / "linli" / "pg").delete_data()
 
 
-@pytest.mark.timeout(480)  # two whole starts of the stack, each ~20-60 s, up to 200 s under load
+# Two whole starts of the stack (each ~20-60 s, up to 200 s under load) and a browser step.
+@pytest.mark.timeout(540)
 async def test_make_run_stack(tmp_path: Path, stack_dir: Path) -> None:
     data_dir = stack_dir
     log = tmp_path / "stack.log"
@@ -252,6 +302,7 @@ async def test_make_run_stack(tmp_path: Path, stack_dir: Path) -> None:
             assert (await http.get(f"{base}/needs/{need_id}", headers=other)).status_code == 404
 
         await console_signs_in(info, community)
+        await console_in_chromium(info, community)
 
         # Our need appears on JetStream as a valid CloudEvent.
         deadline = time.monotonic() + 30
