@@ -271,7 +271,8 @@ async def request_redemption(
         volunteer = await store.get_volunteer(conn, community, volunteer_id)
         if volunteer is None or not volunteer["active"]:
             raise NotFound("volunteer")
-        reward = await store.get_reward(conn, community, spec.reward_id)
+        # A share lock: a withdrawal waits for this request and then rejects it too.
+        reward = await store.get_reward(conn, community, spec.reward_id, for_share=True)
         if reward is None or reward["status"] != "active":
             raise Rejected(
                 [

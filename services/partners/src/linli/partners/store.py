@@ -827,9 +827,15 @@ async def insert_reward(
 
 
 async def get_reward(
-    conn: Conn, community: str, reward_id: uuid.UUID, *, for_update: bool = False
+    conn: Conn,
+    community: str,
+    reward_id: uuid.UUID,
+    *,
+    for_update: bool = False,
+    for_share: bool = False,
 ) -> asyncpg.Record | None:
-    lock = " FOR UPDATE OF r" if for_update else ""
+    """One reward; `for_share` keeps it from being withdrawn until the caller commits."""
+    lock = " FOR UPDATE OF r" if for_update else " FOR SHARE OF r" if for_share else ""
     return await conn.fetchrow(
         f"SELECT {REWARD_COLUMNS} FROM {_REWARD_FROM} WHERE r.community = $1 AND r.id = $2{lock}",
         community,
