@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+from cryptography.fernet import Fernet
 from nats.js import JetStreamContext
 from pydantic import BaseModel
 
@@ -52,6 +53,8 @@ def partners_settings(
         "consumer_ack_wait_s": 5.0,
         "log_json": False,
         "intake_url": "http://intake.invalid",
+        # Reward certificates' codes sealed as in production (ADR 0041).
+        "secrets_key": Fernet.generate_key().decode(),
     }
     values.update(overrides)
     return PartnersSettings(**values)

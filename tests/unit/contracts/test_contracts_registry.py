@@ -34,6 +34,8 @@ CATALOGUE = {
     "need.dispatched", "need.reoffered", "assignment.withdrawn",
     "escalation.acknowledged", "escalation.assigned", "escalation.resolved",
     "notification.failed",
+    "reward.published", "reward.revised", "reward.withdrawn", "redemption.requested",
+    "redemption.rejected", "certificate.used",
 }  # fmt: skip
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "AssignmentExpired",
     "AssignmentOffered",
     "AssignmentWithdrawn",
+    "CertificateUsed",
     "DeliveryFailed",
     "EscalationAcknowledged",
     "EscalationAssigned",
@@ -72,7 +73,12 @@ __all__ = [
     "PartyRef",
     "PointsAwarded",
     "PointsRedeemed",
+    "RedemptionRejected",
+    "RedemptionRequested",
     "RepairCompleted",
+    "RewardPublished",
+    "RewardRevised",
+    "RewardWithdrawn",
     "SlotPublished",
     "SlotReleaseReason",
     "SlotReleased",
@@ -455,6 +461,85 @@ class PointsRedeemed(EventData):
         ge=0, description="Volunteer's balance in this community after the redemption."
     )
     redeemed_at: AwareDatetime = Field(description="When the points were debited.")
+    reward_id: UUID | None = Field(
+        default=None,
+        description="The partner's reward the points paid for, when the redemption was a "
+        "volunteer's request for a reward approved by an operator (ADR 0041); absent for an "
+        "operator's direct debit.",
+    )
+
+
+# --- rewards and their redemption (ADR 0041) ---------------------------------
+
+
+RewardTitle = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        description="What the reward is, in the partner's words (e.g. 100 yuan off a "
+        "training course); never a person's name.",
+    ),
+]
+
+
+class RewardPublished(EventData):
+    """A partner offers a reward for service points in a community."""
+
+    reward_id: UUID = Field(description="Id of the reward.")
+    partner_id: UUID = Field(description="Partner that honours the reward.")
+    title: RewardTitle
+    points: int = Field(gt=0, le=1_000_000, description="Price in points.")
+    published_at: AwareDatetime = Field(description="When it was published.")
+
+
+class RewardRevised(EventData):
+    """A reward's title or price changed; requests made before keep their price."""
+
+    reward_id: UUID = Field(description="Id of the reward.")
+    partner_id: UUID = Field(description="Partner that honours the reward.")
+    title: RewardTitle
+    points: int = Field(gt=0, le=1_000_000, description="New price in points.")
+    revised_at: AwareDatetime = Field(description="When it changed.")
+
+
+class RewardWithdrawn(EventData):
+    """A reward is no longer offered; its pending requests were rejected."""
+
+    reward_id: UUID = Field(description="Id of the reward.")
+    partner_id: UUID = Field(description="Partner that offered it.")
+    withdrawn_at: AwareDatetime = Field(description="When it was withdrawn.")
+
+
+class RedemptionRequested(EventData):
+    """A volunteer asked to redeem points for a reward; the points are held until an
+    operator approves (`points.redeemed`) or rejects (`redemption.rejected`)."""
+
+    redemption_id: UUID = Field(description="Id of the request (one per Idempotency-Key).")
+    reward_id: UUID = Field(description="Reward asked for.")
+    volunteer_id: UUID = Field(description="Volunteer asking.")
+    points: int = Field(gt=0, le=1_000_000, description="Points held (the reward's price).")
+    requested_at: AwareDatetime = Field(description="When it was asked for.")
+
+
+class RedemptionRejected(EventData):
+    """An operator rejected a redemption request (or its reward was withdrawn); the held
+    points are free again. The reason stays in partners."""
+
+    redemption_id: UUID = Field(description="Id of the request.")
+    reward_id: UUID = Field(description="Reward asked for.")
+    volunteer_id: UUID = Field(description="Volunteer who asked.")
+    points: int = Field(gt=0, le=1_000_000, description="Points released.")
+    rejected_at: AwareDatetime = Field(description="When it was rejected.")
+
+
+class CertificateUsed(EventData):
+    """The partner marked a reward certificate used (once)."""
+
+    redemption_id: UUID = Field(description="The approved redemption the certificate is for.")
+    reward_id: UUID = Field(description="Reward honoured.")
+    partner_id: UUID = Field(description="Partner that honoured it.")
+    used_at: AwareDatetime = Field(description="When it was used.")
 
 
 # --- scheduling ---------------------------------------------------------------

@@ -250,6 +250,12 @@ REGISTRY = Registry(
         _spec("points", "awarded", ev.PointsAwarded, "partners"),
         _spec("points", "redeemed", ev.PointsRedeemed, "partners"),
         _spec("offer", "lapsed", ev.OfferLapsed, "partners"),
+        _spec("reward", "published", ev.RewardPublished, "partners"),
+        _spec("reward", "revised", ev.RewardRevised, "partners"),
+        _spec("reward", "withdrawn", ev.RewardWithdrawn, "partners"),
+        _spec("redemption", "requested", ev.RedemptionRequested, "partners"),
+        _spec("redemption", "rejected", ev.RedemptionRejected, "partners"),
+        _spec("certificate", "used", ev.CertificateUsed, "partners"),
         # scheduling
         _spec("slot", "reserved", ev.SlotReserved, "scheduling"),
         _spec("slot", "released", ev.SlotReleased, "scheduling"),

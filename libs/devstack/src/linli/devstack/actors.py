@@ -42,6 +42,7 @@ class Party:
     token: str
     decided: set[str] = field(default_factory=set)
     due: dict[str, tuple[datetime, dict[str, Any]]] = field(default_factory=dict)
+    asked_reward: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,12 +89,18 @@ class Actors:
     """Plays every demo party against the partners API."""
 
     def __init__(
-        self, partners_url: str, parties: list[Party], rng: random.Random, temper: Temperament
+        self,
+        partners_url: str,
+        parties: list[Party],
+        rng: random.Random,
+        temper: Temperament,
+        community: str | None = None,
     ) -> None:
         self.partners_url = partners_url
         self.parties = parties
         self.rng = rng
         self.temper = temper
+        self.community = community
 
     async def tick(self, client: httpx.AsyncClient) -> None:
         for party in self.parties:
@@ -145,12 +152,39 @@ class Actors:
                 continue
             del party.due[assignment]
             report = report_for(offer, self.rng, self.temper)
-            await client.post(
+            answer = await client.post(
                 f"{self.partners_url}/v1/me/offers/{assignment}/report",
                 json=report,
                 headers=headers,
             )
             log.info("reported", extra={"party": party.name, "outcome": report["outcome"]})
+            if answer.status_code == 201 and answer.json().get("balance_after"):
+                await self._ask_for_reward(client, party, headers, answer.json()["balance_after"])
+
+    async def _ask_for_reward(
+        self, client: httpx.AsyncClient, party: Party, headers: dict[str, str], balance: int
+    ) -> None:
+        """A volunteer asks once for the cheapest reward its points cover (ADR 0041); an
+        operator approves or rejects it in the partners API."""
+        if party.asked_reward or self.community is None:
+            return
+        base = f"{self.partners_url}/v1/communities/{self.community}"
+        rewards = await client.get(f"{base}/rewards", headers=headers)
+        if rewards.status_code != 200:
+            return
+        affordable = [r for r in rewards.json()["items"] if r["points"] <= balance]
+        if not affordable:
+            return
+        reward = min(affordable, key=lambda r: r["points"])
+        asked = await client.post(
+            f"{base}/reward-redemptions",
+            json={"reward_id": reward["id"]},
+            # A stable key: a retried ask is the same ask.
+            headers={**headers, "Idempotency-Key": f"{party.name}-first-reward"},
+        )
+        if asked.status_code in (200, 201):
+            party.asked_reward = True
+            log.info("asked for a reward", extra={"party": party.name, "points": reward["points"]})
 
 
 async def hotline(stack: dict[str, Any], rng: random.Random, interval: float) -> None:
@@ -221,7 +255,7 @@ async def run(
         if name.startswith(("partner_", "volunteer_"))
     ]
     partners_url = stack["services"]["partners"]["url"]
-    actors = Actors(partners_url, parties, rng, Temperament())
+    actors = Actors(partners_url, parties, rng, Temperament(), stack["communities"][0])
     calls = asyncio.create_task(hotline(stack, rng, hotline_interval))
     try:
         async with httpx.AsyncClient(timeout=10) as client:

@@ -214,6 +214,32 @@ PARTNERS: list[dict[str, Any]] = [
         "kind": "repair_firm",
         "services": [{"name": "night on-call", "need_kind": "repair", "cost_option": "free"}],
     },
+    # Serves no need: it honours volunteers' points (issue #12, ADR 0041).
+    {
+        "name": "泰安职业技能培训学校 Taian Vocational School",
+        "kind": "other",
+        "description": "Courses for residents: elder care, cooking, e-bike repair.",
+    },
+]
+
+# Rewards for volunteers' points, by index into PARTNERS (ADR 0041).
+REWARDS: list[tuple[int, dict[str, Any]]] = [
+    (
+        3,
+        {
+            "title": "培训课程抵扣100元 100 yuan off a training course",
+            "description": "Any course of the school; one certificate per course.",
+            "points": 200,
+        },
+    ),
+    (
+        0,
+        {
+            "title": "家属午餐一份 A lunch for a family member",
+            "description": "Served at the canteen between 11:00 and 13:00.",
+            "points": 30,
+        },
+    ),
 ]
 
 VOLUNTEERS: list[dict[str, Any]] = [
@@ -298,6 +324,9 @@ def load_partners(stack: Stack) -> None:
         ]
         for slot in _slots(partner_ids, volunteer_ids, datetime.now(UTC)):
             client.post(f"{base}/slots", json=slot).raise_for_status()
+        for index, reward in REWARDS:
+            body = {"partner_id": partner_ids[index], **reward}
+            client.post(f"{base}/rewards", json=body).raise_for_status()
     # A partner's or volunteer's own token, for the partners API only.
     parties = {f"partner_{i}": ("partner", [first], p) for i, p in enumerate(partner_ids)}
     parties |= {f"volunteer_{i}": ("volunteer", [first], v) for i, v in enumerate(volunteer_ids)}

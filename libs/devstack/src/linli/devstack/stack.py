@@ -213,6 +213,7 @@ class Stack:
             # Partners asks intake for contact details on behalf of the accepted helper.
             env["LINLI_INTAKE_URL"] = self.service_url(SERVICES[0])
             env["LINLI_INTAKE_TOKEN"] = self.state.tokens.get("partners_service", "")
+            env["LINLI_SECRETS_KEY"] = self.state.fernet_key()
         return env
 
     def run_cli(self, spec: ServiceSpec, *args: str, stdin: str | None = None) -> str:

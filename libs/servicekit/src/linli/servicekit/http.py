@@ -114,6 +114,7 @@ _ERROR_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_failed",
+    429: "too_many_requests",
 }
 
 

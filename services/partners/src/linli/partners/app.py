@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Self
 
 from fastapi import FastAPI
@@ -13,14 +14,16 @@ from linli.servicekit import disclosures
 from linli.servicekit.db import service_migrations
 from linli.servicekit.http import create_http_app
 from linli.servicekit.runtime import ServiceRuntime
+from linli.servicekit.sealing import SecretBox
 from linli.servicekit.settings import Environment, ServiceSettings
 
-from . import api, service
+from . import api, rewards_api, service
 from .contacts import ContactDirectory, IntakeContactDirectory
 from .lapses import LapseSweep
 from .service import Clock
 
 MIGRATIONS_PACKAGE = "linli.partners"
+log = logging.getLogger("linli.partners")
 
 
 class PartnersSettings(ServiceSettings):
@@ -58,11 +61,27 @@ class PartnersSettings(ServiceSettings):
         default=True,
         description="Lapse unanswered offers at their expiry in this process (ADR 0026).",
     )
+    secrets_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key (LINLI_SECRETS_KEY) sealing reward certificates' codes at "
+        "rest (ADR 0041); required in production.",
+    )
+    certificate_check_limit: int = Field(
+        default=30,
+        ge=1,
+        le=10_000,
+        description="Public certificate checks per client address per window (ADR 0041).",
+    )
+    certificate_check_window_s: float = Field(
+        default=60.0, gt=0, le=86_400, description="Window of that limit, in seconds."
+    )
 
     @model_validator(mode="after")
     def _check_intake(self) -> Self:
         if self.environment is Environment.PRODUCTION and not self.intake_token:
             raise ValueError("production requires LINLI_INTAKE_TOKEN")
+        if self.environment is Environment.PRODUCTION and not self.secrets_key:
+            raise ValueError("production requires LINLI_SECRETS_KEY (a Fernet key)")
         return self
 
     @property
@@ -114,10 +133,20 @@ def build_app(
     app.state.clock = clock
     app.state.contact_directory = directory
     app.state.points_table = settings.points_table
+    app.state.secret_box = SecretBox(
+        settings.secrets_key.get_secret_value() if settings.secrets_key else None
+    )
+    if not app.state.secret_box.encrypting:
+        log.warning("reward certificate codes are stored unencrypted (no secrets_key)")
+    app.state.certificate_check_limit = rewards_api.public_check_limit(
+        settings.certificate_check_limit, settings.certificate_check_window_s
+    )
     app.include_router(api.router)
     app.include_router(api.me_router)
     app.include_router(disclosures.router())
     app.include_router(api.imports_router)
+    app.include_router(rewards_api.router)
+    app.include_router(rewards_api.public_router)
     api.install_error_handlers(app)
     _run_lapses(app, runtime, settings, clock)
     return app

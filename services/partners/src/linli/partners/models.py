@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import time
 from enum import StrEnum
 from typing import Annotated, Literal, Self
+from uuid import UUID
 
 from pydantic import AwareDatetime, Discriminator, Field, model_validator
 
@@ -313,10 +314,53 @@ class RedemptionSpec(ContractModel):
     note: str | None = Field(default=None, max_length=300)
 
 
+# --- rewards (ADR 0041) -----------------------------------------------------------------
+
+
+class RewardSpec(ContractModel):
+    """A reward a partner honours for service points."""
+
+    partner_id: UUID | None = Field(
+        default=None,
+        description="The partner honouring it; required from an operator, implied (and "
+        "only its own) for a partner's credential.",
+    )
+    title: ShortText = Field(description="E.g. 100 yuan off a training course.")
+    description: str | None = Field(default=None, max_length=2000)
+    points: int = Field(gt=0, le=1_000_000, description="Price in points.")
+
+
+class RewardPatch(ContractModel):
+    """Any of a reward's title, description and price (requests made keep their price)."""
+
+    title: ShortText | None = None
+    description: str | None = Field(default=None, max_length=2000)
+    points: int | None = Field(default=None, gt=0, le=1_000_000)
+
+
+class RewardRedemptionSpec(ContractModel):
+    """A volunteer's request to redeem points for a reward."""
+
+    reward_id: UUID = Field(description="The reward asked for (active, in this community).")
+
+
+class RejectSpec(ContractModel):
+    """Why an operator rejects a request; stays in partners (never in an event)."""
+
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class CertificateCode(ContractModel):
+    """A certificate's verification code as printed (case, spaces and dashes ignored)."""
+
+    code: str = Field(min_length=1, max_length=100)
+
+
 __all__ = [
     "AcceptRequest",
     "Availability",
     "CapacityImport",
+    "CertificateCode",
     "CompletionReport",
     "ContactSpec",
     "CostOption",
@@ -327,7 +371,11 @@ __all__ = [
     "PartnerKind",
     "PartnerSpec",
     "RedemptionSpec",
+    "RejectSpec",
     "RepairReport",
+    "RewardPatch",
+    "RewardRedemptionSpec",
+    "RewardSpec",
     "ServiceSpec",
     "SlotSpec",
     "VisitReport",

@@ -649,44 +649,76 @@ async def redeem(
                 return Redemption(
                     row["id"], row["volunteer_id"], row["points"], row["balance_after"], False
                 )
-        volunteer = rules.volunteer_account(community, volunteer_id)
-        redeemed = rules.redeemed_account(community)
-        await store.ensure_accounts(conn, (volunteer, "volunteer"), (redeemed, "redeemed"))
-        group = uuid.uuid4()
-        common: dict[str, Any] = {
-            "group": group,
-            "community": community,
-            "entry_kind": "redemption",
-            "by": actor.label(),
-            "note": spec.note,
-        }
-        try:
-            balance = await store.post(conn, account=volunteer, amount=-spec.points, **common)
-        except asyncpg.CheckViolationError:
-            raise Conflict("insufficient points") from None
-        await store.post(conn, account=redeemed, amount=spec.points, **common)
-        await store.insert_redemption(
+        balance = await debit(
             conn,
+            community,
+            volunteer_id,
+            spec.points,
             redemption_id=redemption_id,
-            community=community,
-            volunteer_id=volunteer_id,
-            points=spec.points,
-            balance_after=balance,
-            group=group,
             note=spec.note,
             by=actor.label(),
-            at=now,
+            now=now,
         )
-        # The note stays here: free text may name people (ADR 0016).
-        event = PointsRedeemed(
-            redemption_id=redemption_id,
-            volunteer_id=volunteer_id,
-            points=spec.points,
-            balance_after=balance,
-            redeemed_at=now,
-        )
-        await outbox.enqueue(conn, _event(event, community, volunteer_id, now))
     return Redemption(redemption_id, volunteer_id, spec.points, balance, True)
+
+
+async def debit(
+    conn: Conn,
+    community: str,
+    volunteer_id: uuid.UUID,
+    points: int,
+    *,
+    redemption_id: uuid.UUID,
+    note: str | None,
+    by: str,
+    now: datetime,
+    reward_id: uuid.UUID | None = None,
+) -> int:
+    """Spend a volunteer's points in `community` (inside the caller's transaction): the
+    two ledger legs, the `redemptions` row and `points.redeemed`; returns the balance
+    after. `Conflict("insufficient points")` when the balance, less the points held for
+    pending requests, would not cover it (the database's CHECKs decide, ADR 0041)."""
+    volunteer = rules.volunteer_account(community, volunteer_id)
+    redeemed = rules.redeemed_account(community)
+    await store.ensure_accounts(conn, (volunteer, "volunteer"), (redeemed, "redeemed"))
+    group = uuid.uuid4()
+    common: dict[str, Any] = {
+        "group": group,
+        "community": community,
+        "entry_kind": "redemption",
+        "by": by,
+        "note": note,
+    }
+    try:
+        balance = await store.post(conn, account=volunteer, amount=-points, **common)
+    except asyncpg.CheckViolationError:
+        raise Conflict("insufficient points") from None
+    await store.post(conn, account=redeemed, amount=points, **common)
+    await store.insert_redemption(
+        conn,
+        redemption_id=redemption_id,
+        community=community,
+        volunteer_id=volunteer_id,
+        points=points,
+        balance_after=balance,
+        group=group,
+        note=note,
+        by=by,
+        at=now,
+    )
+    if reward_id is not None:
+        await store.set_redemption_reward(conn, redemption_id, reward_id)
+    # The note stays here: free text may name people (ADR 0016).
+    event = PointsRedeemed(
+        redemption_id=redemption_id,
+        volunteer_id=volunteer_id,
+        points=points,
+        balance_after=balance,
+        redeemed_at=now,
+        reward_id=reward_id,
+    )
+    await outbox.enqueue(conn, _event(event, community, volunteer_id, now))
+    return balance
 
 
 async def points_history(

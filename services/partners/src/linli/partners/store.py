@@ -780,3 +780,330 @@ def details_of(row: asyncpg.Record) -> dict[str, Any]:
 def proof_of(row: asyncpg.Record) -> dict[str, Any]:
     value = row["proof"]
     return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+# --- rewards, redemption requests and certificates (ADR 0041) ----------------------------
+
+REWARD_COLUMNS = (
+    "r.id, r.community, r.partner_id, p.name AS partner_name, r.title, r.description, "
+    "r.points, r.status, r.created_at, r.updated_at, r.withdrawn_at"
+)
+_REWARD_FROM = "rewards r JOIN partners p ON p.id = r.partner_id"
+REQUEST_COLUMNS = (
+    "q.id, q.community, q.reward_id, q.volunteer_id, q.points, q.status, q.requested_at, "
+    "q.decided_at, q.reject_reason, q.used_at, q.certificate_sealed, r.title AS reward_title, "
+    "r.partner_id, p.name AS partner_name"
+)
+_REQUEST_FROM = (
+    "reward_redemptions q JOIN rewards r ON r.id = q.reward_id "
+    "JOIN partners p ON p.id = r.partner_id"
+)
+
+
+async def insert_reward(
+    conn: Conn,
+    *,
+    reward_id: uuid.UUID,
+    community: str,
+    partner_id: uuid.UUID,
+    title: str,
+    description: str | None,
+    points: int,
+    by: str,
+    at: datetime,
+) -> None:
+    await conn.execute(
+        "INSERT INTO rewards (id, community, partner_id, title, description, points, "
+        "created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        reward_id,
+        community,
+        partner_id,
+        title,
+        description,
+        points,
+        by,
+        at,
+    )
+
+
+async def get_reward(
+    conn: Conn,
+    community: str,
+    reward_id: uuid.UUID,
+    *,
+    for_update: bool = False,
+    for_share: bool = False,
+) -> asyncpg.Record | None:
+    """One reward; `for_share` keeps it from being withdrawn until the caller commits."""
+    lock = " FOR UPDATE OF r" if for_update else " FOR SHARE OF r" if for_share else ""
+    return await conn.fetchrow(
+        f"SELECT {REWARD_COLUMNS} FROM {_REWARD_FROM} WHERE r.community = $1 AND r.id = $2{lock}",
+        community,
+        reward_id,
+    )
+
+
+async def list_rewards(
+    conn: Conn,
+    community: str,
+    *,
+    status: str | None,
+    partner_id: uuid.UUID | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {REWARD_COLUMNS} FROM {_REWARD_FROM} WHERE r.community = $1 "
+        "AND ($2::text IS NULL OR r.status = $2) AND ($3::uuid IS NULL OR r.partner_id = $3) "
+        "ORDER BY r.created_at DESC, r.id DESC LIMIT $4",
+        community,
+        status,
+        partner_id,
+        limit,
+    )
+
+
+async def update_reward(
+    conn: Conn,
+    reward_id: uuid.UUID,
+    *,
+    title: str | None,
+    description: str | None,
+    points: int | None,
+    at: datetime,
+) -> None:
+    await conn.execute(
+        "UPDATE rewards SET title = coalesce($2, title), description = coalesce($3, description), "
+        "points = coalesce($4, points), updated_at = $5 WHERE id = $1",
+        reward_id,
+        title,
+        description,
+        points,
+        at,
+    )
+
+
+async def withdraw_reward(conn: Conn, reward_id: uuid.UUID, at: datetime) -> None:
+    await conn.execute(
+        "UPDATE rewards SET status = 'withdrawn', withdrawn_at = $2, updated_at = $2 WHERE id = $1",
+        reward_id,
+        at,
+    )
+
+
+async def hold_points(conn: Conn, account: str, points: int) -> None:
+    """Hold points on a volunteer's account; the CHECK `balance >= held` refuses more than
+    the balance (asyncpg raises CheckViolationError), however many requests race."""
+    await conn.execute(
+        "UPDATE balances SET held = held + $2, updated_at = now() WHERE account = $1",
+        account,
+        points,
+    )
+
+
+async def release_points(conn: Conn, account: str, points: int) -> None:
+    await conn.execute(
+        "UPDATE balances SET held = held - $2, updated_at = now() WHERE account = $1",
+        account,
+        points,
+    )
+
+
+async def held_of(conn: Conn, account: str) -> int:
+    value = await conn.fetchval("SELECT held FROM balances WHERE account = $1", account)
+    return int(value or 0)
+
+
+async def claim_request_key(
+    conn: Conn,
+    community: str,
+    credential_id: uuid.UUID,
+    key: str,
+    fingerprint: bytes,
+    redemption_id: uuid.UUID,
+) -> asyncpg.Record | None:
+    """Claim a key for a request or decision; the earlier claim when the key was used
+    (a concurrent claim waits on the primary key until the first commits)."""
+    inserted = await conn.fetchval(
+        "INSERT INTO reward_redemption_keys (community, credential_id, key, request_sha256, "
+        "redemption_id) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true",
+        community,
+        credential_id,
+        key,
+        fingerprint,
+        redemption_id,
+    )
+    if inserted:
+        return None
+    return await conn.fetchrow(
+        "SELECT request_sha256, redemption_id FROM reward_redemption_keys "
+        "WHERE community = $1 AND credential_id = $2 AND key = $3",
+        community,
+        credential_id,
+        key,
+    )
+
+
+async def insert_redemption_request(
+    conn: Conn,
+    *,
+    request_id: uuid.UUID,
+    community: str,
+    reward_id: uuid.UUID,
+    volunteer_id: uuid.UUID,
+    points: int,
+    by: str,
+    at: datetime,
+) -> None:
+    await conn.execute(
+        "INSERT INTO reward_redemptions (id, community, reward_id, volunteer_id, points, "
+        "requested_by, requested_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        request_id,
+        community,
+        reward_id,
+        volunteer_id,
+        points,
+        by,
+        at,
+    )
+
+
+async def get_redemption_request(
+    conn: Conn,
+    community: str,
+    request_id: uuid.UUID,
+    *,
+    volunteer_id: uuid.UUID | None = None,
+    for_update: bool = False,
+) -> asyncpg.Record | None:
+    """One request in `community` (only the volunteer's own when `volunteer_id` is given)."""
+    lock = " FOR UPDATE OF q" if for_update else ""
+    return await conn.fetchrow(
+        f"SELECT {REQUEST_COLUMNS} FROM {_REQUEST_FROM} WHERE q.community = $1 AND q.id = $2 "
+        f"AND ($3::uuid IS NULL OR q.volunteer_id = $3){lock}",
+        community,
+        request_id,
+        volunteer_id,
+    )
+
+
+async def list_redemption_requests(
+    conn: Conn,
+    community: str,
+    *,
+    volunteer_id: uuid.UUID | None,
+    status: str | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {REQUEST_COLUMNS} FROM {_REQUEST_FROM} WHERE q.community = $1 "
+        "AND ($2::uuid IS NULL OR q.volunteer_id = $2) AND ($3::text IS NULL OR q.status = $3) "
+        "ORDER BY q.requested_at DESC, q.id DESC LIMIT $4",
+        community,
+        volunteer_id,
+        status,
+        limit,
+    )
+
+
+async def pending_requests_of_reward(conn: Conn, reward_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT id, community, volunteer_id, points FROM reward_redemptions "
+        "WHERE reward_id = $1 AND status = 'requested' ORDER BY requested_at FOR UPDATE",
+        reward_id,
+    )
+
+
+async def approve_request(
+    conn: Conn,
+    request_id: uuid.UUID,
+    *,
+    by: str,
+    at: datetime,
+    certificate_sha256: bytes,
+    certificate_sealed: str,
+) -> None:
+    await conn.execute(
+        "UPDATE reward_redemptions SET status = 'approved', decided_by = $2, decided_at = $3, "
+        "certificate_sha256 = $4, certificate_sealed = $5 WHERE id = $1",
+        request_id,
+        by,
+        at,
+        certificate_sha256,
+        certificate_sealed,
+    )
+
+
+async def reject_request(
+    conn: Conn, request_id: uuid.UUID, *, reason: str, by: str, at: datetime
+) -> None:
+    await conn.execute(
+        "UPDATE reward_redemptions SET status = 'rejected', decided_by = $2, decided_at = $3, "
+        "reject_reason = $4 WHERE id = $1",
+        request_id,
+        by,
+        at,
+        reason,
+    )
+
+
+async def set_redemption_reward(conn: Conn, redemption_id: uuid.UUID, reward_id: uuid.UUID) -> None:
+    await conn.execute(
+        "UPDATE redemptions SET reward_id = $2 WHERE id = $1", redemption_id, reward_id
+    )
+
+
+async def certificate_by_digest(
+    conn: Conn, digest: bytes, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    """The approved request whose certificate code has this SHA-256, in any community."""
+    lock = " FOR UPDATE OF q" if for_update else ""
+    return await conn.fetchrow(
+        f"SELECT {REQUEST_COLUMNS} FROM {_REQUEST_FROM} "
+        f"WHERE q.certificate_sha256 = $1 AND q.status = 'approved'{lock}",
+        digest,
+    )
+
+
+async def mark_certificate_used(
+    conn: Conn, request_id: uuid.UUID, *, by: str, at: datetime
+) -> bool:
+    """Mark used, once; False when it was used before."""
+    result: str = await conn.execute(
+        "UPDATE reward_redemptions SET used_at = $2, used_by = $3 "
+        "WHERE id = $1 AND used_at IS NULL",
+        request_id,
+        at,
+        by,
+    )
+    return result.endswith(" 1")
+
+
+# --- a volunteer's statement -----------------------------------------------------------
+
+
+async def reports_by_volunteer(
+    conn: Conn, community: str, volunteer_id: uuid.UUID, start: datetime, end: datetime
+) -> list[asyncpg.Record]:
+    """The volunteer's completion reports in the community, reported in [start, end)."""
+    return await conn.fetch(
+        "SELECT c.assignment_id, c.need_id, o.kind, c.outcome, c.proof, c.reported_at "
+        "FROM completion_reports c JOIN offers o ON o.assignment_id = c.assignment_id "
+        "WHERE c.community = $1 AND c.party_kind = 'volunteer' AND c.party_id = $2 "
+        "AND c.reported_at >= $3 AND c.reported_at < $4 ORDER BY c.reported_at, c.assignment_id",
+        community,
+        volunteer_id,
+        start,
+        end,
+    )
+
+
+async def ledger_sums(conn: Conn, account: str, start: datetime, end: datetime) -> dict[str, int]:
+    """Sum of an account's legs per entry kind, created in [start, end)."""
+    rows = await conn.fetch(
+        "SELECT entry_kind, sum(amount) AS total FROM ledger_entries WHERE account = $1 "
+        "AND created_at >= $2 AND created_at < $3 GROUP BY entry_kind",
+        account,
+        start,
+        end,
+    )
+    return {r["entry_kind"]: int(r["total"]) for r in rows}
