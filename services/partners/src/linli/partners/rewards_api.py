@@ -580,6 +580,8 @@ async def volunteer_statement(
     until: Annotated[datetime | None, Query(description="RFC 3339; default now")] = None,
 ) -> Any:
     principal.require_community(community)
+    # Other roles (a partner, a street office: volunteers are personal data) are refused.
+    principal.require_role(*OPERATORS, Role.VOLUNTEER)
     # A volunteer sees only its own statement; anyone else's does not exist for it.
     own = principal.role is Role.VOLUNTEER and principal.subject_id == volunteer_id
     if principal.role not in OPERATORS and not own:
