@@ -122,11 +122,6 @@ class ServiceCLI:
                 log_config=None,
                 access_log=False,
                 timeout_graceful_shutdown=10,
-                # Idle keep-alive connections outlive every client's pool (httpx keeps one
-                # 5 s, an ingress 60 s): with uvicorn's default of 5 s a client could send
-                # on a connection the server was closing (make test under load: httpx
-                # ReadError on a POST to partners after 5 s of talking to intake).
-                timeout_keep_alive=75,
             )
             return 0
         return asyncio.run(self._run(args))
