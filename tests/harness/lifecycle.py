@@ -240,7 +240,10 @@ class ReplicaRouter(httpx.AsyncBaseTransport):
 
     def __init__(self, services: Mapping[str, Service], *, patience_s: float = 30.0) -> None:
         self._services = services
-        self._inner = httpx.AsyncHTTPTransport()
+        # Idle connections are dropped before uvicorn's 5 s keep-alive closes them: at the
+        # same 5 s a request could go out on a connection the server was closing (httpx
+        # ReadError in test_two_replicas under load).
+        self._inner = httpx.AsyncHTTPTransport(limits=httpx.Limits(keepalive_expiry=2.0))
         self._turn: dict[str, int] = {}
         self._patience_s = patience_s
         self.refused = 0
