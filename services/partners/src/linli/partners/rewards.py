@@ -230,18 +230,13 @@ async def _replayed(
     """Claim the key for `request_id`; the earlier request when it was used before."""
     if idempotency is None:
         return None
-    earlier = await store.claim_request_key(
-        conn,
-        community,
-        idempotency.credential_id,
-        idempotency.key,
-        idempotency.fingerprint,
-        request_id,
+    earlier = await store.claim_idempotency_key(
+        conn, "reward.redemption", community, idempotency, request_id
     )
     if earlier is None:
         return None
     check_replay(idempotency, earlier["request_sha256"])
-    row = await store.get_redemption_request(conn, community, earlier["redemption_id"])
+    row = await store.get_redemption_request(conn, community, earlier["result_id"])
     assert row is not None
     return Answer(row, created=False)
 

@@ -635,16 +635,11 @@ async def redeem(
         redemption_id = uuid.uuid4()
         if idempotency is not None:
             earlier = await store.claim_idempotency_key(
-                conn,
-                community,
-                idempotency.credential_id,
-                idempotency.key,
-                idempotency.fingerprint,
-                redemption_id,
+                conn, "points.redeem", community, idempotency, redemption_id
             )
             if earlier is not None:
                 check_replay(idempotency, earlier["request_sha256"])
-                row = await store.get_redemption(conn, community, earlier["redemption_id"])
+                row = await store.get_redemption(conn, community, earlier["result_id"])
                 assert row is not None
                 return Redemption(
                     row["id"], row["volunteer_id"], row["points"], row["balance_after"], False

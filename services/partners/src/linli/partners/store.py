@@ -12,6 +12,7 @@ import asyncpg
 
 from linli.contracts.events import AssignmentOffered, PartyRef
 from linli.servicekit.db import Conn
+from linli.servicekit.idempotency import Idempotency
 
 from .models import Availability, ContactSpec, PartnerSpec, ServiceSpec, SlotSpec
 
@@ -686,34 +687,39 @@ async def volunteer_balances(conn: Conn, volunteer_id: uuid.UUID) -> list[asyncp
 
 async def claim_idempotency_key(
     conn: Conn,
+    operation: str,
     community: str,
-    credential_id: uuid.UUID,
-    key: str,
-    fingerprint: bytes,
-    redemption_id: uuid.UUID,
+    idempotency: Idempotency,
+    result_id: uuid.UUID,
 ) -> asyncpg.Record | None:
-    """Claim a key for a new redemption; returns the earlier claim when the key was used.
+    """Claim an Idempotency-Key for `operation` and the id of what it will create (ADR
+    0008); returns the earlier claim (`request_sha256`, `result_id`) when the key was used.
 
-    A concurrent request with the same key waits on the primary key until the first
-    commits (or rolls back), then sees its row: no check-then-insert race.
+    The one key table of partners: points debits (`points.redeem`) and reward
+    redemptions with their decisions (`reward.redemption`) claim here. A concurrent
+    request with the same key waits on the primary key until the first commits (or rolls
+    back), then sees its row: no check-then-insert race.
     """
     inserted = await conn.fetchval(
-        "INSERT INTO idempotency_keys (community, credential_id, key, request_sha256, "
-        "redemption_id) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true",
+        "INSERT INTO idempotency_keys (community, credential_id, operation, key, "
+        "request_sha256, result_id) VALUES ($1, $2, $3, $4, $5, $6) "
+        "ON CONFLICT DO NOTHING RETURNING true",
         community,
-        credential_id,
-        key,
-        fingerprint,
-        redemption_id,
+        idempotency.credential_id,
+        operation,
+        idempotency.key,
+        idempotency.fingerprint,
+        result_id,
     )
     if inserted:
         return None
     return await conn.fetchrow(
-        "SELECT request_sha256, redemption_id FROM idempotency_keys "
-        "WHERE community = $1 AND credential_id = $2 AND key = $3",
+        "SELECT request_sha256, result_id FROM idempotency_keys "
+        "WHERE community = $1 AND credential_id = $2 AND operation = $3 AND key = $4",
         community,
-        credential_id,
-        key,
+        idempotency.credential_id,
+        operation,
+        idempotency.key,
     )
 
 
@@ -911,36 +917,6 @@ async def release_points(conn: Conn, account: str, points: int) -> None:
 async def held_of(conn: Conn, account: str) -> int:
     value = await conn.fetchval("SELECT held FROM balances WHERE account = $1", account)
     return int(value or 0)
-
-
-async def claim_request_key(
-    conn: Conn,
-    community: str,
-    credential_id: uuid.UUID,
-    key: str,
-    fingerprint: bytes,
-    redemption_id: uuid.UUID,
-) -> asyncpg.Record | None:
-    """Claim a key for a request or decision; the earlier claim when the key was used
-    (a concurrent claim waits on the primary key until the first commits)."""
-    inserted = await conn.fetchval(
-        "INSERT INTO reward_redemption_keys (community, credential_id, key, request_sha256, "
-        "redemption_id) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true",
-        community,
-        credential_id,
-        key,
-        fingerprint,
-        redemption_id,
-    )
-    if inserted:
-        return None
-    return await conn.fetchrow(
-        "SELECT request_sha256, redemption_id FROM reward_redemption_keys "
-        "WHERE community = $1 AND credential_id = $2 AND key = $3",
-        community,
-        credential_id,
-        key,
-    )
 
 
 async def insert_redemption_request(
