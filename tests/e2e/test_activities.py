@@ -63,8 +63,10 @@ async def test_activity_signups_priority_attendance_and_report(lifecycle: Any) -
     activity = lc.ok(await http.post(a, json=clinic(p1, p2, tomorrow.isoformat())), 201)
     act = f"{a}/{activity['id']}"
     assert activity["status"] == "draft"
-    (s1,) = activity["stalls"][0]["sessions"]
-    (s2,) = activity["stalls"][1]["sessions"]
+    stalls = {s["partner_id"]: s for s in activity["stalls"]}
+    assert [s["partner_id"] for s in activity["stalls"]] == [p1, p2]  # in the order given
+    (s1,) = stalls[p1]["sessions"]
+    (s2,) = stalls[p2]["sessions"]
     published = lc.ok(await http.post(f"{act}/publish"))
     assert published["status"] == "published"
     assert not published["allocated"]
@@ -87,7 +89,11 @@ async def test_activity_signups_priority_attendance_and_report(lifecycle: Any) -
     assert closed["allocated"]
     listed = lc.ok(await http.get(f"{act}/sessions/{s1['id']}/signups"))
     by_resident = {s["resident_id"]: s for s in listed}
-    assert {r for r, s in by_resident.items() if s["status"] == "confirmed"} == set(firsts)
+    assert {r for r, s in by_resident.items() if s["status"] == "confirmed"} == set(firsts), (
+        listed,
+        firsts,
+        plain,
+    )
     assert [s["resident_id"] for s in listed if s["status"] == "waitlisted"] == plain
     await lc.wait_events("signup.waitlisted", signup_id=signups[plain[2]]["id"])
     waitlisted = await lc.events("signup.waitlisted")

@@ -37,7 +37,7 @@ CREATE TABLE activity_stalls (
     partner_id   uuid        NOT NULL,
     offering     text        NOT NULL,
     cancelled_at timestamptz,
-    created_at   timestamptz NOT NULL DEFAULT now()
+    created_at   timestamptz NOT NULL DEFAULT clock_timestamp()  -- the order they were given
 );
 CREATE INDEX activity_stalls_by_activity ON activity_stalls (activity_id, created_at, id);
 
@@ -53,7 +53,7 @@ CREATE TABLE activity_sessions (
     places       integer     NOT NULL CHECK (places >= 1),
     confirmed    integer     NOT NULL DEFAULT 0 CHECK (confirmed >= 0 AND confirmed <= places),
     cancelled_at timestamptz,
-    created_at   timestamptz NOT NULL DEFAULT now()
+    created_at   timestamptz NOT NULL DEFAULT clock_timestamp()  -- the order they were given
 );
 CREATE INDEX activity_sessions_by_stall ON activity_sessions (stall_id, starts_at, id);
 CREATE INDEX activity_sessions_by_activity ON activity_sessions (activity_id);
