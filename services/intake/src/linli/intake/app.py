@@ -39,8 +39,7 @@ class IntakeSettings(ServiceSettings):
     activity_interval_s: float = Field(
         default=15.0,
         gt=0,
-        description="How often activities whose registration has closed are allocated "
-        "(ADR 0046).",
+        description="How often activities whose registration has closed are allocated (ADR 0046).",
     )
     ingress_grace_s: float = Field(
         default=2.0,
