@@ -54,7 +54,9 @@ def clinic(p1: str, p2: str, on: str) -> dict[str, Any]:
 
 
 async def test_activity_signups_priority_attendance_and_report(lifecycle: Any) -> None:
-    lc: Lifecycle = await lifecycle(console=True, replicas={"intake": 2})
+    lc: Lifecycle = await lifecycle(
+        console=True, replicas={"intake": 2}, intake_env={"LINLI_ACTIVITY_INTERVAL_S": "0.5"}
+    )
     await lc.add_staff("op-home", PASSWORD, communities=[lc.home])
     http, a = lc.http, lc.c("intake", "/activities")
     tomorrow = datetime.now(ZONE).date() + timedelta(days=1)
@@ -268,6 +270,31 @@ async def test_activity_signups_priority_attendance_and_report(lifecycle: Any) -
         json={"start_time": "08:00:00", "end_time": "09:00:00", "places": 1},
     )
     assert response.status_code == 409  # two hold a place
+
+    # --- registration closes by itself at its time; a started activity is held -----------
+    soon = clinic(p1, p2, tomorrow.isoformat()) | {
+        "registration_closes_at": (datetime.now(ZONE) + timedelta(seconds=3)).isoformat()
+    }
+    third = lc.ok(await http.post(a, json=soon), 201)
+    lc.ok(await http.post(f"{a}/{third['id']}/publish"))
+    session = third["stalls"][0]["sessions"][0]["id"]
+    early = lc.ok(
+        await http.post(
+            f"{a}/{third['id']}/sessions/{session}/signups", json={"resident_id": firsts[0]}
+        ),
+        201,
+    )
+    assert early["status"] == "requested"
+    await lc.wait_events("signup.confirmed", signup_id=early["id"], timeout=30)
+    assert lc.ok(await http.get(f"{a}/{third['id']}"))["allocated"]
+    response = await http.post(f"{a}/{third['id']}/held")
+    assert response.status_code == 409  # it has not started
+    yesterday = clinic(p1, p2, (tomorrow - timedelta(days=2)).isoformat())
+    past = lc.ok(await http.post(a, json=yesterday), 201)
+    lc.ok(await http.post(f"{a}/{past['id']}/publish"))
+    held = lc.ok(await http.post(f"{a}/{past['id']}/held"))
+    assert held["status"] == "held"
+    await lc.wait_events("activity.held", activity_id=past["id"])
 
     # --- cancelling the activity ends every standing sign-up -----------------------------
     lc.ok(await http.post(f"{act}/cancel"))
