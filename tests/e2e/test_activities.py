@@ -62,7 +62,15 @@ async def test_activity_signups_priority_attendance_and_report(lifecycle: Any) -
     tomorrow = datetime.now(ZONE).date() + timedelta(days=1)
     p1, p2 = str(uuid.uuid4()), str(uuid.uuid4())
 
-    activity = lc.ok(await http.post(a, json=clinic(p1, p2, tomorrow.isoformat())), 201)
+    key = {"Idempotency-Key": f"clinic-{uuid.uuid4()}"}
+    body = clinic(p1, p2, tomorrow.isoformat())
+    activity = lc.ok(await http.post(a, json=body, headers=key), 201)
+    retried = await http.post(a, json=body, headers=key)
+    assert retried.status_code == 200
+    assert retried.json()["id"] == activity["id"]
+    assert retried.headers["Idempotent-Replayed"] == "true"
+    reused = await http.post(a, json=body | {"title": "另一个"}, headers=key)
+    assert reused.status_code == 409
     act = f"{a}/{activity['id']}"
     assert activity["status"] == "draft"
     stalls = {s["partner_id"]: s for s in activity["stalls"]}

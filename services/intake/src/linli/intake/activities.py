@@ -33,6 +33,7 @@ from linli.contracts.envelope import CloudEvent, new_event
 from linli.contracts.types import PriorityGroup, Reason
 from linli.servicekit import outbox
 from linli.servicekit.db import Conn
+from linli.servicekit.idempotency import Idempotency, check_replay
 
 from . import store
 from .service import SOURCE, Actor, Conflict, NotFound, Rejected
@@ -69,9 +70,15 @@ def session_values(activity: Any, stall_id: uuid.UUID, spec: Any, field: str) ->
 
 
 async def create_activity(
-    conn: Conn, community: str, spec: Any, actor: Actor, now: datetime
-) -> uuid.UUID:
-    """A draft activity with its stalls and their sessions."""
+    conn: Conn,
+    community: str,
+    spec: Any,
+    actor: Actor,
+    now: datetime,
+    idempotency: Idempotency | None = None,
+) -> tuple[uuid.UUID, bool]:
+    """A draft activity with its stalls and their sessions: (its id, created). A retry
+    with the same Idempotency-Key answers the activity created the first time."""
     if not await store.community_exists(conn, community):
         raise NotFound("community")
     starts_at = local(spec.date, spec.start_time, spec.timezone)
@@ -85,6 +92,18 @@ async def create_activity(
         )
     activity_id = uuid.uuid4()
     async with conn.transaction():
+        if idempotency is not None:
+            earlier = await store.claim_activity_key(
+                conn,
+                community,
+                idempotency.credential_id,
+                idempotency.key,
+                idempotency.fingerprint,
+                activity_id,
+            )
+            if earlier is not None:
+                check_replay(idempotency, earlier["request_sha256"])
+                return earlier["activity_id"], False
         activity = await store.insert_activity(
             conn,
             {
@@ -104,7 +123,7 @@ async def create_activity(
         )
         for i, stall in enumerate(spec.stalls):
             await _add_stall(conn, activity, stall, f"body.stalls.{i}")
-    return activity_id
+    return activity_id, True
 
 
 async def _add_stall(conn: Conn, activity: Any, stall: Any, field: str) -> uuid.UUID:

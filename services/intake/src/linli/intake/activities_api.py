@@ -20,6 +20,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from linli.contracts.types import CommunitySlug, Role
 from linli.servicekit.auth import CurrentPrincipal, Principal
 from linli.servicekit.errors import ErrorBody
+from linli.servicekit.idempotency import Idempotency, IdempotencyKey, mark_replayed
 
 from . import activities, store
 from .service import Actor, Clock, NotFound
@@ -248,17 +249,30 @@ def _manage(principal: Principal, community: str) -> None:
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ActivityView,
-    responses=_errors(404, 422),
+    responses={
+        200: {"description": "Replay of an earlier request with the same Idempotency-Key"},
+        **_errors(404, 409, 422),
+    },
     summary="Create a draft activity",
 )
 async def create_activity(
-    request: Request, community: Community, principal: CurrentPrincipal, body: ActivitySpec
+    request: Request,
+    response: Response,
+    community: Community,
+    principal: CurrentPrincipal,
+    body: ActivitySpec,
+    idempotency_key: IdempotencyKey = None,
 ) -> Any:
     _manage(principal, community)
+    idem = Idempotency.of(
+        idempotency_key, principal.credential_id, community, body.model_dump(mode="json")
+    )
     async with _pool(request).acquire() as conn:
-        activity_id = await activities.create_activity(
-            conn, community, body, _actor(principal), _now(request)
+        activity_id, created = await activities.create_activity(
+            conn, community, body, _actor(principal), _now(request), idem
         )
+    if not created:
+        mark_replayed(response)
     return await _read(request, community, activity_id)
 
 

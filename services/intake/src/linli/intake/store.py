@@ -1046,3 +1046,34 @@ async def activity_counts(conn: Conn, activity_id: uuid.UUID) -> asyncpg.Record:
     )
     assert row is not None
     return row
+
+
+async def claim_activity_key(
+    conn: Conn,
+    community: str,
+    credential_id: uuid.UUID,
+    key: str,
+    fingerprint: bytes,
+    activity_id: uuid.UUID,
+) -> asyncpg.Record | None:
+    """Claim an Idempotency-Key for a new activity; the earlier claim when it was used
+    (a concurrent request with the same key waits on the primary key)."""
+    inserted = await conn.fetchval(
+        "INSERT INTO activity_idempotency_keys (community, credential_id, key, "
+        "request_sha256, activity_id) VALUES ($1, $2, $3, $4, $5) "
+        "ON CONFLICT DO NOTHING RETURNING true",
+        community,
+        credential_id,
+        key,
+        fingerprint,
+        activity_id,
+    )
+    if inserted:
+        return None
+    return await conn.fetchrow(
+        "SELECT request_sha256, activity_id FROM activity_idempotency_keys "
+        "WHERE community = $1 AND credential_id = $2 AND key = $3",
+        community,
+        credential_id,
+        key,
+    )
