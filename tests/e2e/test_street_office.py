@@ -41,6 +41,8 @@ ALLOWED: dict[str, set[tuple[str, str]]] = {
     "intake": {
         ("GET", "/v1/communities/{community}/needs"),
         ("GET", "/v1/communities/{community}/needs/{need_id}"),
+        ("GET", "/v1/communities/{community}/activities"),
+        ("GET", "/v1/communities/{community}/activities/{activity_id}"),
     },
     "scheduling": {
         ("GET", "/v1/communities/{community}/schedule/needs"),
@@ -175,6 +177,42 @@ async def seed(lc: Lifecycle) -> World:
         201,
     )
     w.ids["recipient_id"] = str(recipient["id"])
+    # A free clinic (ADR 0046) with the resident signed up: its counts are a street
+    # office's to read, its sign-ups are not.
+    activity = lc.ok(
+        await lc.http.post(
+            lc.c("intake", "/activities"),
+            json={
+                "title": "义诊",
+                "venue": "社区广场",
+                "date": "2099-01-05",
+                "start_time": "08:00:00",
+                "end_time": "10:00:00",
+                "stalls": [
+                    {
+                        "partner_id": partner,
+                        "offering": "测血压",
+                        "sessions": [
+                            {"start_time": "08:00:00", "end_time": "09:00:00", "places": 5}
+                        ],
+                    }
+                ],
+            },
+        ),
+        201,
+    )
+    w.ids["activity_id"] = str(activity["id"])
+    w.ids["session_id"] = str(activity["stalls"][0]["sessions"][0]["id"])
+    w.ids["stall_id"] = str(activity["stalls"][0]["id"])
+    lc.ok(await lc.http.post(lc.c("intake", f"/activities/{activity['id']}/publish")))
+    signup = lc.ok(
+        await lc.http.post(
+            lc.c("intake", f"/activities/{activity['id']}/sessions/{w.ids['session_id']}/signups"),
+            json={"resident_id": resident},
+        ),
+        201,
+    )
+    w.ids["signup_id"] = str(signup["id"])
     tokens = await register_everywhere(lc, Role.STREET_OFFICE, lc.home)
     w.street = tokens["intake"]
     return w

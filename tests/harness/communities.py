@@ -238,7 +238,45 @@ async def seed_community(lc: Lifecycle, community: str) -> Community:
             201,
         )
         world.ids["recipient_id"] = [str(recipient["id"])]
+    await _seed_activity(lc, world, community, op, resident_id)
     return world
+
+
+async def _seed_activity(
+    lc: Lifecycle, world: Community, community: str, op: dict[str, str], resident_id: str
+) -> None:
+    """A published free clinic (ADR 0046) with the resident signed up."""
+    base = lc.c("intake", "/activities", community)
+    body = {
+        "title": "B free clinic",
+        "venue": "B square",
+        "date": (datetime.now(UTC) + timedelta(days=30)).date().isoformat(),
+        "start_time": "08:00:00",
+        "end_time": "10:00:00",
+        "stalls": [
+            {
+                "partner_id": str(uuid.uuid4()),
+                "offering": "blood pressure",
+                "sessions": [{"start_time": "08:00:00", "end_time": "09:00:00", "places": 5}],
+            }
+        ],
+    }
+    activity = lc.ok(await lc.http.post(base, json=body, headers=op), 201)
+    stall = activity["stalls"][0]
+    session = stall["sessions"][0]
+    lc.ok(await lc.http.post(f"{base}/{activity['id']}/publish", headers=op))
+    signup = lc.ok(
+        await lc.http.post(
+            f"{base}/{activity['id']}/sessions/{session['id']}/signups",
+            json={"resident_id": resident_id},
+            headers=op,
+        ),
+        201,
+    )
+    world.ids["activity_id"] = [str(activity["id"])]
+    world.ids["stall_id"] = [str(stall["id"])]
+    world.ids["session_id"] = [str(session["id"])]
+    world.ids["signup_id"] = [str(signup["id"])]
 
 
 async def snapshot(lc: Lifecycle, world: Community) -> dict[str, Any]:

@@ -36,6 +36,9 @@ CATALOGUE = {
     "notification.failed",
     "reward.published", "reward.revised", "reward.withdrawn", "redemption.requested",
     "redemption.rejected", "certificate.used",
+    "activity.published", "activity.revised", "activity.cancelled", "activity.held",
+    "signup.requested", "signup.confirmed", "signup.waitlisted", "signup.cancelled",
+    "attendance.recorded",
 }  # fmt: skip
 
 

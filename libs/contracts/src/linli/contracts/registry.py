@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, TypeAdapter
 
+from linli.contracts import activities as act
 from linli.contracts import events as ev
 from linli.contracts.needs import (
     MealNeedSpec,
@@ -237,6 +238,16 @@ REGISTRY = Registry(
         _spec("need", "submitted", ev.NeedSubmitted, "intake"),
         _spec("need", "rejected", ev.NeedRejected, "intake"),
         _spec("need", "cancelled", ev.NeedCancelled, "intake"),
+        # intake: group activities (ADR 0046)
+        _spec("activity", "published", act.ActivityPublished, "intake"),
+        _spec("activity", "revised", act.ActivityRevised, "intake"),
+        _spec("activity", "cancelled", act.ActivityCancelled, "intake"),
+        _spec("activity", "held", act.ActivityHeld, "intake"),
+        _spec("signup", "requested", act.SignupRequested, "intake"),
+        _spec("signup", "confirmed", act.SignupConfirmed, "intake"),
+        _spec("signup", "waitlisted", act.SignupWaitlisted, "intake"),
+        _spec("signup", "cancelled", act.SignupCancelled, "intake"),
+        _spec("attendance", "recorded", act.AttendanceRecorded, "intake"),
         # partners
         _spec("slot", "published", ev.SlotPublished, "partners"),
         _spec("volunteer", "confirmed", ev.VolunteerConfirmed, "partners"),

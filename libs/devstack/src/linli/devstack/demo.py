@@ -184,6 +184,12 @@ def load(stack: Stack) -> None:
             ).raise_for_status()
         for plan in _plans(ids):
             client.post(f"{base}/plans", json=plan).raise_for_status()
+        partners_base = f"{stack.service_url(SERVICES[1])}/v1/communities/{first}"
+        partner_ids = [
+            p["id"]
+            for p in client.get(f"{partners_base}/partners").raise_for_status().json()["items"]
+        ]
+        free_clinic(client, base, partner_ids, ids)
     # The second community has no partners yet: its need is escalated to the operator
     # at once (no capacity), which is what an operator must see.
     other = f"{stack.service_url(intake)}/v1/communities/{COMMUNITIES[1].slug}"
@@ -331,3 +337,47 @@ def load_partners(stack: Stack) -> None:
     parties = {f"partner_{i}": ("partner", [first], p) for i, p in enumerate(partner_ids)}
     parties |= {f"volunteer_{i}": ("volunteer", [first], v) for i, v in enumerate(volunteer_ids)}
     stack.ensure_tokens(parties, services=["partners"])
+
+
+def free_clinic(
+    client: httpx.Client, base: str, partner_ids: list[str], residents: list[str]
+) -> None:
+    """A free-clinic morning (义诊) next week with two stalls, and sign-ups (ADR 0046).
+
+    Registration stays open until the morning starts; the intake service then gives the
+    places to priority groups first."""
+    if len(partner_ids) < 2 or not residents:
+        return
+    on = (datetime.now(UTC) + timedelta(days=7)).date().isoformat()
+    body = {
+        "title": "社区义诊 Free clinic morning",
+        "venue": "社区服务中心广场 Community centre square",
+        "date": on,
+        "start_time": "08:30:00",
+        "end_time": "11:30:00",
+        "stalls": [
+            {
+                "partner_id": partner_ids[-1],
+                "offering": "测血压、血糖 Blood pressure and sugar checks",
+                "sessions": [
+                    {"start_time": "08:30:00", "end_time": "10:00:00", "places": 2},
+                    {"start_time": "10:00:00", "end_time": "11:30:00", "places": 2},
+                ],
+            },
+            {
+                "partner_id": partner_ids[0],
+                "offering": "磨剪刀、修电动车 Knife sharpening, e-bike repair",
+                "sessions": [{"start_time": "09:00:00", "end_time": "11:00:00", "places": 5}],
+            },
+        ],
+    }
+    activity = client.post(f"{base}/activities", json=body).raise_for_status().json()
+    url = f"{base}/activities/{activity['id']}"
+    client.post(f"{url}/publish").raise_for_status()
+    first_session = activity["stalls"][0]["sessions"][0]["id"]
+    second_stall = activity["stalls"][1]["sessions"][0]["id"]
+    for resident in residents:
+        for session in (first_session, second_stall):
+            client.post(
+                f"{url}/sessions/{session}/signups", json={"resident_id": resident}
+            ).raise_for_status()

@@ -236,7 +236,7 @@ def _services(
     return [
         ServiceAccess(
             "intake",
-            ("need",),
+            ("need", "activity", "signup", "attendance"),
             durables=((events_stream, "intake-lifecycle"), (ingress_stream, "intake-ingress")),
             answers_ingress=True,
             advisories_stream=advisories,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from linli.contracts.activities import AttendanceRecorded
 from linli.contracts.events import (
     DeliveryFailed,
     EscalationResolved,
@@ -180,6 +181,10 @@ async def points_redeemed(conn: Conn, received: Received[PointsRedeemed]) -> Non
     )
 
 
+async def attendance_recorded(conn: Conn, received: Received[AttendanceRecorded]) -> None:
+    await store.add_report_attendance(conn, received.community, received.data)
+
+
 _USE_CASES: list[tuple[type[Any], Any]] = [
     (NeedSubmitted, need_submitted),
     (NeedCancelled, need_cancelled),
@@ -194,6 +199,7 @@ _USE_CASES: list[tuple[type[Any], Any]] = [
     (EscalationResolved, escalation_resolved),
     (PointsAwarded, points_awarded),
     (PointsRedeemed, points_redeemed),
+    (AttendanceRecorded, attendance_recorded),
 ]
 
 

@@ -161,6 +161,7 @@ def build(
     meals = sum(1 for w in volunteer_work if w["started_at"] is None)
     points = rows["points"]
     return {
+        "activities": activity_contributions(rows.get("attendance", ())),
         "month": month,
         "timezone": timezone,
         "scope": dict(scope),
@@ -186,6 +187,32 @@ def build(
     }
 
 
+def activity_contributions(attendance: Iterable[Any]) -> list[dict[str, Any]]:
+    """Per partner, at group activities (ADR 0046): the activities, stalls and sessions
+    where it served at least one resident recorded as attended, and how many attended."""
+    served: dict[str, dict[str, set[Any]]] = {}
+    attended: Counter[str] = Counter()
+    for row in attendance:
+        if not row["attended"]:
+            continue
+        partner = str(row["partner_id"])
+        sets = served.setdefault(partner, {"activities": set(), "stalls": set(), "sessions": set()})
+        sets["activities"].add(row["activity_id"])
+        sets["stalls"].add(row["stall_id"])
+        sets["sessions"].add(row["session_id"])
+        attended[partner] += 1
+    return [
+        {
+            "partner_id": partner,
+            "activities": len(sets["activities"]),
+            "stalls": len(sets["stalls"]),
+            "sessions": len(sets["sessions"]),
+            "residents_attended": attended[partner],
+        }
+        for partner, sets in sorted(served.items())
+    ]
+
+
 def flatten(report: Mapping[str, Any]) -> list[tuple[str, str, str, str, str, int]]:
     """Every figure of a report as one CSV row: (section, kind, item, detail, metric, value)."""
     out: list[tuple[str, str, str, str, str, int]] = []
@@ -203,6 +230,9 @@ def flatten(report: Mapping[str, Any]) -> list[tuple[str, str, str, str, str, in
     for p in report["partners"]:
         detail = p["cost_option"] or "unknown"
         out.append(("partners", p["kind"], p["partner_id"], detail, "delivered", p["delivered"]))
+    for a in report.get("activities", []):
+        for metric in ("activities", "stalls", "sessions", "residents_attended"):
+            out.append(("activities", "", a["partner_id"], "", metric, a[metric]))
     for metric, value in report["volunteers"].items():
         out.append(("volunteers", "", "", "", metric, value))
     return out

@@ -433,10 +433,39 @@ async def report_rows(
         start,
         end,
     )
+    attendance = await conn.fetch(
+        "SELECT activity_id, stall_id, session_id, partner_id, attended FROM report_attendance "
+        "WHERE community = ANY($1::text[]) AND session_starts_at >= $2 "
+        "AND session_starts_at < $3",
+        communities,
+        start,
+        end,
+    )
     return {
         "needs": needs,
         "escalations": escalations,
         "failures": failures,
         "work": work,
         "points": points,
+        "attendance": attendance,
     }
+
+
+async def add_report_attendance(conn: Conn, community: str, data: Any) -> None:
+    """Fold attendance.recorded: the latest record of a sign-up (by recorded_at) stands."""
+    await conn.execute(
+        "INSERT INTO report_attendance AS a (signup_id, community, activity_id, stall_id, "
+        "session_id, partner_id, session_starts_at, attended, recorded_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+        "ON CONFLICT (signup_id) DO UPDATE SET attended = excluded.attended, "
+        "recorded_at = excluded.recorded_at WHERE a.recorded_at < excluded.recorded_at",
+        data.signup_id,
+        community,
+        data.activity_id,
+        data.stall_id,
+        data.session_id,
+        data.partner_id,
+        data.session_starts_at,
+        data.attended,
+        data.recorded_at,
+    )

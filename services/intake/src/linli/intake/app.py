@@ -19,7 +19,7 @@ from linli.servicekit.messaging import consumer_config, jstream, stream_subjects
 from linli.servicekit.runtime import ServiceRuntime, periodic
 from linli.servicekit.settings import ServiceSettings
 
-from . import api, ingress, service
+from . import activities, activities_api, api, ingress, service
 from .service import Clock
 
 MIGRATIONS_PACKAGE = "linli.intake"
@@ -35,6 +35,11 @@ class IntakeSettings(ServiceSettings):
     )
     plan_horizon_days: int = Field(
         default=2, ge=1, le=31, description="How far ahead plan occurrences become needs."
+    )
+    activity_interval_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="How often activities whose registration has closed are allocated (ADR 0046).",
     )
     ingress_grace_s: float = Field(
         default=2.0,
@@ -75,6 +80,8 @@ def build_app(
     app.include_router(api.plans_router)
     app.include_router(disclosures.router())
     app.include_router(api.imports_router)
+    app.include_router(activities_api.router)
+    app.state.activity_wake = asyncio.Event()
 
     async def generate() -> None:
         async with runtime.pool.acquire() as conn:
@@ -85,6 +92,17 @@ def build_app(
     runtime.background(
         "plans",
         lambda: periodic("plans", settings.plan_interval_s, generate, wake=app.state.plan_wake),
+    )
+
+    async def allocate() -> None:
+        async with runtime.pool.acquire() as conn:
+            await activities.allocate_due(conn, clock.now())
+
+    runtime.background(
+        "activities",
+        lambda: periodic(
+            "activities", settings.activity_interval_s, allocate, wake=app.state.activity_wake
+        ),
     )
     api.install_error_handlers(app)
     return app

@@ -596,3 +596,484 @@ async def clear_assignee(conn: Conn, need_id: uuid.UUID, status: str, at: dateti
         status,
         at,
     )
+
+
+# --- group activities (ADR 0046) ----------------------------------------------------------
+# Lock order, everywhere: the activity row, then a session row. A sign-up takes the
+# activity FOR SHARE (allocation and cancellation take it FOR UPDATE), then its session
+# FOR UPDATE; every change of a session's sign-ups runs under that session lock, and
+# `confirmed <= places` is a CHECK, so two replicas cannot overfill a session.
+
+ACTIVITY_COLUMNS = (
+    "id, community, title, venue, on_date, start_time, end_time, timezone, starts_at, "
+    "ends_at, registration_closes_at, status, allocated_at, published_at, cancelled_at, "
+    "held_at, created_at, updated_at"
+)
+SESSION_COLUMNS = (
+    "id, activity_id, stall_id, community, start_time, end_time, starts_at, ends_at, "
+    "places, confirmed, cancelled_at"
+)
+SIGNUP_COLUMNS = (
+    "id, community, activity_id, session_id, resident_id, priority_group, status, "
+    "signed_up_at, decided_at, cancelled_at, cancel_reason, attended, attendance_at"
+)
+
+QUEUE_ORDER = "(priority_group = 'none'), signed_up_at, id"
+"""The rule's order (ADR 0046): any priority group before none, then sign-up time."""
+
+
+async def insert_activity(conn: Conn, values: dict[str, Any]) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        "INSERT INTO activities (id, community, title, venue, on_date, start_time, end_time, "
+        "timezone, starts_at, ends_at, registration_closes_at, created_by) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
+        f"RETURNING {ACTIVITY_COLUMNS}",
+        values["id"],
+        values["community"],
+        values["title"],
+        values["venue"],
+        values["on_date"],
+        values["start_time"],
+        values["end_time"],
+        values["timezone"],
+        values["starts_at"],
+        values["ends_at"],
+        values["registration_closes_at"],
+        values["created_by"],
+    )
+    assert row is not None
+    return row
+
+
+async def get_activity(
+    conn: Conn, community: str, activity_id: uuid.UUID, *, lock: str | None = None
+) -> asyncpg.Record | None:
+    """`lock`: None, "share" or "update" (the activity row, first in the lock order)."""
+    suffix = {None: "", "share": " FOR SHARE", "update": " FOR UPDATE"}[lock]
+    return await conn.fetchrow(
+        f"SELECT {ACTIVITY_COLUMNS} FROM activities WHERE community = $1 AND id = $2{suffix}",
+        community,
+        activity_id,
+    )
+
+
+async def list_activities(
+    conn: Conn,
+    community: str,
+    *,
+    status: str | None,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {ACTIVITY_COLUMNS} FROM activities WHERE community = $1 "
+        "AND ($2::text IS NULL OR status = $2) "
+        "AND ($3::timestamptz IS NULL OR (starts_at, id) < ($3, $4)) "
+        "ORDER BY starts_at DESC, id DESC LIMIT $5",
+        community,
+        status,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+
+
+async def update_activity(
+    conn: Conn, activity_id: uuid.UUID, values: dict[str, Any], now: datetime
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        "UPDATE activities SET title = $2, venue = $3, on_date = $4, start_time = $5, "
+        "end_time = $6, timezone = $7, starts_at = $8, ends_at = $9, "
+        "registration_closes_at = $10, updated_at = $11 "
+        f"WHERE id = $1 RETURNING {ACTIVITY_COLUMNS}",
+        activity_id,
+        values["title"],
+        values["venue"],
+        values["on_date"],
+        values["start_time"],
+        values["end_time"],
+        values["timezone"],
+        values["starts_at"],
+        values["ends_at"],
+        values["registration_closes_at"],
+        now,
+    )
+    assert row is not None
+    return row
+
+
+async def set_activity_status(
+    conn: Conn, activity_id: uuid.UUID, status: str, now: datetime
+) -> asyncpg.Record:
+    """Move the (locked) activity to `status`, stamping the matching time."""
+    column = {"published": "published_at", "cancelled": "cancelled_at", "held": "held_at"}[status]
+    row = await conn.fetchrow(
+        f"UPDATE activities SET status = $2, {column} = $3, updated_at = $3 "
+        f"WHERE id = $1 RETURNING {ACTIVITY_COLUMNS}",
+        activity_id,
+        status,
+        now,
+    )
+    assert row is not None
+    return row
+
+
+async def mark_allocated(conn: Conn, activity_id: uuid.UUID, now: datetime) -> None:
+    await conn.execute(
+        "UPDATE activities SET allocated_at = $2, updated_at = $2 WHERE id = $1", activity_id, now
+    )
+
+
+async def activities_to_allocate(
+    conn: Conn, now: datetime, limit: int = 50
+) -> list[asyncpg.Record]:
+    """Published activities whose registration has closed and whose places are not
+    allocated yet (any community: the allocation loop's work)."""
+    return await conn.fetch(
+        "SELECT id, community FROM activities WHERE status = 'published' "
+        "AND allocated_at IS NULL AND registration_closes_at <= $1 "
+        "ORDER BY registration_closes_at LIMIT $2",
+        now,
+        limit,
+    )
+
+
+async def insert_stall(
+    conn: Conn,
+    stall_id: uuid.UUID,
+    activity_id: uuid.UUID,
+    community: str,
+    partner_id: uuid.UUID,
+    offering: str,
+) -> None:
+    await conn.execute(
+        "INSERT INTO activity_stalls (id, activity_id, community, partner_id, offering) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        stall_id,
+        activity_id,
+        community,
+        partner_id,
+        offering,
+    )
+
+
+async def get_stall(
+    conn: Conn, activity_id: uuid.UUID, stall_id: uuid.UUID
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT id, activity_id, partner_id, offering, cancelled_at FROM activity_stalls "
+        "WHERE activity_id = $1 AND id = $2",
+        activity_id,
+        stall_id,
+    )
+
+
+async def update_stall(
+    conn: Conn, stall_id: uuid.UUID, partner_id: uuid.UUID, offering: str
+) -> None:
+    await conn.execute(
+        "UPDATE activity_stalls SET partner_id = $2, offering = $3 WHERE id = $1",
+        stall_id,
+        partner_id,
+        offering,
+    )
+
+
+async def cancel_stall(conn: Conn, stall_id: uuid.UUID, now: datetime) -> None:
+    await conn.execute(
+        "UPDATE activity_stalls SET cancelled_at = $2 WHERE id = $1 AND cancelled_at IS NULL",
+        stall_id,
+        now,
+    )
+
+
+async def stalls_of(conn: Conn, activity_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT id, activity_id, partner_id, offering, cancelled_at FROM activity_stalls "
+        "WHERE activity_id = $1 ORDER BY created_at, id",
+        activity_id,
+    )
+
+
+async def insert_session(conn: Conn, values: dict[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO activity_sessions (id, activity_id, stall_id, community, start_time, "
+        "end_time, starts_at, ends_at, places) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        values["id"],
+        values["activity_id"],
+        values["stall_id"],
+        values["community"],
+        values["start_time"],
+        values["end_time"],
+        values["starts_at"],
+        values["ends_at"],
+        values["places"],
+    )
+
+
+async def get_session(
+    conn: Conn, activity_id: uuid.UUID, session_id: uuid.UUID, *, lock: bool = False
+) -> asyncpg.Record | None:
+    """One session of the activity; `lock`: FOR UPDATE (after the activity's lock)."""
+    return await conn.fetchrow(
+        f"SELECT {SESSION_COLUMNS} FROM activity_sessions WHERE activity_id = $1 AND id = $2"
+        + (" FOR UPDATE" if lock else ""),
+        activity_id,
+        session_id,
+    )
+
+
+async def update_session(conn: Conn, session_id: uuid.UUID, values: dict[str, Any]) -> None:
+    """New times and places; the CHECK refuses places below the confirmed count."""
+    await conn.execute(
+        "UPDATE activity_sessions SET start_time = $2, end_time = $3, starts_at = $4, "
+        "ends_at = $5, places = $6 WHERE id = $1",
+        session_id,
+        values["start_time"],
+        values["end_time"],
+        values["starts_at"],
+        values["ends_at"],
+        values["places"],
+    )
+
+
+async def cancel_session(conn: Conn, session_id: uuid.UUID, now: datetime) -> None:
+    await conn.execute(
+        "UPDATE activity_sessions SET cancelled_at = $2, confirmed = 0 "
+        "WHERE id = $1 AND cancelled_at IS NULL",
+        session_id,
+        now,
+    )
+
+
+async def sessions_of(
+    conn: Conn, activity_id: uuid.UUID, *, lock: bool = False
+) -> list[asyncpg.Record]:
+    """The activity's sessions with their sign-up counts (aggregates only)."""
+    if lock:
+        await conn.execute(
+            "SELECT 1 FROM activity_sessions WHERE activity_id = $1 ORDER BY id FOR UPDATE",
+            activity_id,
+        )
+    return await conn.fetch(
+        "SELECT s.id, s.activity_id, s.stall_id, s.community, s.start_time, s.end_time, "
+        "s.starts_at, s.ends_at, s.places, s.confirmed, s.cancelled_at, "
+        "count(*) FILTER (WHERE u.status = 'requested') AS requested, "
+        "count(*) FILTER (WHERE u.status = 'waitlisted') AS waitlisted, "
+        "count(*) FILTER (WHERE u.status = 'confirmed' AND u.attended) AS attended, "
+        "count(*) FILTER (WHERE u.status = 'confirmed' AND NOT u.attended) AS no_show "
+        "FROM activity_sessions s LEFT JOIN activity_signups u ON u.session_id = s.id "
+        "WHERE s.activity_id = $1 GROUP BY s.id ORDER BY s.starts_at, s.created_at, s.id",
+        activity_id,
+    )
+
+
+async def session_times(conn: Conn, activity_id: uuid.UUID) -> list[asyncpg.Record]:
+    """Every active session's local times: to re-date them when the activity moves."""
+    return await conn.fetch(
+        "SELECT id, start_time, end_time FROM activity_sessions "
+        "WHERE activity_id = $1 AND cancelled_at IS NULL",
+        activity_id,
+    )
+
+
+async def move_session(
+    conn: Conn, session_id: uuid.UUID, starts_at: datetime, ends_at: datetime
+) -> None:
+    await conn.execute(
+        "UPDATE activity_sessions SET starts_at = $2, ends_at = $3 WHERE id = $1",
+        session_id,
+        starts_at,
+        ends_at,
+    )
+
+
+async def insert_signup(conn: Conn, values: dict[str, Any]) -> asyncpg.Record | None:
+    """The new sign-up, or None when the resident already holds one for the session."""
+    return await conn.fetchrow(
+        "INSERT INTO activity_signups (id, community, activity_id, session_id, resident_id, "
+        "priority_group, status, signed_up_at, signed_up_by, decided_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+        "ON CONFLICT (session_id, resident_id) WHERE status <> 'cancelled' DO NOTHING "
+        f"RETURNING {SIGNUP_COLUMNS}",
+        values["id"],
+        values["community"],
+        values["activity_id"],
+        values["session_id"],
+        values["resident_id"],
+        values["priority_group"],
+        values["status"],
+        values["signed_up_at"],
+        values["signed_up_by"],
+        values["decided_at"],
+    )
+
+
+async def standing_signup(
+    conn: Conn, session_id: uuid.UUID, resident_id: uuid.UUID
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {SIGNUP_COLUMNS} FROM activity_signups "
+        "WHERE session_id = $1 AND resident_id = $2 AND status <> 'cancelled'",
+        session_id,
+        resident_id,
+    )
+
+
+async def get_signup(
+    conn: Conn, activity_id: uuid.UUID, signup_id: uuid.UUID
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {SIGNUP_COLUMNS} FROM activity_signups WHERE activity_id = $1 AND id = $2",
+        activity_id,
+        signup_id,
+    )
+
+
+async def signups_of_session(conn: Conn, session_id: uuid.UUID) -> list[asyncpg.Record]:
+    """A session's sign-ups: holders first, then the waiting list in the rule's order."""
+    return await conn.fetch(
+        f"SELECT {SIGNUP_COLUMNS} FROM activity_signups WHERE session_id = $1 "
+        "ORDER BY CASE status WHEN 'confirmed' THEN 0 WHEN 'waitlisted' THEN 1 "
+        f"WHEN 'requested' THEN 2 ELSE 3 END, {QUEUE_ORDER}",
+        session_id,
+    )
+
+
+async def waitlist_requested(
+    conn: Conn, activity_id: uuid.UUID, now: datetime
+) -> list[asyncpg.Record]:
+    """Registration closed: every requested sign-up joins its session's waiting list
+    (the fill that follows gives places in the rule's order)."""
+    return await conn.fetch(
+        "UPDATE activity_signups SET status = 'waitlisted', decided_at = $2 "
+        f"WHERE activity_id = $1 AND status = 'requested' RETURNING {SIGNUP_COLUMNS}",
+        activity_id,
+        now,
+    )
+
+
+async def fill_from_waitlist(
+    conn: Conn, session_id: uuid.UUID, now: datetime
+) -> list[asyncpg.Record]:
+    """Give the session's free places to its waiting list, in the rule's order. The
+    caller holds the session's row lock; the count moves in the same statement."""
+    return await conn.fetch(
+        "WITH s AS (SELECT places - confirmed AS free FROM activity_sessions "
+        "  WHERE id = $1 AND cancelled_at IS NULL), "
+        "pick AS (SELECT id FROM activity_signups WHERE session_id = $1 "
+        f"  AND status = 'waitlisted' ORDER BY {QUEUE_ORDER} "
+        "  LIMIT (SELECT greatest(coalesce(max(free), 0), 0) FROM s)), "
+        "up AS (UPDATE activity_signups u SET status = 'confirmed', decided_at = $2 "
+        "  FROM pick WHERE u.id = pick.id "
+        "  RETURNING u.id, u.community, u.activity_id, u.session_id, u.resident_id, "
+        "  u.priority_group, u.signed_up_at), "
+        "counted AS (UPDATE activity_sessions SET confirmed = confirmed + "
+        "  (SELECT count(*) FROM up) WHERE id = $1) "
+        "SELECT * FROM up ORDER BY (priority_group = 'none'), signed_up_at, id",
+        session_id,
+        now,
+    )
+
+
+async def waitlist_positions(conn: Conn, session_id: uuid.UUID) -> dict[uuid.UUID, int]:
+    rows = await conn.fetch(
+        "SELECT id, row_number() OVER (ORDER BY (priority_group = 'none'), signed_up_at, id) "
+        "AS position FROM activity_signups WHERE session_id = $1 AND status = 'waitlisted'",
+        session_id,
+    )
+    return {r["id"]: int(r["position"]) for r in rows}
+
+
+async def cancel_signup(conn: Conn, signup_id: uuid.UUID, reason: str, now: datetime) -> str | None:
+    """Cancel a standing sign-up (its session locked); its former status, or None when
+    it was already cancelled. A place it held is freed in the same transaction."""
+    row = await conn.fetchrow(
+        "WITH old AS (SELECT id, status, session_id FROM activity_signups "
+        "  WHERE id = $1 AND status <> 'cancelled' FOR UPDATE), "
+        "up AS (UPDATE activity_signups u SET status = 'cancelled', cancelled_at = $3, "
+        "  cancel_reason = $2 FROM old WHERE u.id = old.id RETURNING old.status, "
+        "  old.session_id), "
+        "freed AS (UPDATE activity_sessions s SET confirmed = confirmed - 1 FROM up "
+        "  WHERE s.id = up.session_id AND up.status = 'confirmed') "
+        "SELECT status FROM up",
+        signup_id,
+        reason,
+        now,
+    )
+    return None if row is None else str(row["status"])
+
+
+async def cancel_signups_of_session(
+    conn: Conn, session_id: uuid.UUID, reason: str, now: datetime
+) -> list[asyncpg.Record]:
+    """Every standing sign-up of a (locked) session, cancelled: with what they were."""
+    return await conn.fetch(
+        "WITH old AS (SELECT id, status FROM activity_signups "
+        "  WHERE session_id = $1 AND status <> 'cancelled' FOR UPDATE) "
+        "UPDATE activity_signups u SET status = 'cancelled', cancelled_at = $3, "
+        "cancel_reason = $2 FROM old WHERE u.id = old.id "
+        "RETURNING u.id, u.activity_id, u.session_id, u.resident_id, old.status AS was",
+        session_id,
+        reason,
+        now,
+    )
+
+
+async def record_attendance(
+    conn: Conn, signup_id: uuid.UUID, attended: bool, by: str, now: datetime
+) -> bool:
+    """Record attendance of a confirmed sign-up; False when it holds no place."""
+    done = await conn.fetchval(
+        "UPDATE activity_signups SET attended = $2, attendance_at = $4, attendance_by = $3 "
+        "WHERE id = $1 AND status = 'confirmed' RETURNING true",
+        signup_id,
+        attended,
+        by,
+        now,
+    )
+    return bool(done)
+
+
+async def activity_counts(conn: Conn, activity_id: uuid.UUID) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        "SELECT (SELECT count(*) FROM activity_sessions WHERE activity_id = $1 "
+        "  AND cancelled_at IS NULL) AS sessions, "
+        "count(*) FILTER (WHERE status = 'confirmed') AS confirmed, "
+        "count(*) FILTER (WHERE status = 'confirmed' AND attended) AS attended "
+        "FROM activity_signups WHERE activity_id = $1",
+        activity_id,
+    )
+    assert row is not None
+    return row
+
+
+async def claim_activity_key(
+    conn: Conn,
+    community: str,
+    credential_id: uuid.UUID,
+    key: str,
+    fingerprint: bytes,
+    activity_id: uuid.UUID,
+) -> asyncpg.Record | None:
+    """Claim an Idempotency-Key for a new activity; the earlier claim when it was used
+    (a concurrent request with the same key waits on the primary key)."""
+    inserted = await conn.fetchval(
+        "INSERT INTO activity_idempotency_keys (community, credential_id, key, "
+        "request_sha256, activity_id) VALUES ($1, $2, $3, $4, $5) "
+        "ON CONFLICT DO NOTHING RETURNING true",
+        community,
+        credential_id,
+        key,
+        fingerprint,
+        activity_id,
+    )
+    if inserted:
+        return None
+    return await conn.fetchrow(
+        "SELECT request_sha256, activity_id FROM activity_idempotency_keys "
+        "WHERE community = $1 AND credential_id = $2 AND key = $3",
+        community,
+        credential_id,
+        key,
+    )
