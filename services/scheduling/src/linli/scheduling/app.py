@@ -14,6 +14,7 @@ from linli.servicekit.settings import ServiceSettings
 
 from . import api, staff_api, store
 from .rules import Policy
+from .reminders import ReminderPolicy
 from .service import Clock, Scheduler, SchedulingConfig
 from .timers import TimerLoop
 
@@ -41,6 +42,18 @@ class SchedulingSettings(ServiceSettings):
         gt=0,
         description="The same for emergencies (SLA seconds): short enough that a second "
         "candidate can still accept inside the 10-minute acceptance promise.",
+    )
+    reminder_lead_s: float = Field(
+        default=3600.0,
+        ge=0,
+        le=7 * 86_400,
+        description="Real seconds before an accepted need's window starts when the helper "
+        "who accepted it is reminded (`assignment.reminder_due`, ADR 0043); 0: no reminders.",
+    )
+    reminder_kinds: list[str] = Field(
+        default_factory=lambda: ["elder_care_visit", "repair"],
+        max_length=50,
+        description="Need kinds whose helpers are reminded (JSON list).",
     )
     offer_verdict_grace_s: float = Field(
         default=300.0,
@@ -96,6 +109,9 @@ def scheduler_for(settings: SchedulingSettings, clock: Clock | None = None) -> S
             rematch_delay_s=settings.rematch_delay_s,
             offer_verdict_grace_s=settings.offer_verdict_grace_s,
             policy_cache_s=settings.policy_cache_s,
+            reminders=ReminderPolicy(
+                lead_s=settings.reminder_lead_s, kinds=frozenset(settings.reminder_kinds)
+            ),
         ),
         clock,
     )
