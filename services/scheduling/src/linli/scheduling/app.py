@@ -50,10 +50,11 @@ class SchedulingSettings(ServiceSettings):
         description="Real seconds before an accepted need's window starts when the helper "
         "who accepted it is reminded (`assignment.reminder_due`, ADR 0043); 0: no reminders.",
     )
-    reminder_kinds: list[str] = Field(
-        default_factory=lambda: ["elder_care_visit", "repair"],
-        max_length=50,
-        description="Need kinds whose helpers are reminded (JSON list).",
+    reminder_kinds: str = Field(
+        default="elder_care_visit,repair",
+        max_length=1000,
+        pattern=r"^[a-z0-9_,]*$",
+        description="Comma-separated need kinds whose helpers are reminded.",
     )
     offer_verdict_grace_s: float = Field(
         default=300.0,
@@ -110,7 +111,7 @@ def scheduler_for(settings: SchedulingSettings, clock: Clock | None = None) -> S
             offer_verdict_grace_s=settings.offer_verdict_grace_s,
             policy_cache_s=settings.policy_cache_s,
             reminders=ReminderPolicy(
-                lead_s=settings.reminder_lead_s, kinds=frozenset(settings.reminder_kinds)
+                lead_s=settings.reminder_lead_s, kinds=frozenset(k for k in settings.reminder_kinds.split(",") if k)
             ),
         ),
         clock,

@@ -68,9 +68,9 @@ class PartnerDelivery:
         (its secret and queue); another URL or a new secret makes a new endpoint."""
         secret: str | None = None
         if wanted.webhook_url is not None:
-            await self._webhooks.check_url(wanted.webhook_url)
             if wanted.webhook_secret is not None:
                 secret = self._webhooks.given_or_new(wanted.webhook_secret)
+            await self._webhooks.check_url(wanted.webhook_url)
         async with self._pool().acquire() as conn, conn.transaction():
             old = await webhooks_store.partner_subscription(conn, community, partner_id)
             keep = (
