@@ -112,7 +112,8 @@ async def test_partner_gets_a_signed_offer_and_accepts_through_the_link(
         assert put["contacts"][0]["address"] != phone  # masked
         hook.secret = put["webhook"]["secret"]
         got = lc.ok(await lc.http.get(delivery, headers=lc.bearer(token)))
-        assert got["webhook"]["secret"] is None and got["webhook"]["state"] == "active"
+        assert got["webhook"]["secret"] is None
+        assert got["webhook"]["state"] == "active"
         assert got["quiet_hours"] == put["quiet_hours"]
         # The same URL again keeps the endpoint and its secret.
         again = lc.ok(await lc.http.put(delivery, json=body, headers=lc.bearer(token)))
@@ -131,9 +132,7 @@ async def test_partner_gets_a_signed_offer_and_accepts_through_the_link(
             ),
             201,
         )
-        need = await lc.submit_need(
-            repair_need(resident, urgency="routine", window=window(2, 120))
-        )
+        need = await lc.submit_need(repair_need(resident, urgency="routine", window=window(2, 120)))
 
         async def offer_pushed() -> Any:
             for r in hook.received:
@@ -151,7 +150,8 @@ async def test_partner_gets_a_signed_offer_and_accepts_through_the_link(
         decline_url = offer["offerdeclineurl"]
         view_url = offer["offerviewurl"]
         assert canary not in pushed.body.decode()
-        assert "Bearer" not in pushed.body.decode() and token not in pushed.body.decode()
+        assert "Bearer" not in pushed.body.decode()
+        assert token not in pushed.body.decode()
 
         # --- the routine SMS waits for the end of the quiet hours ------------------------
         async def held() -> Any:
@@ -165,7 +165,8 @@ async def test_partner_gets_a_signed_offer_and_accepts_through_the_link(
         (message,) = await lc.wait_for(held, 15, what="the partner's offer SMS recorded")
         assert message["status"] == "pending"
         assert message["next_attempt_at"] > datetime.now(UTC) + timedelta(minutes=30)
-        assert "/public/v1/offers/" in message["body"] and canary not in message["body"]
+        assert "/public/v1/offers/" in message["body"]
+        assert canary not in message["body"]
 
         # --- following the link accepts, as the partner's API would ----------------------
         async with httpx.AsyncClient(timeout=10) as public:
@@ -189,13 +190,21 @@ async def test_partner_gets_a_signed_offer_and_accepts_through_the_link(
             assert (await public.post(decline_url)).status_code == 410
             shown = lc.ok(await public.get(view_url))
             assert set(shown) == {
-                "action", "kind", "urgency", "window", "compound", "expires_at", "status",
+                "action",
+                "kind",
+                "urgency",
+                "window",
+                "compound",
+                "expires_at",
+                "status",
                 "answered_by_link",
             }
-            assert shown["kind"] == "repair" and shown["status"] == "accepted"
+            assert shown["kind"] == "repair"
+            assert shown["status"] == "accepted"
             assert canary not in view.text + json.dumps(shown)
             page = await public.get(view_url, headers={"accept": "text/html"})
-            assert page.status_code == 200 and "<form" not in page.text  # answered: no button
+            assert page.status_code == 200
+            assert "<form" not in page.text
 
             # Forged, expired and wrong-action tokens: the same 404.
             base = view_url.rsplit("/", 1)[0]
@@ -235,7 +244,8 @@ async def test_partner_gets_a_signed_offer_and_accepts_through_the_link(
         await asyncio.sleep(1.5)  # a second one would have followed by now (it may not)
         assert len(await reminded()) == 1
         fired = await lc.sql(
-            "scheduling", "SELECT outcome FROM timers WHERE kind = 'reminder' AND need_id = $1",
+            "scheduling",
+            "SELECT outcome FROM timers WHERE kind = 'reminder' AND need_id = $1",
             uuid.UUID(need["id"]),
         )
         assert [r["outcome"] for r in fired] == ["fired"]
@@ -261,7 +271,8 @@ async def test_partner_gets_a_signed_offer_and_accepts_through_the_link(
             and r.event.get("type") == "linli.assignment.offered.v1"
             and r.event["data"]["need_id"] == urgent["id"]
         ]
-        assert urgent_offer and urgent_offer[0]["data"]["urgency"] == "emergency"
+        assert urgent_offer
+        assert urgent_offer[0]["data"]["urgency"] == "emergency"
     lc.check_alive()
 
 
@@ -301,7 +312,8 @@ async def test_delivery_preferences_bad_input_and_scope(lifecycle: Any, tmp_path
     assert (await lc.http.get(delivery, headers={"Authorization": ""})).status_code == 401
     street = (await register_everywhere(lc, Role.STREET_OFFICE, lc.home))["notifications"]
     response = await lc.http.get(delivery, headers=lc.bearer(street))
-    assert response.status_code == 403 and response.json()["error"] == "forbidden"
+    assert response.status_code == 403
+    assert response.json()["error"] == "forbidden"
     assert (await lc.http.put(delivery, json=good, headers=lc.bearer(street))).status_code == 403
     theirs = lc.c("notifications", f"/partners/{other_partner}/delivery")
     for method in ("GET", "PUT", "DELETE"):
@@ -315,9 +327,12 @@ async def test_delivery_preferences_bad_input_and_scope(lifecycle: Any, tmp_path
     seen = lc.ok(await lc.http.get(delivery))
     assert [c["address"] for c in seen["contacts"]] == ["d***@example.com"]
     assert seen["webhook"] is None
-    assert await lc.sql_value(
-        "notifications", "SELECT count(*) FROM people_recipients WHERE role = 'partner'"
-    ) == 1
+    assert (
+        await lc.sql_value(
+            "notifications", "SELECT count(*) FROM people_recipients WHERE role = 'partner'"
+        )
+        == 1
+    )
     # The partner's contacts are not a community recipient an app or street office lists,
     # and DELETE removes them.
     assert (await lc.http.delete(delivery, headers=mine)).status_code == 204

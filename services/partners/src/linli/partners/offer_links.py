@@ -44,9 +44,7 @@ async def answer(conn: Conn, link: OfferLink, *, clock: Clock) -> asyncpg.Record
         offer = await store.offer_by_id(conn, link.offer_id)
         if offer is None:
             raise OfferNotYetKnown
-        if not await store.use_offer_link(
-            conn, link.offer_id, link.action.value, clock.now()
-        ):
+        if not await store.use_offer_link(conn, link.offer_id, link.action.value, clock.now()):
             raise LinkUsed
         party = PartyRef(kind=PartyKind(offer["party_kind"]), id=offer["party_id"])
         # Raises Conflict (answered already, expired) or NotFound: the use rolls back too.

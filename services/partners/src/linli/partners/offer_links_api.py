@@ -112,7 +112,7 @@ def _page(view: OfferLinkView, token: str) -> str:
         for k, v in (
             ("服务 kind", view.kind),
             ("紧急程度 urgency", view.urgency),
-            ("时间 window", f"{view.window.earliest:%Y-%m-%d %H:%M} – {view.window.latest:%H:%M}"),
+            ("时间 window", f"{view.window.earliest:%Y-%m-%d %H:%M} - {view.window.latest:%H:%M}"),
             ("小区 compound", view.compound or "—"),
             ("状态 status", view.status),
         )

@@ -1128,9 +1128,7 @@ async def offer_by_id(
     return row
 
 
-async def use_offer_link(
-    conn: Conn, assignment_id: uuid.UUID, action: str, at: datetime
-) -> bool:
+async def use_offer_link(conn: Conn, assignment_id: uuid.UUID, action: str, at: datetime) -> bool:
     """Record the one use of an offer's links; False when a link was used before."""
     used = await conn.fetchval(
         "INSERT INTO offer_link_uses (assignment_id, action, used_at) VALUES ($1, $2, $3) "

@@ -13,8 +13,8 @@ from linli.servicekit.runtime import ServiceRuntime
 from linli.servicekit.settings import ServiceSettings
 
 from . import api, staff_api, store
-from .rules import Policy
 from .reminders import ReminderPolicy
+from .rules import Policy
 from .service import Clock, Scheduler, SchedulingConfig
 from .timers import TimerLoop
 
@@ -111,7 +111,8 @@ def scheduler_for(settings: SchedulingSettings, clock: Clock | None = None) -> S
             offer_verdict_grace_s=settings.offer_verdict_grace_s,
             policy_cache_s=settings.policy_cache_s,
             reminders=ReminderPolicy(
-                lead_s=settings.reminder_lead_s, kinds=frozenset(k for k in settings.reminder_kinds.split(",") if k)
+                lead_s=settings.reminder_lead_s,
+                kinds=frozenset(k for k in settings.reminder_kinds.split(",") if k),
             ),
         ),
         clock,

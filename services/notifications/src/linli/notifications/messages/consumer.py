@@ -13,11 +13,11 @@ from zoneinfo import ZoneInfo
 
 from linli.contracts.events import NeedSubmitted
 from linli.contracts.registry import spec_for
+from linli.notifications.reach import push
 from linli.servicekit.clock import Clock
 from linli.servicekit.consume import Received, Subscriptions
 from linli.servicekit.db import Conn
 
-from ..reach import push
 from . import store
 from .plan import CONSUMED, intents_for
 from .schedule import due_at, zone

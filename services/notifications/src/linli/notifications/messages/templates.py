@@ -117,7 +117,8 @@ TEMPLATES: dict[str, dict[str, Template]] = {
     "reminder": {
         "zh-CN": Template("{kind}任务提醒", "提醒：{place}{start}至{end}的{kind}任务即将开始。"),
         "en": Template(
-            "Reminder: {kind} task", "Reminder: your {kind} task {place}{start} to {end} starts soon."
+            "Reminder: {kind} task",
+            "Reminder: your {kind} task {place}{start} to {end} starts soon.",
         ),
     },
 }

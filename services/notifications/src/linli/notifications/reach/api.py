@@ -18,11 +18,11 @@ from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from linli.contracts.types import Role
+from linli.notifications.errors import Rejected
+from linli.notifications.messages.api import _EMAIL, _PHONE, Community, QuietHours, mask
+from linli.notifications.messages.plan import NewRecipient
 from linli.servicekit.auth import CurrentPrincipal, Principal
 
-from ..errors import Rejected
-from ..messages.api import _EMAIL, _PHONE, Community, QuietHours, mask
-from ..messages.plan import NewRecipient
 from .service import Current, PartnerDelivery, Preferences
 
 router = APIRouter(tags=["partner delivery"])

@@ -21,11 +21,10 @@ from zoneinfo import ZoneInfo
 
 from linli.contracts.events import AssignmentOffered, AssignmentReminderDue, PartyKind
 from linli.contracts.types import Urgency
+from linli.notifications.messages.plan import Audience, Intent, local_hm
+from linli.notifications.webhooks import store as webhooks_store
 from linli.servicekit.db import Conn
 from linli.servicekit.offerlinks import LinkAction, OfferLinks
-
-from ..messages.plan import Audience, Intent, local_hm
-from ..webhooks import store as webhooks_store
 
 OFFERED = "linli.assignment.offered.v1"
 REMINDER_DUE = "linli.assignment.reminder_due.v1"
@@ -59,9 +58,9 @@ def _party(data: Any, field: str) -> tuple[str, uuid.UUID] | None:
         return None
 
 
-def partner_body(ce_type: str, data: Any, body: bytes, maker: LinkMaker) -> tuple[
-    uuid.UUID, bytes
-] | None:
+def partner_body(
+    ce_type: str, data: Any, body: bytes, maker: LinkMaker
+) -> tuple[uuid.UUID, bytes] | None:
     """(partner, webhook body) when the event is pushed to a partner, else None."""
     if ce_type == OFFERED:
         party = _party(data, "offered_to")

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from linli.notifications.messages import store as messages_store
+from linli.notifications.messages.plan import NewRecipient
+from linli.notifications.webhooks import store as webhooks_store
+from linli.notifications.webhooks.service import WebhookService
 from linli.servicekit.db import Conn
-
-from ..messages import store as messages_store
-from ..messages.plan import NewRecipient
-from ..webhooks import store as webhooks_store
-from ..webhooks.service import WebhookService
 
 PARTNER_OWNER = uuid.UUID("6c1d3a3e-4f0e-4d7e-9d55-0d4c2a7e0a43")
 """The owner namespace of partner subscriptions: no app credential owns them, so none

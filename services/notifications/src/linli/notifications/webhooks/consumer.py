@@ -12,10 +12,10 @@ from typing import Any
 
 from linli.contracts.binding import CE_HEADER_PREFIX, to_structured
 from linli.contracts.envelope import CloudEvent
+from linli.notifications.reach import push
 from linli.servicekit.consume import Received, Subscriptions
 from linli.servicekit.db import Conn
 
-from ..reach import push
 from . import store
 
 CONSUMER = "notifications"

@@ -488,9 +488,7 @@ async def delete_partner_subscription(conn: Conn, community: str, partner_id: uu
     return _count(status)
 
 
-async def push_to_partner(
-    conn: Conn, fields: DeliveryFields, partner_id: uuid.UUID
-) -> int:
+async def push_to_partner(conn: Conn, fields: DeliveryFields, partner_id: uuid.UUID) -> int:
     """One delivery of a partner-specific body to that partner's endpoint, if any."""
     status: str = await conn.execute(
         """INSERT INTO deliveries
