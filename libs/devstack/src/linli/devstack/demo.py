@@ -168,7 +168,11 @@ def load(stack: Stack) -> None:
     stack.ensure_staff([c.slug for c in COMMUNITIES], STREET_OFFICE)
     # Capacity first, so the demo's needs find it instead of being escalated.
     load_partners(stack)
-    load_reach(stack)
+    try:
+        load_reach(stack)
+    except (httpx.HTTPError, KeyError, ValueError) as exc:
+        # The demo runs without it: the crew's offers are then answered through the API.
+        print(f"demo: the night repair crew's webhook was not registered ({exc!r})")
     base = f"{stack.service_url(intake)}/v1/communities/{first}"
     headers = {"Authorization": f"Bearer {stack.state.tokens['operator']}"}
     with httpx.Client(headers=headers, timeout=10) as client:
