@@ -72,6 +72,8 @@ def test_partner_messages_hold_links_and_emergencies_skip_quiet_hours() -> None:
     assert "致远小区" in text
     (urgent,) = intents(AssignmentOffered.model_validate(offer(urgency="emergency")), TZ, MAKER)
     assert urgent.emergency
+    assert render(urgent.template, "en", urgent.params)[0] == "[URGENT] New repair task"
+    assert render(urgent.template, "zh-CN", urgent.params)[0] == "【紧急】新的维修任务"
     assert intents(routine, TZ, None) == []
 
 

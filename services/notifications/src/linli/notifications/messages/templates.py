@@ -186,6 +186,8 @@ def render(key: str, locale: str, params: dict[str, Any]) -> tuple[str, str]:
     if "reason" in values:
         reason = str(values["reason"])
         values["reason"] = REASON_LABELS[locale].get(reason, REASON_LABELS[locale]["other"])
+    if values.get("urgent"):
+        values["urgent"] = "【紧急】" if locale == "zh-CN" else "[URGENT] "
     if "compound" in values:
         place = values.get("compound")
         if place:

@@ -116,7 +116,7 @@ def intents(data: Any, tz: ZoneInfo, maker: LinkMaker | None) -> list[Intent]:
                     "start": local_hm(data.window.earliest, tz),
                     "end": local_hm(data.window.latest, tz),
                     "expires": local_hm(data.expires_at, tz),
-                    "urgent": "【紧急】" if emergency else "",
+                    "urgent": "yes" if emergency else "",
                     "accept": urls["view"],
                     "decline": urls["decline_page"],
                 },
