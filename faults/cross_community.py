@@ -46,6 +46,14 @@ INERT_REFERENCES: Mapping[str, frozenset[str]] = {
     "notifications POST /v1/communities/{community}/recipients": frozenset(
         {"body.resident_id", "body.volunteer_id"}
     ),
+    # A partner's delivery preferences in A's community (ADR 0043): the same kind of
+    # unverified reference; they are told only of A's events naming that partner.
+    **{
+        f"notifications {method} /v1/communities/{{community}}/partners/{{partner_id}}/delivery": (
+            frozenset({"partner_id"})
+        )
+        for method in ("GET", "PUT", "DELETE")
+    },
 }
 """Fields whose 2xx, in A's own community, is not access to B (docs/adr/0032): a
 recipient's resident or volunteer is an unverified, community-local reference (messages

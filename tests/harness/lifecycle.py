@@ -347,6 +347,8 @@ class Lifecycle:
             "log_json": False,
         }
         ports = {name: free_port() for name in self.active}
+        self.offer_link_key = secrets.token_urlsafe(40)
+        """The key of signed offer links, shared by partners and notifications (ADR 0043)."""
         settings: dict[str, ServiceSettings] = {
             "intake": IntakeSettings(
                 **common, db_schema=names.schema("intake"), http_port=ports["intake"]
@@ -357,6 +359,7 @@ class Lifecycle:
                 http_port=ports["partners"],
                 intake_url=f"http://127.0.0.1:{ports['intake']}",
                 intake_token=self.service_token,
+                offer_link_key=self.offer_link_key,
             ),
             "scheduling": SchedulingSettings(
                 **common,
@@ -381,6 +384,8 @@ class Lifecycle:
                 delivery_poll_interval_s=0.2,
                 people_poll_interval_s=0.5,
                 sms_provider="console",
+                offer_link_key=self.offer_link_key,
+                offer_link_base_url=f"http://127.0.0.1:{ports['partners']}",
             )
         if console:
             settings["console"] = ConsoleSettings(

@@ -50,11 +50,11 @@ from .names import Names
 
 
 def people_migrations() -> list[Migration]:
-    """Servicekit's tables and 0002_people only: the people part needs no other table."""
+    """Servicekit's tables, 0002_people and 0006_partner_contacts (ADR 0043) only: the
+    people part needs no other table."""
+    people = ("notifications:0002_people", "notifications:0006_partner_contacts")
     ours = [
-        m
-        for m in load_migrations("linli.notifications", "notifications")
-        if m.version == "notifications:0002_people"
+        m for m in load_migrations("linli.notifications", "notifications") if m.version in people
     ]
     assert ours, "0002_people.sql not found"
     return load_migrations("linli.servicekit", "servicekit") + ours

@@ -202,6 +202,7 @@ def test_sealing_and_production_refusals() -> None:
         "nats_password": "p",
         "database_url": "postgresql://u:p@db/linli",
         "stream_replicas": 3,
+        "offer_link_key": "o" * 40,
     }
     with pytest.raises(ValueError, match="allow_insecure_endpoints"):
         NotificationsSettings(**base, allow_insecure_endpoints=True, secrets_key="k")

@@ -132,4 +132,5 @@ def test_settings_points_table_and_production_needs_an_intake_token() -> None:
             nats_password="p",
             database_url="postgresql://x@db/linli",
             stream_replicas=3,
+            offer_link_key="o" * 40,
         )

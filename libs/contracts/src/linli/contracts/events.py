@@ -47,6 +47,7 @@ __all__ = [
     "ESCALATION_REASONS",
     "AssignmentExpired",
     "AssignmentOffered",
+    "AssignmentReminderDue",
     "AssignmentWithdrawn",
     "CertificateUsed",
     "DeliveryFailed",
@@ -629,6 +630,25 @@ class AssignmentExpired(EventData):
     slot_id: UUID = Field(description="Slot that was reserved for it.")
     offered_to: PartyRef = Field(description="Candidate who did not answer.")
     expired_at: AwareDatetime = Field(description="When the offer lapsed.")
+
+
+class AssignmentReminderDue(EventData):
+    """A lead time before an accepted visit or repair starts: remind who accepted it.
+
+    Scheduling fires it once from a durable timer (ADR 0043); notifications tells the
+    helper on their channels. Ids, kind and window only (ADR 0031).
+    """
+
+    assignment_id: UUID = Field(description="The accepted assignment.")
+    need_id: UUID = Field(description="Need to be served.")
+    assigned_to: PartyRef = Field(description="The partner or volunteer who accepted it.")
+    kind: NeedKind = Field(description="Kind of need.")
+    urgency: Urgency = Field(description="How urgent the need is.")
+    window: TimeWindow = Field(description="When the service should happen.")
+    compound: Compound
+    due_at: AwareDatetime = Field(
+        description="When the reminder was due: the window's start minus the lead time."
+    )
 
 
 class NeedEscalated(EventData):

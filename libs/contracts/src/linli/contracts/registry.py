@@ -272,6 +272,7 @@ REGISTRY = Registry(
         _spec("slot", "released", ev.SlotReleased, "scheduling"),
         _spec("assignment", "offered", ev.AssignmentOffered, "scheduling"),
         _spec("assignment", "expired", ev.AssignmentExpired, "scheduling"),
+        _spec("assignment", "reminder_due", ev.AssignmentReminderDue, "scheduling"),
         _spec("need", "escalated", ev.NeedEscalated, "scheduling"),
         _spec("need", "fulfilled", ev.NeedFulfilled, "scheduling"),
         _spec("need", "dispatched", ev.NeedDispatched, "scheduling"),

@@ -31,6 +31,8 @@ from typing import Any
 import httpx
 import nats
 
+from .demo import reach_receiver_url
+
 log = logging.getLogger("linli.actors")
 
 
@@ -95,12 +97,15 @@ class Actors:
         rng: random.Random,
         temper: Temperament,
         community: str | None = None,
+        pushed: frozenset[str] = frozenset(),
     ) -> None:
         self.partners_url = partners_url
         self.parties = parties
         self.rng = rng
         self.temper = temper
         self.community = community
+        self.pushed = pushed
+        """Parties whose webhook answers their offers (ADR 0043): they only do the work."""
 
     async def tick(self, client: httpx.AsyncClient) -> None:
         for party in self.parties:
@@ -110,9 +115,30 @@ class Actors:
             )
             if offers.status_code != 200:
                 continue
-            for offer in offers.json()["items"]:
-                await self._decide(client, party, headers, offer)
+            if party.name in self.pushed:
+                await self._take_accepted(client, party, headers)
+            else:
+                for offer in offers.json()["items"]:
+                    await self._decide(client, party, headers, offer)
             await self._finish_due(client, party, headers)
+
+    async def _take_accepted(
+        self, client: httpx.AsyncClient, party: Party, headers: dict[str, str]
+    ) -> None:
+        """Offers its webhook receiver accepted through the link: do the work."""
+        accepted = await client.get(
+            f"{self.partners_url}/v1/me/offers", params={"status": "accepted"}, headers=headers
+        )
+        if accepted.status_code != 200:
+            return
+        for offer in accepted.json()["items"]:
+            if offer["assignment_id"] not in party.decided:
+                party.decided.add(offer["assignment_id"])
+                delay = self.rng.uniform(*self.temper.work_seconds)
+                party.due[offer["assignment_id"]] = (
+                    datetime.now(UTC) + timedelta(seconds=delay),
+                    offer,
+                )
 
     async def _decide(
         self,
@@ -245,6 +271,53 @@ async def hotline(stack: dict[str, Any], rng: random.Random, interval: float) ->
         await nc.close()
 
 
+async def webhook_receiver(url: str) -> asyncio.Server:
+    """A partner's tiny webhook receiver (ADR 0043): answers 204 and follows the pushed
+    offer's signed accept link (retrying while partners has not stored the offer yet).
+    A real receiver also verifies the Standard Webhooks signature."""
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def follow(link: str) -> None:
+        async with httpx.AsyncClient(timeout=10) as client:
+            for _ in range(10):
+                try:
+                    answer = await client.post(link)
+                except httpx.HTTPError:
+                    return
+                if answer.status_code != 503:
+                    log.info(
+                        "answered a pushed offer by its link", extra={"status": answer.status_code}
+                    )
+                    return
+                await asyncio.sleep(1)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = min(int(value.strip() or 0), 1 << 20)
+            body = await reader.readexactly(length)
+            writer.write(
+                b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            )
+            await writer.drain()
+            link = json.loads(body).get("offeraccepturl") if body else None
+            if isinstance(link, str):
+                task = asyncio.create_task(follow(link))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", port)
+
+
 async def run(
     stack: dict[str, Any], seed: int, hotline_interval: float, tick_interval: float
 ) -> None:
@@ -255,7 +328,13 @@ async def run(
         if name.startswith(("partner_", "volunteer_"))
     ]
     partners_url = stack["services"]["partners"]["url"]
-    actors = Actors(partners_url, parties, rng, Temperament(), stack["communities"][0])
+    pushed = frozenset(
+        name.removeprefix("reach_")
+        for name in stack["credentials"]
+        if name.startswith("reach_partner_")
+    )
+    receiver = await webhook_receiver(reach_receiver_url(partners_url)) if pushed else None
+    actors = Actors(partners_url, parties, rng, Temperament(), stack["communities"][0], pushed)
     calls = asyncio.create_task(hotline(stack, rng, hotline_interval))
     try:
         async with httpx.AsyncClient(timeout=10) as client:
@@ -266,6 +345,8 @@ async def run(
                     log.warning("actors tick failed", extra={"error": type(exc).__name__})
                 await asyncio.sleep(tick_interval)
     finally:
+        if receiver is not None:
+            receiver.close()
         calls.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await calls

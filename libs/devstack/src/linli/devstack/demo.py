@@ -168,6 +168,11 @@ def load(stack: Stack) -> None:
     stack.ensure_staff([c.slug for c in COMMUNITIES], STREET_OFFICE)
     # Capacity first, so the demo's needs find it instead of being escalated.
     load_partners(stack)
+    try:
+        load_reach(stack)
+    except (httpx.HTTPError, KeyError, ValueError) as exc:
+        # The demo runs without it: the crew's offers are then answered through the API.
+        print(f"demo: the night repair crew's webhook was not registered ({exc!r})")
     base = f"{stack.service_url(intake)}/v1/communities/{first}"
     headers = {"Authorization": f"Bearer {stack.state.tokens['operator']}"}
     with httpx.Client(headers=headers, timeout=10) as client:
@@ -381,3 +386,34 @@ def free_clinic(
             client.post(
                 f"{url}/sessions/{session}/signups", json={"resident_id": resident}
             ).raise_for_status()
+REACH_PARTNER = 2
+"""The night repair crew is reached by webhook (ADR 0043): the actors run its receiver,
+which accepts pushed offers by following their signed link."""
+
+
+def reach_receiver_url(partners_url: str) -> str:
+    """The demo receiver of the night repair crew: partners' port + 90, on 127.0.0.1."""
+    port = int(partners_url.rstrip("/").rsplit(":", 1)[1]) + 90
+    return f"http://127.0.0.1:{port}/linli"
+
+
+def load_reach(stack: Stack) -> None:
+    """The night repair crew registers its webhook with its own token (every load: the same
+    URL keeps the endpoint)."""
+    from .stack import SERVICES
+
+    first = COMMUNITIES[0].slug
+    partners_url = stack.service_url(SERVICES[1])
+    headers = {"Authorization": f"Bearer {stack.state.tokens['operator']}"}
+    with httpx.Client(headers=headers, timeout=10) as client:
+        items = client.get(f"{partners_url}/v1/communities/{first}/partners").json()["items"]
+    crew = [p["id"] for p in items if p["name"] == PARTNERS[REACH_PARTNER]["name"]]
+    if not crew:
+        return
+    key = f"reach_partner_{REACH_PARTNER}"
+    stack.ensure_tokens({key: ("partner", [first], crew[0])}, services=["notifications"])
+    url = f"{stack.service_url(SERVICES[3])}/v1/communities/{first}/partners/{crew[0]}/delivery"
+    body = {"webhook": {"url": reach_receiver_url(partners_url)}}
+    with httpx.Client(timeout=10) as client:
+        mine = {"Authorization": f"Bearer {stack.state.tokens[key]}"}
+        client.put(url, json=body, headers=mine).raise_for_status()

@@ -204,6 +204,9 @@ class Stack:
             env["LINLI_SECRETS_KEY"] = self.state.fernet_key()
             env.setdefault("LINLI_SMS_PROVIDER", "file")
             env.setdefault("LINLI_SMS_FILE", str(self.root / "sms.jsonl"))
+            # Signed offer links pushed to partners point at partners (ADR 0043).
+            env["LINLI_OFFER_LINK_KEY"] = self.state.password("offer-link-key") * 2
+            env["LINLI_OFFER_LINK_BASE_URL"] = self.service_url(SERVICES[1])
         if spec.name == "console":
             # The console calls the four services and keeps its staff's tokens sealed.
             for other in API_SERVICES:
@@ -213,6 +216,7 @@ class Stack:
             # Partners asks intake for contact details on behalf of the accepted helper.
             env["LINLI_INTAKE_URL"] = self.service_url(SERVICES[0])
             env["LINLI_INTAKE_TOKEN"] = self.state.tokens.get("partners_service", "")
+            env["LINLI_OFFER_LINK_KEY"] = self.state.password("offer-link-key") * 2
             env["LINLI_SECRETS_KEY"] = self.state.fernet_key()
         return env
 

@@ -28,6 +28,9 @@ from .messages import consumer as messages_consumer
 from .messages.providers import Provider, build_providers
 from .messages.schedule import zone
 from .messages.sender import Sender
+from .reach import api as reach_api
+from .reach.push import LinkMaker
+from .reach.service import PartnerDelivery
 from .settings import NotificationsSettings
 from .webhooks import api as webhooks_api
 from .webhooks import consumer as webhooks_consumer
@@ -79,8 +82,11 @@ def build_app(
         description="Signed webhooks and resumable per-community event streams for "
         "community apps; messages to people.",
     )
-    wire_webhooks(runtime, settings, app, resolver=resolver, clock=clock)
-    wire_messages(runtime, settings, app, providers=providers, clock=clock)
+    maker = LinkMaker(settings.offer_links(), settings.offer_link_base_url)
+    webhooks = wire_webhooks(runtime, settings, app, resolver=resolver, clock=clock, maker=maker)
+    wire_messages(runtime, settings, app, providers=providers, clock=clock, maker=maker)
+    app.state.partner_delivery = PartnerDelivery(lambda: runtime.pool, webhooks.service)
+    app.include_router(reach_api.router)
     return app
 
 
@@ -100,6 +106,7 @@ def wire_webhooks(
     *,
     resolver: Resolver = system_resolver,
     clock: Clock | None = None,
+    maker: LinkMaker | None = None,
 ) -> Webhooks:
     """The durable `notifications`, the delivery worker, `/v1/subscriptions` and the
     per-community event stream."""
@@ -108,7 +115,7 @@ def wire_webhooks(
     if not box.encrypting:
         log.warning("webhook secrets are stored unencrypted (no secrets_key)")
     worker = DeliveryWorker(lambda: runtime.pool, settings, box, resolver=resolver, clock=clock)
-    consumer = runtime.consume(webhooks_consumer.subscriptions(on_commit=worker.wake))
+    consumer = runtime.consume(webhooks_consumer.subscriptions(on_commit=worker.wake, maker=maker))
     if settings.run_delivery:
         runtime.background("webhook-delivery", worker.run)
     # Attempts go with their delivery (ON DELETE CASCADE).
@@ -151,6 +158,7 @@ def wire_messages(
     *,
     providers: dict[str, Provider] | None = None,
     clock: Clock | None = None,
+    maker: LinkMaker | None = None,
 ) -> Messages:
     """The durable `notifications-people`, the sender and the recipients API."""
     clock = clock or Clock()
@@ -159,7 +167,7 @@ def wire_messages(
     )
     consumer = runtime.consume(
         messages_consumer.subscriptions(
-            zone(settings.people_timezone), clock, on_commit=sender.wake
+            zone(settings.people_timezone), clock, on_commit=sender.wake, maker=maker
         )
     )
     if settings.people_run_sender:

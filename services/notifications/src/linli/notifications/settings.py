@@ -7,7 +7,8 @@ from typing import Self
 
 from pydantic import Field, SecretStr, model_validator
 
-from linli.servicekit.settings import Environment, ServiceSettings
+from linli.servicekit.offerlinks import OfferLinkSettings
+from linli.servicekit.settings import Environment
 
 DEFAULT_RETRY_SCHEDULE = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0]
 
@@ -30,7 +31,7 @@ class SmtpTls(StrEnum):
     TLS = "tls"
 
 
-class NotificationsSettings(ServiceSettings):
+class NotificationsSettings(OfferLinkSettings):
     """Notifications' settings (LINLI_*): webhooks and streams, then messages to people."""
 
     service_name: str = "notifications"
@@ -95,6 +96,15 @@ class NotificationsSettings(ServiceSettings):
         gt=0,
         description="Finished (delivered or failed) webhook deliveries and their attempts are "
         "kept this long: the horizon of `POST /v1/subscriptions/{id}/replay` (ADR 0029).",
+    )
+
+    # --- partners reached (ADR 0043) ------------------------------------------------------
+    offer_link_base_url: str = Field(
+        default="http://127.0.0.1:8102",
+        max_length=200,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="Public base URL of partners, in the signed offer links pushed to "
+        "partners (`<base>/public/v1/offers/<token>`).",
     )
 
     # --- messages to people -----------------------------------------------------------

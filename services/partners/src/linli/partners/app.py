@@ -13,11 +13,12 @@ from linli.contracts.types import NeedKind
 from linli.servicekit import disclosures
 from linli.servicekit.db import service_migrations
 from linli.servicekit.http import create_http_app
+from linli.servicekit.offerlinks import OfferLinkSettings
 from linli.servicekit.runtime import ServiceRuntime
 from linli.servicekit.sealing import SecretBox
-from linli.servicekit.settings import Environment, ServiceSettings
+from linli.servicekit.settings import Environment
 
-from . import api, rewards_api, service
+from . import api, offer_links_api, rewards_api, service
 from .contacts import ContactDirectory, IntakeContactDirectory
 from .lapses import LapseSweep
 from .service import Clock
@@ -26,7 +27,7 @@ MIGRATIONS_PACKAGE = "linli.partners"
 log = logging.getLogger("linli.partners")
 
 
-class PartnersSettings(ServiceSettings):
+class PartnersSettings(OfferLinkSettings):
     """Partners' settings: the shared ones, intake's address and the points table."""
 
     service_name: str = "partners"
@@ -73,6 +74,16 @@ class PartnersSettings(ServiceSettings):
         description="Public certificate checks per client address per window (ADR 0041).",
     )
     certificate_check_window_s: float = Field(
+        default=60.0, gt=0, le=86_400, description="Window of that limit, in seconds."
+    )
+    offer_link_limit: int = Field(
+        default=30,
+        ge=1,
+        le=10_000,
+        description="Requests to the public offer-link routes per client address per window "
+        "(ADR 0043).",
+    )
+    offer_link_window_s: float = Field(
         default=60.0, gt=0, le=86_400, description="Window of that limit, in seconds."
     )
 
@@ -147,6 +158,11 @@ def build_app(
     app.include_router(api.imports_router)
     app.include_router(rewards_api.router)
     app.include_router(rewards_api.public_router)
+    app.state.offer_links = settings.offer_links()
+    app.state.offer_link_limit = offer_links_api.link_limit(
+        settings.offer_link_limit, settings.offer_link_window_s
+    )
+    app.include_router(offer_links_api.public_router)
     api.install_error_handlers(app)
     _run_lapses(app, runtime, settings, clock)
     return app

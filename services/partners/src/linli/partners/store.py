@@ -1083,3 +1083,34 @@ async def ledger_sums(conn: Conn, account: str, start: datetime, end: datetime) 
         end,
     )
     return {r["entry_kind"]: int(r["total"]) for r in rows}
+
+
+# --- signed offer links (ADR 0043) --------------------------------------------------------
+
+
+async def offer_by_id(
+    conn: Conn, assignment_id: uuid.UUID, *, for_update: bool = False
+) -> asyncpg.Record | None:
+    """One offer by its id alone, for a signed link (the link names the offer); with the
+    first answer given through a link, if any (`link_action`, `link_used_at`)."""
+    lock = " FOR UPDATE OF o" if for_update else ""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT {', '.join('o.' + c.strip() for c in OFFER_COLUMNS.split(','))}, "
+        "u.action AS link_action, u.used_at AS link_used_at "
+        "FROM offers o LEFT JOIN offer_link_uses u USING (assignment_id) "
+        f"WHERE o.assignment_id = $1{lock}",
+        assignment_id,
+    )
+    return row
+
+
+async def use_offer_link(conn: Conn, assignment_id: uuid.UUID, action: str, at: datetime) -> bool:
+    """Record the one use of an offer's links; False when a link was used before."""
+    used = await conn.fetchval(
+        "INSERT INTO offer_link_uses (assignment_id, action, used_at) VALUES ($1, $2, $3) "
+        "ON CONFLICT (assignment_id) DO NOTHING RETURNING true",
+        assignment_id,
+        action,
+        at,
+    )
+    return bool(used)

@@ -13,6 +13,7 @@ from linli.servicekit.runtime import ServiceRuntime
 from linli.servicekit.settings import ServiceSettings
 
 from . import api, staff_api, store
+from .reminders import ReminderPolicy
 from .rules import Policy
 from .service import Clock, Scheduler, SchedulingConfig
 from .timers import TimerLoop
@@ -41,6 +42,19 @@ class SchedulingSettings(ServiceSettings):
         gt=0,
         description="The same for emergencies (SLA seconds): short enough that a second "
         "candidate can still accept inside the 10-minute acceptance promise.",
+    )
+    reminder_lead_s: float = Field(
+        default=3600.0,
+        ge=0,
+        le=7 * 86_400,
+        description="Real seconds before an accepted need's window starts when the helper "
+        "who accepted it is reminded (`assignment.reminder_due`, ADR 0043); 0: no reminders.",
+    )
+    reminder_kinds: str = Field(
+        default="elder_care_visit,repair",
+        max_length=1000,
+        pattern=r"^[a-z0-9_,]*$",
+        description="Comma-separated need kinds whose helpers are reminded.",
     )
     offer_verdict_grace_s: float = Field(
         default=300.0,
@@ -96,6 +110,10 @@ def scheduler_for(settings: SchedulingSettings, clock: Clock | None = None) -> S
             rematch_delay_s=settings.rematch_delay_s,
             offer_verdict_grace_s=settings.offer_verdict_grace_s,
             policy_cache_s=settings.policy_cache_s,
+            reminders=ReminderPolicy(
+                lead_s=settings.reminder_lead_s,
+                kinds=frozenset(k for k in settings.reminder_kinds.split(",") if k),
+            ),
         ),
         clock,
     )

@@ -51,7 +51,7 @@ from linli.servicekit.db import Conn
 from linli.servicekit.messaging import PoisonMessage
 from linli.servicekit.telemetry import current_traceparent, resumed_span
 
-from . import store
+from . import reminders, store
 from .rules import (
     DISPATCHABLE,
     FINAL,
@@ -110,6 +110,7 @@ class SchedulingConfig:
     offer_verdict_grace_s: float = 300.0
     fill_limit: int = 500
     policy_cache_s: float = 5.0
+    reminders: reminders.ReminderPolicy = field(default_factory=reminders.ReminderPolicy)
 
 
 class Scheduler:
@@ -161,6 +162,8 @@ class Scheduler:
             elif kind == "rematch" and NeedState(need["state"]) in MATCHABLE:
                 await self._match_need(conn, need, now)
                 outcome = "fired"
+            elif kind == reminders.REMINDER:
+                outcome = await self._remind(conn, need, timer)
         await store.finish_timer(conn, timer["id"], outcome)
         return outcome
 
@@ -313,6 +316,27 @@ class Scheduler:
         await self._move(conn, need, NeedState.ASSIGNED, assignment_id=assignment_id)
         await store.cancel_timers(conn, need_id, kinds=OFFER_TIMERS)
         await store.cancel_timers(conn, need_id, clock=ClockName.ACCEPT.value)
+        due = reminders.reminder_due(
+            self.config.reminders, need["kind"], need["window_earliest"], self.clock.now()
+        )
+        if due is not None:
+            await store.add_timer(
+                conn,
+                kind=reminders.REMINDER,
+                need_id=need_id,
+                assignment_id=assignment_id,
+                due_at=due,
+                traceparent=current_traceparent(),
+            )
+
+    async def _remind(self, conn: Conn, need: asyncpg.Record, timer: asyncpg.Record) -> str:
+        """A reminder timer: `assignment.reminder_due` while the helper still holds it."""
+        assignment = await store.get_assignment(conn, timer["assignment_id"])
+        event = None if assignment is None else reminders.reminder_event(need, assignment, timer)
+        if event is None:
+            return "stale"
+        await self._emit(conn, need["community"], need["id"], event)
+        return "fired"
 
     async def _decline(
         self,

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from linli.contracts.events import NeedSubmitted
 from linli.contracts.registry import spec_for
+from linli.notifications.reach import push
 from linli.servicekit.clock import Clock
 from linli.servicekit.consume import Received, Subscriptions
 from linli.servicekit.db import Conn
@@ -36,7 +37,12 @@ class NeedNotYetKnown(Exception):
     """The event arrived before the need it is about; retried later, not dead-lettered."""
 
 
-def subscriptions(tz: ZoneInfo, clock: Clock, on_commit: Callable[[], None]) -> Subscriptions:
+def subscriptions(
+    tz: ZoneInfo,
+    clock: Clock,
+    on_commit: Callable[[], None],
+    maker: push.LinkMaker | None = None,
+) -> Subscriptions:
     """The events that people are told about (and need.submitted, to find the family)."""
     subs = Subscriptions(
         CONSUMER,
@@ -45,7 +51,7 @@ def subscriptions(tz: ZoneInfo, clock: Clock, on_commit: Callable[[], None]) -> 
     )
 
     async def use_case(conn: Conn, received: Received[Any]) -> int:
-        return await record_messages(conn, received, tz=tz, clock=clock)
+        return await record_messages(conn, received, tz=tz, clock=clock, maker=maker)
 
     for model in CONSUMED:
         subs.on(model, use_case)
@@ -53,7 +59,12 @@ def subscriptions(tz: ZoneInfo, clock: Clock, on_commit: Callable[[], None]) -> 
 
 
 async def record_messages(
-    conn: Conn, received: Received[Any], *, tz: ZoneInfo, clock: Clock
+    conn: Conn,
+    received: Received[Any],
+    *,
+    tz: ZoneInfo,
+    clock: Clock,
+    maker: push.LinkMaker | None = None,
 ) -> int:
     """Record one message per (event, recipient); returns how many were added.
 
@@ -83,7 +94,7 @@ async def record_messages(
         # this service knew them) go ahead without it.
         raise NeedNotYetKnown(str(need_id))
     added = 0
-    for intent in intents_for(short, data, need, tz):
+    for intent in [*intents_for(short, data, need, tz), *push.intents(data, tz, maker)]:
         for r in await store.recipients_for(conn, community, intent, short):
             subject_text, body = render(intent.template, r["locale"], intent.params)
             due = due_at(

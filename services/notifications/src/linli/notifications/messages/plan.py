@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from linli.contracts.events import (
     AssignmentOffered,
+    AssignmentReminderDue,
     HandedTo,
     MealDelivered,
     NeedEscalated,
@@ -36,6 +37,7 @@ class Audience(StrEnum):
     FAMILY = "family"
     OPERATOR = "operator"
     VOLUNTEER = "volunteer"
+    PARTNER = "partner"
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class Intent:
     emergency: bool = False
     resident_id: UUID | None = None
     volunteer_id: UUID | None = None
+    partner_id: UUID | None = None
 
 
 # need.submitted is consumed only to learn need -> resident.
@@ -85,6 +88,7 @@ CONSUMED = (
     NeedFulfilled,
     NeedEscalated,
     AssignmentOffered,
+    AssignmentReminderDue,
 )
 CONSUMED_TYPES = tuple(spec_for(model).short for model in CONSUMED)
 """`need.submitted`, `meal.delivered`, ...: what recipients may choose among."""

@@ -14,7 +14,7 @@ from .plan import Audience, Intent, NeedFacts, NewRecipient
 
 _RECIPIENT_COLUMNS = (
     "id, community, role, resident_id, volunteer_id, channel, address, locale, "
-    "quiet_start, quiet_end, timezone, events, created_at"
+    "quiet_start, quiet_end, timezone, events, created_at, partner_id"
 )
 
 
@@ -69,6 +69,9 @@ async def recipients_for(
     elif intent.audience is Audience.VOLUNTEER:
         sql += " AND volunteer_id = $4"
         args.append(intent.volunteer_id)
+    elif intent.audience is Audience.PARTNER:
+        sql += " AND partner_id = $4"
+        args.append(intent.partner_id)
     rows: list[asyncpg.Record] = await conn.fetch(sql + " ORDER BY id", *args)
     return rows
 
@@ -214,3 +217,48 @@ async def delete_recipient(conn: Conn, community: str, recipient_id: uuid.UUID) 
         community,
     )
     return result.endswith(" 1")
+
+
+# --- a partner's duty contacts (ADR 0043) -----------------------------------------------
+
+
+async def partner_recipients(
+    conn: Conn, community: str, partner_id: uuid.UUID
+) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT {_RECIPIENT_COLUMNS} FROM people_recipients "
+        "WHERE community = $1 AND role = 'partner' AND partner_id = $2 ORDER BY created_at, id",
+        community,
+        partner_id,
+    )
+    return rows
+
+
+async def replace_partner_recipients(
+    conn: Conn, community: str, partner_id: uuid.UUID, contacts: list[NewRecipient]
+) -> None:
+    """The partner's duty contacts become `contacts` (their pending messages go with the
+    old rows)."""
+    await conn.execute(
+        "DELETE FROM people_recipients WHERE community = $1 AND role = 'partner' "
+        "AND partner_id = $2",
+        community,
+        partner_id,
+    )
+    for new in contacts:
+        await conn.execute(
+            """INSERT INTO people_recipients
+                   (id, community, role, partner_id, channel, address, locale,
+                    quiet_start, quiet_end, timezone, events)
+               VALUES ($1, $2, 'partner', $3, $4, $5, $6, $7, $8, $9, $10)""",
+            uuid.uuid4(),
+            community,
+            partner_id,
+            new.channel,
+            new.address,
+            new.locale,
+            new.quiet_start,
+            new.quiet_end,
+            new.timezone,
+            new.events,
+        )

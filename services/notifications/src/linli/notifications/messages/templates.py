@@ -100,7 +100,30 @@ TEMPLATES: dict[str, dict[str, Template]] = {
             "New {kind} task: {place}{start} to {end}. Please answer by {expires}.",
         ),
     },
+    # a partner's duty contacts: an offer with its signed links (ADR 0043)
+    "partner_offer": {
+        "zh-CN": Template(
+            "{urgent}新的{kind}任务",
+            "{urgent}新的{kind}任务：{place}{start}至{end}，请在{expires}前回复。"
+            "接单：{accept} 拒绝：{decline}",
+        ),
+        "en": Template(
+            "{urgent}New {kind} task",
+            "{urgent}New {kind} task: {place}{start} to {end}. Please answer by {expires}. "
+            "Accept: {accept} Decline: {decline}",
+        ),
+    },
+    # whoever accepted a visit or repair: it starts soon (ADR 0043)
+    "reminder": {
+        "zh-CN": Template("{kind}任务提醒", "提醒：{place}{start}至{end}的{kind}任务即将开始。"),
+        "en": Template(
+            "Reminder: {kind} task",
+            "Reminder: your {kind} task {place}{start} to {end} starts soon.",
+        ),
+    },
 }
+
+LOWER_FIRST_KIND = frozenset({"assignment_offered", "partner_offer", "reminder"})
 
 KIND_LABELS: dict[str, dict[str, str]] = {
     "zh-CN": {
@@ -158,12 +181,14 @@ def render(key: str, locale: str, params: dict[str, Any]) -> tuple[str, str]:
     if "kind" in values:
         label = KIND_LABELS[locale].get(str(values["kind"]), str(values["kind"]))
         values["kind"] = label
-        if locale == "en" and key == "assignment_offered":
+        if locale == "en" and key in LOWER_FIRST_KIND:
             values["kind"] = _lower_first(label)
     if "reason" in values:
         reason = str(values["reason"])
         values["reason"] = REASON_LABELS[locale].get(reason, REASON_LABELS[locale]["other"])
-    if key == "assignment_offered":
+    if values.get("urgent"):
+        values["urgent"] = "【紧急】" if locale == "zh-CN" else "[URGENT] "
+    if "compound" in values:
         place = values.get("compound")
         if place:
             values["place"] = f"{place}，" if locale == "zh-CN" else f"{place}, "

@@ -12,6 +12,7 @@ from typing import Any
 
 from linli.contracts.binding import CE_HEADER_PREFIX, to_structured
 from linli.contracts.envelope import CloudEvent
+from linli.notifications.reach import push
 from linli.servicekit.consume import Received, Subscriptions
 from linli.servicekit.db import Conn
 
@@ -54,18 +55,27 @@ def _failed_subscription(ce_type: str, data: Any) -> uuid.UUID | None:
         return None
 
 
-def subscriptions(on_commit: Callable[[], None]) -> Subscriptions:
-    """Every domain event, of any type or version, fanned out to matching subscriptions."""
+def subscriptions(
+    on_commit: Callable[[], None], maker: push.LinkMaker | None = None
+) -> Subscriptions:
+    """Every domain event, of any type or version, fanned out to matching subscriptions
+    (and, with a link `maker`, pushed to the partner it is for: ADR 0043)."""
     subs = Subscriptions(
         CONSUMER,
         description="every domain event; one webhook delivery per matching subscription",
         on_commit=on_commit,
     )
-    subs.on_every_event(record_deliveries)
+
+    async def use_case(conn: Conn, received: Received[Any]) -> int:
+        return await record_deliveries(conn, received, maker=maker)
+
+    subs.on_every_event(use_case)
     return subs
 
 
-async def record_deliveries(conn: Conn, received: Received[Any]) -> int:
+async def record_deliveries(
+    conn: Conn, received: Received[Any], *, maker: push.LinkMaker | None = None
+) -> int:
     """Record the deliveries of one event; returns how many were added.
 
     Subscriptions filtering on need kinds need the kind of events that do not carry it
@@ -90,6 +100,8 @@ async def record_deliveries(conn: Conn, received: Received[Any]) -> int:
     added += await store.fan_out(conn, fields, kind, about, only_kind_filtered=False)
     if need_id is not None and kind is None:
         await store.park(conn, need_id, fields)
+    if maker is not None:
+        added += await push.push_to_partner(conn, fields, data, maker)
     # The deliveries table's trigger wakes the delivery workers at commit.
     return added
 

@@ -88,6 +88,17 @@ class WebhookService:
         except UnsafeUrl as exc:
             raise Rejected("body.url", str(exc), "unsafe_url") from exc
 
+    async def check_url(self, url: str) -> None:
+        """The SSRF guard of every endpoint (also a partner's own, ADR 0043)."""
+        await self._check_url(url)
+
+    def given_or_new(self, secret: str | None) -> str:
+        """A checked given secret, or a new one (`Rejected` when malformed)."""
+        return _given_or_new(secret)
+
+    def seal(self, secret: str) -> str:
+        return self._box.seal(secret)
+
     async def _owned(self, principal: Principal, sub_id: uuid.UUID) -> asyncpg.Record:
         async with self._pool().acquire() as conn:
             row = await store.owned_subscription(conn, sub_id, principal.credential_id)

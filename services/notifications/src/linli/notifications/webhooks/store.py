@@ -71,7 +71,9 @@ async def subscriptions_of(conn: Conn, owner: uuid.UUID) -> list[asyncpg.Record]
 async def subscriptions_in(conn: Conn, community: str) -> list[asyncpg.Record]:
     """Every subscription that covers a community, whoever owns it (the operator view)."""
     rows: list[asyncpg.Record] = await conn.fetch(
-        "SELECT * FROM subscriptions WHERE $1 = ANY(communities) ORDER BY created_at", community
+        "SELECT * FROM subscriptions WHERE $1 = ANY(communities) AND partner_id IS NULL "
+        "ORDER BY created_at",
+        community,
     )
     return rows
 
@@ -245,7 +247,7 @@ async def fan_out(
         """INSERT INTO deliveries
                (subscription_id, event_id, event_type, community, event_time, payload)
            SELECT id, $1, $2, $3, $4, $5 FROM subscriptions
-           WHERE state IN ('active', 'paused')
+           WHERE state IN ('active', 'paused') AND partner_id IS NULL
              AND $3 = ANY(communities)
              AND (cardinality(event_types) = 0 OR $2 = ANY(event_types))
              AND ((cardinality(need_kinds) = 0 AND NOT $8) OR $6::text = ANY(need_kinds))
@@ -437,3 +439,64 @@ async def disable(conn: Conn, sub_id: uuid.UUID, reason: str) -> bool:
         reason,
     )
     return _count(status) == 1
+
+
+# --- a partner's own endpoint (ADR 0043) -------------------------------------------------
+
+
+async def partner_subscription(
+    conn: Conn, community: str, partner_id: uuid.UUID
+) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT * FROM subscriptions WHERE partner_id = $1 AND communities = ARRAY[$2]::text[]",
+        partner_id,
+        community,
+    )
+    return row
+
+
+async def insert_partner_subscription(
+    conn: Conn,
+    *,
+    owner: uuid.UUID,
+    partner_id: uuid.UUID,
+    community: str,
+    url: str,
+    secret_sealed: str,
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        """INSERT INTO subscriptions
+               (id, owner_credential, url, communities, description, secret_sealed, partner_id)
+           VALUES ($1, $2, $3, ARRAY[$4]::text[], 'partner delivery', $5, $6) RETURNING *""",
+        uuid.uuid4(),
+        owner,
+        url,
+        community,
+        secret_sealed,
+        partner_id,
+    )
+    assert row is not None
+    return row
+
+
+async def delete_partner_subscription(conn: Conn, community: str, partner_id: uuid.UUID) -> int:
+    status: str = await conn.execute(
+        "DELETE FROM subscriptions WHERE partner_id = $1 AND communities = ARRAY[$2]::text[]",
+        partner_id,
+        community,
+    )
+    return _count(status)
+
+
+async def push_to_partner(conn: Conn, fields: DeliveryFields, partner_id: uuid.UUID) -> int:
+    """One delivery of a partner-specific body to that partner's endpoint, if any."""
+    status: str = await conn.execute(
+        """INSERT INTO deliveries
+               (subscription_id, event_id, event_type, community, event_time, payload)
+           SELECT id, $1, $2, $3, $4, $5 FROM subscriptions
+           WHERE partner_id = $6 AND state IN ('active', 'paused') AND $3 = ANY(communities)
+           ON CONFLICT (subscription_id, event_id) DO NOTHING""",
+        *fields,
+        partner_id,
+    )
+    return _count(status)
