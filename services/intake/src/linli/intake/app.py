@@ -19,7 +19,7 @@ from linli.servicekit.messaging import consumer_config, jstream, stream_subjects
 from linli.servicekit.runtime import ServiceRuntime, periodic
 from linli.servicekit.settings import ServiceSettings
 
-from . import api, ingress, service
+from . import api, catalogue_api, ingress, service
 from .service import Clock
 
 MIGRATIONS_PACKAGE = "linli.intake"
@@ -75,6 +75,7 @@ def build_app(
     app.include_router(api.plans_router)
     app.include_router(disclosures.router())
     app.include_router(api.imports_router)
+    app.include_router(catalogue_api.router)
 
     async def generate() -> None:
         async with runtime.pool.acquire() as conn:
