@@ -60,7 +60,7 @@ class PartnersSettings(ServiceSettings):
     points_by_kind: dict[str, Annotated[int, Field(ge=0, le=10_000)]] = Field(
         default_factory=dict,
         description="Points per need kind overriding the catalogue's defaults, for any kind "
-        "(LINLI_POINTS_BY_KIND='{\"goods_delivery\": 12}'); ADR 0045.",
+        "(LINLI_POINTS_BY_KIND, JSON: kind to points); ADR 0045.",
     )
 
     lapse_poll_interval_s: float = Field(
