@@ -41,6 +41,7 @@ ALLOWED: dict[str, set[tuple[str, str]]] = {
     "intake": {
         ("GET", "/v1/communities/{community}/needs"),
         ("GET", "/v1/communities/{community}/needs/{need_id}"),
+        ("GET", "/v1/catalogue"),  # the kinds of need: no personal data (ADR 0045)
     },
     "scheduling": {
         ("GET", "/v1/communities/{community}/schedule/needs"),

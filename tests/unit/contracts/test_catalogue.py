@@ -63,8 +63,10 @@ def test_every_need_kind_has_one_complete_entry() -> None:
     assert set(SAMPLES) == set(CATALOGUE)
     for kind, entry in CATALOGUE.items():
         assert entry.kind == kind
-        assert entry.labels.keys() == {"zh-CN", "en"} and all(entry.labels.values())
-        assert entry.description and entry.spec_name.endswith("NeedSpec")
+        assert entry.labels.keys() == {"zh-CN", "en"}
+        assert all(entry.labels.values())
+        assert entry.description
+        assert entry.spec_name.endswith("NeedSpec")
         assert issubclass(entry.request_details, ContractModel)
         assert issubclass(entry.shared_details, ContractModel)
         assert set(entry.shared_details.model_fields) <= set(entry.request_details.model_fields)
@@ -72,7 +74,8 @@ def test_every_need_kind_has_one_complete_entry() -> None:
         if entry.sla.basis is SlaBasis.RESPONSE:
             assert entry.sla.response is not None
         assert 0 < entry.points <= 10_000
-        assert entry.served_by.volunteer_skill == kind and entry.served_by.partner_kinds
+        assert entry.served_by.volunteer_skill == kind
+        assert entry.served_by.partner_kinds
         # The completion event is registered, produced by partners, and names the kind
         # (its own type, or `service.completed` carrying `kind`).
         spec = REGISTRY[f"linli.{entry.report.event_type}.v1"]
@@ -84,8 +87,8 @@ def test_every_need_kind_has_one_complete_entry() -> None:
     # One details model per kind, so an event's details tell the kind.
     shared = [e.shared_details for e in CATALOGUE.values()]
     assert len(set(shared)) == len(shared)
-    assert DETAILS_BY_KIND == {k: e.request_details for k, e in CATALOGUE.items()}
-    assert SHARED_DETAILS_BY_KIND == {k: e.shared_details for k, e in CATALOGUE.items()}
+    assert {k: e.request_details for k, e in CATALOGUE.items()} == DETAILS_BY_KIND
+    assert {k: e.shared_details for k, e in CATALOGUE.items()} == SHARED_DETAILS_BY_KIND
     assert set(NEED_SPECS) == set(CATALOGUE)
 
 
