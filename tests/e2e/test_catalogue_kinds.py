@@ -14,10 +14,13 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import jsonschema
 import pytest
+from harness.common import consumer_settled
 from harness.communities import register_everywhere
+from harness.console import Browser, console_url
 from harness.lifecycle import Lifecycle, now_iso, window
 
 from linli.contracts.types import Role
@@ -180,3 +183,59 @@ async def test_catalogue_lists_five_kinds_with_valid_schemas_and_bad_details_are
     after = lc.ok(await lc.http.get(lc.c("intake", "/needs?limit=200")))["items"]
     assert after == before
     lc.check_alive()
+
+
+async def test_console_reports_count_the_new_kinds(lifecycle: Any) -> None:
+    """A pharmacy's goods delivery and a volunteer's haircut, proven by `service.completed`,
+    are counted by the console's monthly report under their own kinds."""
+    lc: Lifecycle = await lifecycle(console=True)
+    await lc.add_staff("op-home", "correct horse battery", communities=[lc.home])
+    month = datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
+    pharmacy = await lc.create_partner("仁心大药房 Renxin Pharmacy", "pharmacy", ["goods_delivery"])
+    pharmacy_token = await lc.party_token("partner", pharmacy)
+    barber = await lc.create_volunteer("张师傅 Master Zhang", ["personal_care"])
+    barber_token = await lc.party_token("volunteer", barber)
+    await lc.publish_slot(
+        "goods_delivery", provider=("partner", pharmacy), window=window(20, 200), capacity=3
+    )
+    await lc.publish_slot("personal_care", window=window(20, 200), token=barber_token)
+    await lc.wait_slots(2)
+    resident = await lc.create_resident(priority_group="low_income")
+    goods = await lc.submit_need(
+        _need(resident, "goods_delivery", {"category": "groceries", "items_count": 4})
+    )
+    care = await lc.submit_need(_need(resident, "personal_care", {"service": "shave"}))
+    for need, token in ((goods, pharmacy_token), (care, barber_token)):
+        offer = await lc.wait_offer(token, need["id"])
+        lc.ok(await lc.answer(token, offer["assignment_id"], "accept"))
+        started = datetime.now(UTC) - timedelta(minutes=30)
+        report = {
+            "outcome": "service_completed",
+            "started_at": started.isoformat(),
+            "completed_at": now_iso(),
+        }
+        lc.ok(await lc.report(token, offer["assignment_id"], report), 201)
+        await lc.wait_status(need["id"], "fulfilled")
+    await lc.wait_events("points.awarded", need_id=care["id"])
+    await consumer_settled(lc.nats.jetstream(), lc.events_stream, "console-reports", timeout=30)
+
+    home = Browser(console_url(lc))
+    try:
+        assert (await home.sign_in("op-home", "correct horse battery")).status_code == 303
+        response = await home.get(f"/c/{lc.home}/reports/{month}.json")
+        assert response.status_code == 200, response.text
+        report = response.json()
+    finally:
+        await home.close()
+    assert report["needs"] == [
+        {"kind": "goods_delivery", "status": "fulfilled", "priority_group": "low_income",
+         "count": 1},
+        {"kind": "personal_care", "status": "fulfilled", "priority_group": "low_income",
+         "count": 1},
+    ]  # fmt: skip
+    assert report["partners"] == [
+        {"partner_id": pharmacy, "kind": "goods_delivery", "delivered": 1, "cost_option": "free"}
+    ]
+    assert report["volunteers"]["active"] == 1
+    assert report["volunteers"]["minutes_measured"] == 30
+    assert report["volunteers"]["points_awarded"] == 15
