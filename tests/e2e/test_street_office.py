@@ -43,6 +43,7 @@ ALLOWED: dict[str, set[tuple[str, str]]] = {
         ("GET", "/v1/communities/{community}/needs/{need_id}"),
         ("GET", "/v1/communities/{community}/activities"),
         ("GET", "/v1/communities/{community}/activities/{activity_id}"),
+        ("GET", "/v1/catalogue"),  # the kinds of need: no personal data (ADR 0045)
     },
     "scheduling": {
         ("GET", "/v1/communities/{community}/schedule/needs"),

@@ -8,13 +8,7 @@ from pydantic import BaseModel
 
 from linli.contracts import events
 from linli.contracts.events import NeedSubmitted
-from linli.contracts.needs import (
-    MealDetails,
-    MealNeedSpec,
-    RepairNeedSpec,
-    ResidentSpec,
-    VisitNeedSpec,
-)
+from linli.contracts.needs import NEED_SPECS, MealDetails, ResidentSpec
 from linli.contracts.registry import (
     REGISTRY,
     UnknownEventType,
@@ -28,6 +22,7 @@ CATALOGUE = {
     "need.submit", "need.submitted", "need.rejected", "need.cancelled",
     "slot.published", "volunteer.confirmed", "volunteer.declined", "partner.accepted",
     "partner.declined", "meal.delivered", "visit.completed", "repair.completed",
+    "service.completed",
     "delivery.failed", "points.awarded", "points.redeemed", "offer.lapsed", "slot.reserved",
     "slot.released",
     "assignment.offered", "assignment.expired", "assignment.reminder_due",
@@ -75,7 +70,7 @@ def _models_in(annotation: object) -> list[type[BaseModel]]:
 def test_every_field_has_a_description() -> None:
     seen: set[type[BaseModel]] = set()
     todo: list[type[BaseModel]] = [spec.model for spec in REGISTRY]
-    todo += [MealNeedSpec, VisitNeedSpec, RepairNeedSpec, ResidentSpec]
+    todo += [*NEED_SPECS.values(), ResidentSpec]
     while todo:
         model = todo.pop()
         if model in seen:
@@ -102,7 +97,7 @@ def test_spec_properties() -> None:
 
 
 def test_command_specs_resolve_from_concrete_need_specs() -> None:
-    for model in (MealNeedSpec, VisitNeedSpec, RepairNeedSpec):
+    for model in NEED_SPECS.values():
         assert spec_for(model).type == "linli.need.submit.v1"
     spec = lookup("linli.need.submit.v1")
     assert spec.kind == "command"

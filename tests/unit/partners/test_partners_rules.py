@@ -121,8 +121,14 @@ def test_slot_and_volunteer_specs() -> None:
 
 
 def test_settings_points_table_and_production_needs_an_intake_token() -> None:
-    settings = PartnersSettings(points_repair=50)
-    assert settings.points_table == {"meal_delivery": 10, "elder_care_visit": 20, "repair": 50}
+    settings = PartnersSettings(points_repair=50, points_by_kind={"personal_care": 25})
+    assert settings.points_table == {
+        "meal_delivery": 10,
+        "elder_care_visit": 20,
+        "repair": 50,
+        "goods_delivery": 10,
+        "personal_care": 25,
+    }
     assert settings.service_name == "partners"
     assert settings.http_port == 8102
     with pytest.raises(ValidationError, match="LINLI_INTAKE_TOKEN"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self, Union
 from uuid import UUID
 
 from pydantic import (
@@ -24,14 +24,10 @@ from pydantic import (
     model_validator,
 )
 
-from linli.contracts.needs import (
-    SHARED_DETAILS_BY_KIND,
-    MealDetails,
-    NeedSource,
-    RepairDetails,
-    VisitDetails,
-)
+from linli.contracts.catalogue import CATALOGUE
+from linli.contracts.needs import SHARED_DETAILS_BY_KIND, NeedSource
 from linli.contracts.types import (
+    ContractModel,
     CostOption,
     EventData,
     FailureReason,
@@ -80,6 +76,7 @@ __all__ = [
     "RewardPublished",
     "RewardRevised",
     "RewardWithdrawn",
+    "ServiceCompleted",
     "SlotPublished",
     "SlotReleaseReason",
     "SlotReleased",
@@ -163,25 +160,25 @@ _DETAILS_KIND: ContextVar[str | None] = ContextVar("linli_details_kind", default
 
 
 def _details_tag(value: Any) -> str | None:
-    if isinstance(value, MealDetails):
-        return NeedKind.MEAL_DELIVERY.value
-    if isinstance(value, VisitDetails):
-        return NeedKind.ELDER_CARE_VISIT.value
-    if isinstance(value, RepairDetails):
-        return NeedKind.REPAIR.value
+    for kind, entry in CATALOGUE.items():
+        if type(value) is entry.shared_details:
+            return kind
     return _DETAILS_KIND.get()
 
 
-NeedDetails = Annotated[
-    Annotated[MealDetails, Tag(NeedKind.MEAL_DELIVERY.value)]
-    | Annotated[VisitDetails, Tag(NeedKind.ELDER_CARE_VISIT.value)]
-    | Annotated[RepairDetails, Tag(NeedKind.REPAIR.value)],
-    Discriminator(
-        _details_tag,
-        custom_error_type="details_kind",
-        custom_error_message="details cannot be read without a valid kind",
-    ),
-]
+if TYPE_CHECKING:
+    NeedDetails = ContractModel
+else:
+    NeedDetails = Annotated[
+        Union[  # noqa: UP007 - built from the catalogue at import
+            tuple(Annotated[entry.shared_details, Tag(kind)] for kind, entry in CATALOGUE.items())
+        ],
+        Discriminator(
+            _details_tag,
+            custom_error_type="details_kind",
+            custom_error_message="details cannot be read without a valid kind",
+        ),
+    ]
 """Kind-specific details; which model applies is decided by the sibling `kind`.
 
 A repair's description is not among them: it stays in intake (ADR 0031)."""
@@ -416,6 +413,45 @@ class RepairCompleted(EventData):
     def _check_times(self) -> Self:
         if self.completed_at < self.arrived_at:
             raise ValueError("completed_at must not be before arrived_at")
+        return self
+
+
+class ServiceCompleted(EventData):
+    """A need of a kind added by the catalogue was served (ADR 0045).
+
+    One generic completion for every kind whose catalogue entry names
+    `service.completed` (goods delivery, personal care, and kinds added later), instead
+    of one event type per kind. Meals, visits and repairs keep their own events.
+    """
+
+    withdrawn_fields: ClassVar[dict[str, str | None]] = {"note": "note_recorded"}
+
+    need_id: UUID = Field(description="Need served.")
+    assignment_id: UUID = Field(description="Assignment carried out.")
+    kind: NeedKind = Field(description="Kind of need that was served.")
+    served_by: PartyRef = Field(description="Who served it.")
+    started_at: AwareDatetime = Field(
+        description="When the helper arrived or began; measured against the SLA."
+    )
+    completed_at: AwareDatetime = Field(description="When the service was completed.")
+    follow_up_needed: bool = Field(
+        default=False, description="Whether the helper asks the community to follow up."
+    )
+    note_recorded: bool = Field(
+        default=False,
+        description="Whether the helper wrote a note; the text stays in partners, for the "
+        "community's operators (ADR 0031).",
+    )
+    cost_option: CostOption | None = Field(
+        default=None,
+        description="What the resident pays for the serving partner's service of this kind "
+        "(free, low_cost or paid), as the partner registered it; absent for volunteers.",
+    )
+
+    @model_validator(mode="after")
+    def _check_times(self) -> Self:
+        if self.completed_at < self.started_at:
+            raise ValueError("completed_at must not be before started_at")
         return self
 
 

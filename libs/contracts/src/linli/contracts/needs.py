@@ -6,25 +6,38 @@ Intake accepts these both as its HTTP request bodies and as the data of the
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast
 from uuid import UUID
 
-from pydantic import ConfigDict, Field, RootModel, StringConstraints, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, RootModel, TypeAdapter, create_model
 
+from linli.contracts.catalogue import (
+    CATALOGUE,
+    GoodsDeliveryDetails,
+    GoodsDeliveryRequestDetails,
+    KindSpec,
+    MealDetails,
+    PersonalCareDetails,
+    RepairDetails,
+    RepairRequestDetails,
+    VisitDetails,
+)
 from linli.contracts.types import (
     ContractModel,
     PhoneNumber,
     PriorityGroup,
-    RepairCategory,
-    RepairHazard,
     TimeWindow,
     Urgency,
-    VisitPurpose,
 )
 
 __all__ = [
     "DETAILS_BY_KIND",
+    "NEED_SPECS",
     "SHARED_DETAILS_BY_KIND",
+    "GoodsDeliveryDetails",
+    "GoodsDeliveryRequestDetails",
     "MealDetails",
     "MealNeedSpec",
     "NeedDetailsModel",
@@ -35,87 +48,31 @@ __all__ = [
     "NeedSpecBase",
     "NeedSubmit",
     "NeedSubmitData",
+    "PersonalCareDetails",
     "RepairDetails",
     "RepairNeedSpec",
     "RepairRequestDetails",
     "ResidentSpec",
     "VisitDetails",
     "VisitNeedSpec",
+    "need_spec_adapter",
+    "need_spec_model",
     "shared_details",
 ]
 
-DietNeed = Annotated[str, StringConstraints(min_length=1, max_length=40)]
+NeedDetailsModel = ContractModel
+"""Kind-specific details as events carry them (`KindSpec.shared_details`)."""
+
+NeedRequestDetails = ContractModel
+"""Kind-specific details as submitted (`KindSpec.request_details`)."""
 
 
-class MealDetails(ContractModel):
-    """What a meal delivery needs beyond the window."""
-
-    diet_needs: list[DietNeed] = Field(
-        default_factory=list,
-        max_length=10,
-        description="Dietary needs such as 'soft food' or 'low salt'; each at most "
-        "40 characters, at most 10.",
-    )
-    portions: int = Field(default=1, ge=1, le=10, description="Number of portions.")
-
-
-class VisitDetails(ContractModel):
-    """What an elder-care home visit is for and how long it takes."""
-
-    purpose: VisitPurpose = Field(description="Purpose of the visit.")
-    duration_minutes: int = Field(
-        ge=15, le=480, description="Expected length of the visit in minutes."
-    )
-
-
-class RepairDetails(ContractModel):
-    """What is broken and whether it is dangerous: what events and offers carry.
-
-    The requester's own words stay in intake (`RepairRequestDetails`, ADR 0031).
-    """
-
-    category: RepairCategory = Field(description="Trade needed.")
-    hazard: RepairHazard = Field(
-        default=RepairHazard.NONE, description="Hazard observed by the requester."
-    )
-
-
-class RepairRequestDetails(ContractModel):
-    """A repair as submitted: the shared details and the requester's description.
-
-    The description is free text that may name people or describe their home, so it
-    never travels in an event (ADR 0031): intake keeps it with the need and shows it to
-    the community's operators and, once accepted, to the assigned helper, each read
-    recorded.
-    """
-
-    category: RepairCategory = Field(description="Trade needed.")
-    description: str = Field(
-        min_length=1,
-        max_length=2000,
-        description="What is broken, in plain words. Kept by intake; never in an event.",
-    )
-    hazard: RepairHazard = Field(
-        default=RepairHazard.NONE, description="Hazard observed by the requester."
-    )
-
-    def shared(self) -> RepairDetails:
-        """The details without the requester's words, as events carry them."""
-        return RepairDetails(category=self.category, hazard=self.hazard)
-
-
-NeedDetailsModel = MealDetails | VisitDetails | RepairDetails
-"""Kind-specific details as events carry them."""
-
-NeedRequestDetails = MealDetails | VisitDetails | RepairRequestDetails
-"""Kind-specific details as submitted."""
-
-
-def shared_details(details: NeedRequestDetails) -> NeedDetailsModel:
+def shared_details(details: BaseModel) -> ContractModel:
     """What of a submission's details may travel in events (ADR 0031)."""
-    if isinstance(details, RepairRequestDetails):
-        return details.shared()
-    return details
+    for entry in CATALOGUE.values():
+        if type(details) is entry.request_details or type(details) is entry.shared_details:
+            return entry.shared(details)
+    raise TypeError(f"{type(details).__name__} is not the details model of a catalogued kind")
 
 
 class NeedSource(ContractModel):
@@ -150,41 +107,58 @@ class NeedSpecBase(ContractModel):
         default=None, description="Channel or system the need came from."
     )
 
-
-class MealNeedSpec(NeedSpecBase):
-    """A hot meal carried to the resident."""
-
-    kind: Literal["meal_delivery"] = Field(description="Need kind discriminator.")
-    details: MealDetails = Field(description="Meal-specific details.")
-
-
-class VisitNeedSpec(NeedSpecBase):
-    """An elder-care home visit."""
-
-    kind: Literal["elder_care_visit"] = Field(description="Need kind discriminator.")
-    details: VisitDetails = Field(description="Visit-specific details.")
+    if TYPE_CHECKING:
+        # Declared by each generated subclass (`need_spec_model`): a Literal of its
+        # kind and its catalogued details model.
+        kind: str
+        details: ContractModel
 
 
-class RepairNeedSpec(NeedSpecBase):
-    """A household repair call."""
+def need_spec_model(entry: KindSpec) -> type[NeedSpecBase]:
+    """The need spec of one catalogued kind: the shared fields, `kind` and its details."""
+    model = create_model(
+        entry.spec_name,
+        __base__=NeedSpecBase,
+        __doc__=entry.description,
+        __module__=__name__,
+        kind=(Literal[entry.kind], Field(description="Need kind discriminator.")),  # type: ignore[arg-type]
+        details=(
+            entry.request_details,
+            Field(description=f"{entry.labels['en']}: kind-specific details."),
+        ),
+    )
+    return model
 
-    kind: Literal["repair"] = Field(description="Need kind discriminator.")
-    details: RepairRequestDetails = Field(description="Repair-specific details.")
+
+def need_spec_adapter(specs: Iterable[type[NeedSpecBase]]) -> TypeAdapter[NeedSpecBase]:
+    """A validator for a need of any of `specs`, discriminated on `kind`."""
+    union = Union[tuple(specs)]  # type: ignore[valid-type]  # noqa: UP007
+    annotated: Any = Annotated[union, Field(discriminator="kind")]
+    return cast(TypeAdapter[NeedSpecBase], TypeAdapter(annotated))
 
 
-NeedSpec = Annotated[
-    MealNeedSpec | VisitNeedSpec | RepairNeedSpec,
-    Field(discriminator="kind"),
-]
-"""A need of any kind, discriminated on `kind`.
+NEED_SPECS: Mapping[str, type[NeedSpecBase]] = MappingProxyType(
+    {kind: need_spec_model(entry) for kind, entry in CATALOGUE.items()}
+)
+"""The need spec class of every catalogued kind."""
 
-Adding a kind later means: add a `NeedKind` member, a details model, a
-`NeedSpecBase` subclass with `kind: Literal[...]`, add it to this union and to
-`DETAILS_BY_KIND`. Existing kinds keep their wire shape, so this is not a breaking
-change for producers; consumers that switch on kind must handle the new one.
+MealNeedSpec = NEED_SPECS["meal_delivery"]
+VisitNeedSpec = NEED_SPECS["elder_care_visit"]
+RepairNeedSpec = NEED_SPECS["repair"]
+
+if TYPE_CHECKING:
+    NeedSpec = NeedSpecBase
+else:
+    NeedSpec = Annotated[Union[tuple(NEED_SPECS.values())], Field(discriminator="kind")]  # noqa: UP007
+"""A need of any catalogued kind, discriminated on `kind`.
+
+Adding a kind means adding its `NeedKind` member and its catalogue entry
+(`linli.contracts.catalogue`, ADR 0045). Existing kinds keep their wire shape, so this
+is not a breaking change for producers; consumers look a kind's facts up in the
+catalogue instead of switching on it.
 """
 
-NeedSpecAdapter: TypeAdapter[MealNeedSpec | VisitNeedSpec | RepairNeedSpec] = TypeAdapter(NeedSpec)
+NeedSpecAdapter: TypeAdapter[NeedSpecBase] = need_spec_adapter(NEED_SPECS.values())
 
 NeedSubmit = NeedSpec
 """Data of the ingress command `need.submit` v1: the command's data is a NeedSpec."""
@@ -199,18 +173,14 @@ class NeedSubmitData(RootModel[NeedSpec]):
     model_config = ConfigDict(hide_input_in_errors=True, frozen=True)
 
 
-DETAILS_BY_KIND: dict[str, type[MealDetails | VisitDetails | RepairRequestDetails]] = {
-    "meal_delivery": MealDetails,
-    "elder_care_visit": VisitDetails,
-    "repair": RepairRequestDetails,
-}
+DETAILS_BY_KIND: Mapping[str, type[ContractModel]] = MappingProxyType(
+    {kind: entry.request_details for kind, entry in CATALOGUE.items()}
+)
 """The details model of each kind as submitted (a need, a plan)."""
 
-SHARED_DETAILS_BY_KIND: dict[str, type[MealDetails | VisitDetails | RepairDetails]] = {
-    "meal_delivery": MealDetails,
-    "elder_care_visit": VisitDetails,
-    "repair": RepairDetails,
-}
+SHARED_DETAILS_BY_KIND: Mapping[str, type[ContractModel]] = MappingProxyType(
+    {kind: entry.shared_details for kind, entry in CATALOGUE.items()}
+)
 """The details model of each kind as events carry it."""
 
 

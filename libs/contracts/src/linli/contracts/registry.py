@@ -18,11 +18,9 @@ from pydantic import BaseModel, TypeAdapter
 from linli.contracts import activities as act
 from linli.contracts import events as ev
 from linli.contracts.needs import (
-    MealNeedSpec,
+    NEED_SPECS,
     NeedSpec,
     NeedSubmitData,
-    RepairNeedSpec,
-    VisitNeedSpec,
 )
 
 __all__ = [
@@ -257,6 +255,7 @@ REGISTRY = Registry(
         _spec("meal", "delivered", ev.MealDelivered, "partners"),
         _spec("visit", "completed", ev.VisitCompleted, "partners"),
         _spec("repair", "completed", ev.RepairCompleted, "partners"),
+        _spec("service", "completed", ev.ServiceCompleted, "partners"),
         _spec("delivery", "failed", ev.DeliveryFailed, "partners"),
         _spec("points", "awarded", ev.PointsAwarded, "partners"),
         _spec("points", "redeemed", ev.PointsRedeemed, "partners"),
@@ -286,11 +285,7 @@ REGISTRY = Registry(
     ),
     # The command's data is one of the concrete specs, so new_event(MealNeedSpec(...))
     # must resolve to need.submit.
-    aliases={
-        MealNeedSpec: "linli.need.submit.v1",
-        VisitNeedSpec: "linli.need.submit.v1",
-        RepairNeedSpec: "linli.need.submit.v1",
-    },
+    aliases={model: "linli.need.submit.v1" for model in NEED_SPECS.values()},
 )
 
 

@@ -93,6 +93,8 @@ class NeedKind(StrEnum):
     MEAL_DELIVERY = "meal_delivery"
     ELDER_CARE_VISIT = "elder_care_visit"
     REPAIR = "repair"
+    GOODS_DELIVERY = "goods_delivery"
+    PERSONAL_CARE = "personal_care"
 
 
 class Urgency(StrEnum):

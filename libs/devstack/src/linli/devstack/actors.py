@@ -31,6 +31,8 @@ from typing import Any
 import httpx
 import nats
 
+from linli.contracts.catalogue import CATALOGUE
+
 from .demo import reach_receiver_url
 
 log = logging.getLogger("linli.actors")
@@ -62,6 +64,13 @@ def report_for(offer: dict[str, Any], rng: random.Random, temper: Temperament) -
         reason = rng.choice(["not_home", "refused", "wrong_address"])
         return {"outcome": "failed", "reason": reason, "failed_at": now.isoformat()}
     kind = offer["kind"]
+    if CATALOGUE[kind].report.outcome == "service_completed":
+        # Kinds added through the catalogue report the generic completion (ADR 0045).
+        return {
+            "outcome": "service_completed",
+            "started_at": (now - timedelta(minutes=30)).isoformat(),
+            "completed_at": now.isoformat(),
+        }
     if kind == "meal_delivery":
         return {
             "outcome": "meal_delivered",

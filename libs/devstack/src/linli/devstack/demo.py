@@ -145,6 +145,22 @@ def _needs(residents: list[str], now: datetime) -> list[dict[str, Any]]:
             },
             "details": {"purpose": "companionship", "duration_minutes": 60},
         },
+        # Blood-pressure tablets from the pharmacy; the list stays in intake (ADR 0031).
+        {
+            "kind": "goods_delivery",
+            "resident_id": residents[0],
+            "window": {
+                "earliest": visit.isoformat(),
+                "latest": (visit + timedelta(minutes=150)).isoformat(),
+            },
+            "details": {
+                "category": "medicine",
+                "items_count": 2,
+                "prescription_required": True,
+                "description": "降压药两盒 two boxes of blood-pressure tablets",
+            },
+            "source": {"system": "community-office"},
+        },
     ]
 
 
@@ -231,6 +247,14 @@ PARTNERS: list[dict[str, Any]] = [
         "kind": "other",
         "description": "Courses for residents: elder care, cooking, e-bike repair.",
     },
+    # Medicine and shopping brought to the door (ADR 0045); index 4.
+    {
+        "name": "仁心大药房 Renxin Pharmacy",
+        "kind": "pharmacy",
+        "services": [
+            {"name": "medicine delivery", "need_kind": "goods_delivery", "cost_option": "free"}
+        ],
+    },
 ]
 
 # Rewards for volunteers' points, by index into PARTNERS (ADR 0041).
@@ -290,6 +314,15 @@ def _slots(partners: list[str], volunteers: list[str], now: datetime) -> list[di
                 "capacity": 2,
             }
         )
+        if len(partners) > 4:
+            slots.append(
+                {
+                    "kind": "goods_delivery",
+                    "provider": {"kind": "partner", "id": partners[4]},
+                    "window": _w(base + timedelta(hours=9), base + timedelta(hours=18)),
+                    "capacity": 6,
+                }
+            )
         for volunteer in volunteers[:2]:
             slots.append(
                 {

@@ -251,6 +251,7 @@ def _services(
                 "meal",
                 "visit",
                 "repair",
+                "service",
                 "delivery",
                 "points",
                 "reward",

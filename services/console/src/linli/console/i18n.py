@@ -11,6 +11,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from linli.contracts.catalogue import CATALOGUE
+
 DEFAULT_LOCALE = "zh-CN"
 LOCALES = ("zh-CN", "en")
 
@@ -21,6 +23,10 @@ def catalogue(locale: str) -> dict[str, str]:
         resources.files("linli.console").joinpath("messages", f"{locale}.json").read_text("utf-8")
     )
     data: dict[str, str] = json.loads(text)
+    # A kind's label comes from the contracts' catalogue (ADR 0045) unless the console
+    # words it its own way here (助餐 rather than 送餐).
+    for kind, entry in CATALOGUE.items():
+        data.setdefault(f"kind.{kind}", entry.labels.get(locale) or entry.labels["en"])
     return data
 
 

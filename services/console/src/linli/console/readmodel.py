@@ -23,6 +23,7 @@ from linli.contracts.events import (
     PointsAwarded,
     PointsRedeemed,
     RepairCompleted,
+    ServiceCompleted,
     VisitCompleted,
     VolunteerConfirmed,
 )
@@ -114,6 +115,24 @@ async def repair_completed(conn: Conn, received: Received[RepairCompleted]) -> N
     )
 
 
+async def service_completed(conn: Conn, received: Received[ServiceCompleted]) -> None:
+    """The generic completion of the kinds the catalogue added (ADR 0045): counted
+    under the event's own kind."""
+    data = received.data
+    await store.fold_need(conn, data.need_id, received.community, arrived_at=data.started_at)
+    await store.add_report_work(
+        conn,
+        received.event.id,
+        received.community,
+        data.need_id,
+        data.kind.value,
+        (data.served_by.kind.value, data.served_by.id),
+        data.started_at,
+        data.completed_at,
+        data.cost_option,
+    )
+
+
 async def delivery_failed(conn: Conn, received: Received[DeliveryFailed]) -> None:
     data = received.data
     await store.fold_need(conn, data.need_id, received.community, failed_at=data.failed_at)
@@ -193,6 +212,7 @@ _USE_CASES: list[tuple[type[Any], Any]] = [
     (MealDelivered, meal_delivered),
     (VisitCompleted, visit_completed),
     (RepairCompleted, repair_completed),
+    (ServiceCompleted, service_completed),
     (DeliveryFailed, delivery_failed),
     (NeedFulfilled, need_fulfilled),
     (NeedEscalated, need_escalated),

@@ -19,7 +19,7 @@ from linli.servicekit.messaging import consumer_config, jstream, stream_subjects
 from linli.servicekit.runtime import ServiceRuntime, periodic
 from linli.servicekit.settings import ServiceSettings
 
-from . import activities, activities_api, api, ingress, service
+from . import activities, activities_api, api, catalogue_api, ingress, service
 from .service import Clock
 
 MIGRATIONS_PACKAGE = "linli.intake"
@@ -82,6 +82,7 @@ def build_app(
     app.include_router(api.imports_router)
     app.include_router(activities_api.router)
     app.state.activity_wake = asyncio.Event()
+    app.include_router(catalogue_api.router)
 
     async def generate() -> None:
         async with runtime.pool.acquire() as conn:

@@ -29,6 +29,7 @@ from linli.contracts.events import (
     PartnerAccepted,
     PartnerDeclined,
     RepairCompleted,
+    ServiceCompleted,
     SlotReleased,
     SlotReserved,
     StaffActor,
@@ -50,6 +51,7 @@ FOLLOWED = (
     MealDelivered,
     VisitCompleted,
     RepairCompleted,
+    ServiceCompleted,
     DeliveryFailed,
     NeedEscalated,
     NeedFulfilled,
@@ -145,6 +147,9 @@ def step_for(data: Any) -> Step | None:
             party = f"{data.repaired_by.kind.value}:{data.repaired_by.id}"
             note = "repair completed" if data.fixed else "repair attempted, not fixed"
             return Step(data.need_id, None, party, note)
+        case ServiceCompleted():
+            party = f"{data.served_by.kind.value}:{data.served_by.id}"
+            return Step(data.need_id, None, party, f"{data.kind.value} completed")
         case DeliveryFailed():
             party = f"{data.attempted_by.kind.value}:{data.attempted_by.id}"
             return Step(data.need_id, "failed", party, f"failed: {data.reason.value}")

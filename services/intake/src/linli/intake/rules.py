@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from linli.contracts.needs import MealNeedSpec, RepairNeedSpec, VisitNeedSpec
+from linli.contracts.needs import NeedSpecBase
 from linli.contracts.types import Reason
 
-AnyNeedSpec = MealNeedSpec | VisitNeedSpec | RepairNeedSpec
+AnyNeedSpec = NeedSpecBase
+"""A need of any catalogued kind (`linli.contracts.needs.NEED_SPECS`)."""
 
 
 def window_reasons(spec: AnyNeedSpec, now: datetime) -> list[Reason]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from linli.contracts.catalogue import CATALOGUE
 from linli.contracts.needs import ResidentSpec
 from linli.servicekit.db import Conn
 
@@ -428,11 +429,12 @@ async def description_of(
     need_id: uuid.UUID,
     assignee: tuple[str, uuid.UUID] | None = None,
 ) -> str | None:
-    """A repair's description; with `assignee`, only when that party is the accepted
-    assignee (ADR 0031). None when there is none to show."""
+    """The requester's description of a kind that keeps one in intake (a repair, goods to
+    bring: the catalogue's private fields); with `assignee`, only when that party is the
+    accepted assignee (ADR 0031, 0045). None when there is none to show."""
     value = await conn.fetchval(
         "SELECT details->>'description' FROM needs "
-        "WHERE community = $1 AND id = $2 AND kind = 'repair' "
+        "WHERE community = $1 AND id = $2 AND kind = ANY($6::text[]) "
         "AND ($3::text IS NULL OR (assignee_kind = $3 AND assignee_id = $4 "
         "AND status = ANY($5::text[])))",
         community,
@@ -440,8 +442,13 @@ async def description_of(
         assignee[0] if assignee else None,
         assignee[1] if assignee else None,
         list(ASSIGNEE_STATUSES),
+        DESCRIBED_KINDS,
     )
     return str(value) if value is not None else None
+
+
+DESCRIBED_KINDS = [k for k, e in CATALOGUE.items() if "description" in e.private_fields]
+"""Kinds whose submitted details hold a `description` that stays in intake."""
 
 
 PLAN_COLUMNS = (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Self
+from typing import Annotated, Self
 
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import SpanProcessor
@@ -18,7 +18,7 @@ from linli.servicekit.runtime import ServiceRuntime
 from linli.servicekit.sealing import SecretBox
 from linli.servicekit.settings import Environment
 
-from . import api, offer_links_api, rewards_api, service
+from . import api, offer_links_api, rewards_api, rules, service
 from .contacts import ContactDirectory, IntakeContactDirectory
 from .lapses import LapseSweep
 from .service import Clock
@@ -40,14 +40,28 @@ class PartnersSettings(OfferLinkSettings):
         default=None, description="Bearer token (a `service` credential issued by intake)."
     )
     intake_timeout_s: float = Field(default=3.0, gt=0, le=30)
-    points_meal_delivery: int = Field(
-        default=10, ge=0, le=10_000, description="Points for a delivered meal."
+    points_meal_delivery: int | None = Field(
+        default=None,
+        ge=0,
+        le=10_000,
+        description="Points for a delivered meal; unset: the catalogue's default (10).",
     )
-    points_elder_care_visit: int = Field(
-        default=20, ge=0, le=10_000, description="Points for a completed visit."
+    points_elder_care_visit: int | None = Field(
+        default=None,
+        ge=0,
+        le=10_000,
+        description="Points for a completed visit; unset: the catalogue's default (20).",
     )
-    points_repair: int = Field(
-        default=30, ge=0, le=10_000, description="Points for a completed repair call."
+    points_repair: int | None = Field(
+        default=None,
+        ge=0,
+        le=10_000,
+        description="Points for a completed repair call; unset: the catalogue's default (30).",
+    )
+    points_by_kind: dict[str, Annotated[int, Field(ge=0, le=10_000)]] = Field(
+        default_factory=dict,
+        description="Points per need kind overriding the catalogue's defaults, for any kind "
+        "(LINLI_POINTS_BY_KIND, JSON: kind to points); ADR 0045.",
     )
 
     lapse_poll_interval_s: float = Field(
@@ -98,11 +112,14 @@ class PartnersSettings(OfferLinkSettings):
     @property
     def points_table(self) -> dict[str, int]:
         """Points per need kind for a volunteer's proven completion."""
-        return {
-            NeedKind.MEAL_DELIVERY.value: self.points_meal_delivery,
-            NeedKind.ELDER_CARE_VISIT.value: self.points_elder_care_visit,
-            NeedKind.REPAIR.value: self.points_repair,
-        }
+        return rules.points_table(
+            {
+                NeedKind.MEAL_DELIVERY.value: self.points_meal_delivery,
+                NeedKind.ELDER_CARE_VISIT.value: self.points_elder_care_visit,
+                NeedKind.REPAIR.value: self.points_repair,
+                **self.points_by_kind,
+            }
+        )
 
 
 def default_settings() -> PartnersSettings:

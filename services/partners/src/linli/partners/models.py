@@ -293,6 +293,25 @@ class RepairReport(ContractModel):
         return self
 
 
+class ServiceReport(ContractModel):
+    """Proof of a need of a kind whose completion is `service.completed` (ADR 0045):
+    goods brought to the door, personal care at home, and kinds added later."""
+
+    outcome: Literal["service_completed"]
+    started_at: AwareDatetime = Field(description="When the helper arrived or began.")
+    completed_at: AwareDatetime = Field(description="When the service was completed.")
+    follow_up_needed: bool = False
+    note: str | None = Field(
+        default=None, max_length=2000, description="Free text; stays in partners (ADR 0031)."
+    )
+
+    @model_validator(mode="after")
+    def _times(self) -> Self:
+        if self.completed_at < self.started_at:
+            raise ValueError("completed_at must not be before started_at")
+        return self
+
+
 class FailedReport(ContractModel):
     """An attempt that did not succeed, with the reason."""
 
@@ -303,7 +322,8 @@ class FailedReport(ContractModel):
 
 
 CompletionReport = Annotated[
-    MealReport | VisitReport | RepairReport | FailedReport, Discriminator("outcome")
+    MealReport | VisitReport | RepairReport | ServiceReport | FailedReport,
+    Discriminator("outcome"),
 ]
 
 
@@ -376,6 +396,7 @@ __all__ = [
     "RewardPatch",
     "RewardRedemptionSpec",
     "RewardSpec",
+    "ServiceReport",
     "ServiceSpec",
     "SlotSpec",
     "VisitReport",

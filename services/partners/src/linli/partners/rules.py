@@ -6,14 +6,14 @@ import uuid
 from collections.abc import Mapping
 from datetime import datetime
 
+from linli.contracts.catalogue import CATALOGUE
 from linli.contracts.events import PartyKind, PartyRef
-from linli.contracts.types import NeedKind, Reason, Role
+from linli.contracts.types import Reason, Role
 
-# Which report outcome proves which kind of need; a failed attempt fits every kind.
+# Which report outcome proves which kind of need (the catalogue's report outcome, ADR
+# 0045); a failed attempt fits every kind.
 OUTCOME_FOR_KIND: Mapping[str, str] = {
-    NeedKind.MEAL_DELIVERY.value: "meal_delivered",
-    NeedKind.ELDER_CARE_VISIT.value: "visit_completed",
-    NeedKind.REPAIR.value: "repair_completed",
+    kind: entry.report.outcome for kind, entry in CATALOGUE.items()
 }
 FAILED = "failed"
 
@@ -71,6 +71,13 @@ def points_for(kind: str, party: PartyRef, outcome: str, table: Mapping[str, int
     if party.kind is not PartyKind.VOLUNTEER or outcome == FAILED:
         return 0
     return max(int(table.get(kind, 0)), 0)
+
+
+def points_table(overrides: Mapping[str, int | None]) -> dict[str, int]:
+    """Points per kind: the catalogue's defaults, with the configured overrides applied."""
+    table = {kind: entry.points for kind, entry in CATALOGUE.items()}
+    table.update({kind: int(v) for kind, v in overrides.items() if v is not None})
+    return table
 
 
 def provider_reasons(

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
+from linli.contracts.catalogue import kind_spec
 from linli.contracts.envelope import new_event
 from linli.contracts.events import (
     AssignmentExpired,
@@ -30,6 +31,7 @@ from linli.contracts.events import (
     PointsAwarded,
     PointsRedeemed,
     RepairCompleted,
+    ServiceCompleted,
     SlotPublished,
     VisitCompleted,
     VolunteerConfirmed,
@@ -52,6 +54,7 @@ from .models import (
     PartnerSpec,
     RedemptionSpec,
     RepairReport,
+    ServiceReport,
     SlotSpec,
     VisitReport,
     VolunteerPatch,
@@ -413,7 +416,7 @@ async def offer_for_party(
     try:
         contact = await directory.contact_for(community, need_id, party)
         description = None
-        if offer["kind"] == NeedKind.REPAIR.value:
+        if kind_spec(offer["kind"]).private_fields:
             # What the resident wrote stays in intake too (ADR 0031).
             description = await directory.description_for(community, need_id, party)
     except ContactDirectoryUnavailable:
@@ -479,6 +482,17 @@ def _report_event(
             fixed=report.fixed,
             follow_up_needed=report.follow_up_needed,
             summary_recorded=bool(report.summary),
+        )
+    if isinstance(report, ServiceReport):
+        return ServiceCompleted(
+            **ids,
+            kind=NeedKind(offer["kind"]),
+            cost_option=cost_option,
+            served_by=party,
+            started_at=report.started_at,
+            completed_at=report.completed_at,
+            follow_up_needed=report.follow_up_needed,
+            note_recorded=bool(report.note),
         )
     assert isinstance(report, FailedReport)
     return DeliveryFailed(
@@ -555,7 +569,7 @@ async def report_completion(
     return ReportResult(report.outcome, points, balance_after)
 
 
-REPORT_NOTE_FIELDS = ("observations", "summary", "detail", "neighbour_note")
+REPORT_NOTE_FIELDS = ("observations", "summary", "detail", "neighbour_note", "note")
 """The free text a report may hold; it never leaves partners in an event (ADR 0031)."""
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from linli.contracts.catalogue import KindSpec, SlaBasis, kind_spec
 from linli.contracts.types import NeedKind, PriorityGroup, Urgency
 
 
@@ -194,11 +195,13 @@ def no_candidate_reason(has_exclusions: bool) -> str:
     return "no_taker" if has_exclusions else "no_capacity"
 
 
-def failure_escalation(kind: NeedKind | str, priority_group: PriorityGroup | str) -> str:
-    """A meal that did not reach someone who lives alone is a welfare check at once."""
-    if NeedKind(kind) is NeedKind.MEAL_DELIVERY and (
-        PriorityGroup(priority_group) is PriorityGroup.ELDERLY_LIVING_ALONE
-    ):
+def failure_escalation(
+    kind: NeedKind | str, priority_group: PriorityGroup | str, entry: KindSpec | None = None
+) -> str:
+    """A failed attempt for a resident in one of the kind's welfare-check groups (a meal
+    or medicine that did not reach someone who lives alone) is a welfare check at once."""
+    entry = entry or kind_spec(kind)
+    if PriorityGroup(priority_group) in entry.sla.welfare_check_groups:
         return "welfare_check"
     return "delivery_failed"
 
@@ -268,42 +271,52 @@ class SlaClock:
         return self.start + (self.deadline - self.start) * fraction
 
 
-def sla_clocks(need: NeedFacts, policy: Policy, time_scale: float = 1.0) -> list[SlaClock]:
-    """The SLA clocks a need starts when it arrives.
+def sla_clocks(
+    need: NeedFacts, policy: Policy, time_scale: float = 1.0, entry: KindSpec | None = None
+) -> list[SlaClock]:
+    """The SLA clocks a need starts when it arrives, from its kind's catalogue entry
+    (ADR 0045) with the community's policy overrides.
 
-    * Emergency repair: accepted within 10 minutes, on site within 30.
-    * Urgent repair, or a repair for a household in a priority group: 24 hours.
-    * Routine repair: 72 hours.
-    * Meals and visits: done by the end of the agreed window (the meal window, the
-      agreed day); the clock starts when the window opens.
+    * Response promises (repairs): an emergency is accepted within 10 minutes and on
+      site within 30; urgent, or a household in a priority group: 24 hours; routine:
+      72 hours.
+    * Window promises (meals, visits, goods, personal care): done by the end of the
+      agreed window; the clock starts when the window opens.
     """
+    entry = entry or kind_spec(need.kind)
     start = need.submitted_at
-    if need.kind is NeedKind.REPAIR:
+    response = entry.sla.response
+    if entry.sla.basis is SlaBasis.RESPONSE and response is not None:
+        overrides = asdict(policy)
+        what = entry.sla.label
         if need.urgency is Urgency.EMERGENCY:
+            accept_s = response.seconds("emergency_accept_s", overrides)
+            onsite_s = response.seconds("emergency_onsite_s", overrides)
             return [
                 SlaClock(
                     ClockName.ACCEPT,
                     start,
-                    start + _scaled(policy.emergency_accept_s, time_scale),
-                    "emergency repair accepted",
+                    start + _scaled(accept_s, time_scale),
+                    f"emergency {entry.kind} accepted",
                 ),
                 SlaClock(
                     ClockName.COMPLETE,
                     start,
-                    start + _scaled(policy.emergency_onsite_s, time_scale),
-                    "emergency repair on site",
+                    start + _scaled(onsite_s, time_scale),
+                    f"emergency {what}",
                 ),
             ]
-        if need.urgency is Urgency.URGENT or need.priority_group is not PriorityGroup.NONE:
-            seconds, label = policy.priority_repair_s, "priority repair on site"
+        if need.urgency is Urgency.URGENT or (
+            entry.sla.priority_groups_shorten and need.priority_group is not PriorityGroup.NONE
+        ):
+            seconds, label = response.seconds("priority_s", overrides), f"priority {what}"
         else:
-            seconds, label = policy.routine_repair_s, "routine repair on site"
+            seconds, label = response.seconds("routine_s", overrides), f"routine {what}"
         return [SlaClock(ClockName.COMPLETE, start, start + _scaled(seconds, time_scale), label)]
-    label = "meal delivered in window" if need.kind is NeedKind.MEAL_DELIVERY else "visit made"
     clock_start = max(start, need.window_earliest)
     if clock_start >= need.window_latest:
         clock_start = start
-    return [SlaClock(ClockName.COMPLETE, clock_start, need.window_latest, label)]
+    return [SlaClock(ClockName.COMPLETE, clock_start, need.window_latest, entry.sla.label)]
 
 
 def clock_running(clock: ClockName | str, state: NeedState | str) -> bool:

@@ -35,6 +35,7 @@ from linli.contracts.events import (
     PartyKind,
     PartyRef,
     RepairCompleted,
+    ServiceCompleted,
     SlotPublished,
     SlotReleased,
     SlotReleaseReason,
@@ -132,6 +133,7 @@ class Scheduler:
             MealDelivered: self._meal_delivered,
             VisitCompleted: self._visit_completed,
             RepairCompleted: self._repair_completed,
+            ServiceCompleted: self._service_completed,
             DeliveryFailed: self._delivery_failed,
         }
 
@@ -452,6 +454,15 @@ class Scheduler:
         if need is not None and (data.follow_up_needed or not data.fixed):
             await self._escalate(
                 conn, need, "follow_up_needed", "the technician reports a follow-up is needed"
+            )
+
+    async def _service_completed(self, conn: Conn, community: str, data: ServiceCompleted) -> None:
+        need = await self._complete(
+            conn, community, data.need_id, data.assignment_id, data.served_by, data.completed_at
+        )
+        if need is not None and data.follow_up_needed:
+            await self._escalate(
+                conn, need, "follow_up_needed", "the helper asks the community to follow up"
             )
 
     async def _complete(

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from linli.contracts.catalogue import CATALOGUE
+
 LOCALES = ("zh-CN", "en")
 DEFAULT_LOCALE = "zh-CN"
 
@@ -125,19 +127,13 @@ TEMPLATES: dict[str, dict[str, Template]] = {
 
 LOWER_FIRST_KIND = frozenset({"assignment_offered", "partner_offer", "reminder"})
 
+# Kinds' labels come from the catalogue (ADR 0045); "other" names an unknown kind.
 KIND_LABELS: dict[str, dict[str, str]] = {
-    "zh-CN": {
-        "meal_delivery": "送餐",
-        "elder_care_visit": "上门探访",
-        "repair": "维修",
-        "other": "需求",
-    },
-    "en": {
-        "meal_delivery": "Meal delivery",
-        "elder_care_visit": "Home visit",
-        "repair": "Repair",
-        "other": "Need",
-    },
+    locale: {
+        **{kind: entry.labels[locale] for kind, entry in CATALOGUE.items()},
+        "other": other,
+    }
+    for locale, other in (("zh-CN", "需求"), ("en", "Need"))
 }
 
 REASON_LABELS: dict[str, dict[str, str]] = {
