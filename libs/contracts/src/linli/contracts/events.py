@@ -898,9 +898,7 @@ class VolunteerAvailabilityChanged(EventData):
 
     volunteer_id: UUID = Field(description="Volunteer (owned by partners).")
     active: bool = Field(description="Whether the volunteer takes new offers.")
-    timezone: str = Field(
-        min_length=1, max_length=64, description="IANA time zone of the periods."
-    )
+    timezone: str = Field(min_length=1, max_length=64, description="IANA time zone of the periods.")
     availability: list[WeeklyAvailability] = Field(
         max_length=50, description="Weekly periods; empty = no restriction."
     )

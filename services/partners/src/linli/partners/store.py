@@ -1123,8 +1123,13 @@ _HOLDING = "('open', 'accepted', 'completed')"
 
 
 async def insert_template(
-    conn: Conn, template_id: uuid.UUID, community: str, partner_id: uuid.UUID,
-    values: dict[str, Any], by: str, at: datetime,
+    conn: Conn,
+    template_id: uuid.UUID,
+    community: str,
+    partner_id: uuid.UUID,
+    values: dict[str, Any],
+    by: str,
+    at: datetime,
 ) -> asyncpg.Record:
     row = await conn.fetchrow(
         "INSERT INTO slot_templates (id, community, partner_id, kind, weekdays, start_time, "
@@ -1152,8 +1157,12 @@ async def insert_template(
 
 
 async def get_template(
-    conn: Conn, community: str, partner_id: uuid.UUID, template_id: uuid.UUID,
-    *, for_update: bool = False,
+    conn: Conn,
+    community: str,
+    partner_id: uuid.UUID,
+    template_id: uuid.UUID,
+    *,
+    for_update: bool = False,
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         f"SELECT {TEMPLATE_COLUMNS} FROM slot_templates WHERE id = $1 AND community = $2 "
@@ -1223,7 +1232,11 @@ async def templates_due(conn: Conn, horizon: Any, limit: int) -> list[asyncpg.Re
 
 
 async def insert_template_slot(
-    conn: Conn, template: asyncpg.Record, day: Any, earliest: datetime, latest: datetime,
+    conn: Conn,
+    template: asyncpg.Record,
+    day: Any,
+    earliest: datetime,
+    latest: datetime,
     at: datetime,
 ) -> asyncpg.Record | None:
     """The template's slot for `day`, unless it exists (then None): exactly once."""
@@ -1249,8 +1262,7 @@ async def insert_template_slot(
 
 async def set_template_generated(conn: Conn, template_id: uuid.UUID, until: Any) -> None:
     await conn.execute(
-        "UPDATE slot_templates SET generated_until = GREATEST(generated_until, $2) "
-        "WHERE id = $1",
+        "UPDATE slot_templates SET generated_until = GREATEST(generated_until, $2) WHERE id = $1",
         template_id,
         until,
     )
@@ -1274,8 +1286,13 @@ async def units_held(conn: Conn, slot_id: uuid.UUID) -> int:
 
 
 async def revise_slot(
-    conn: Conn, slot_id: uuid.UUID, earliest: datetime, latest: datetime, capacity: int,
-    compounds: list[str], at: datetime,
+    conn: Conn,
+    slot_id: uuid.UUID,
+    earliest: datetime,
+    latest: datetime,
+    capacity: int,
+    compounds: list[str],
+    at: datetime,
 ) -> asyncpg.Record:
     row = await conn.fetchrow(
         "UPDATE slots SET window_earliest = $2, window_latest = $3, capacity = $4, "
@@ -1315,9 +1332,7 @@ async def future_slots_of(
     )
 
 
-async def set_partner_active(
-    conn: Conn, partner_id: uuid.UUID, active: bool, at: datetime
-) -> None:
+async def set_partner_active(conn: Conn, partner_id: uuid.UUID, active: bool, at: datetime) -> None:
     await conn.execute(
         "UPDATE partners SET active = $2, "
         "deactivated_at = CASE WHEN $2 THEN NULL ELSE $3::timestamptz END WHERE id = $1",
