@@ -202,7 +202,8 @@ async def test_a_deactivated_partner_loses_its_future_slots_and_templates_stop(p
     back = await partners.http.post(
         f"/v1/communities/{world.home}/partners/{canteen}/reactivate", headers=world.auth()
     )
-    assert back.status_code == 200 and back.json()["active"] is True
+    assert back.status_code == 200
+    assert back.json()["active"] is True
     other = await partners.http.delete(
         f"/v1/communities/{world.other}/partners/{canteen}", headers=world.auth("other_operator")
     )

@@ -855,6 +855,9 @@ class SlotRevised(SlotTerms):
     revision: int = Field(
         ge=1, le=1_000_000, description="1 for the first edit, then 2, …: a later one wins."
     )
+    actor: StaffActor = Field(
+        description="Whose credential changed it (an operator, admin or the provider)."
+    )
     revised_at: AwareDatetime = Field(description="When the slot was changed.")
 
 

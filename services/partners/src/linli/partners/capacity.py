@@ -211,6 +211,7 @@ async def revise_slot(
     slot_id: uuid.UUID,
     patch: SlotPatch,
     own: PartyRef | None,
+    actor: Actor,
     *,
     clock: Clock,
 ) -> asyncpg.Record:
@@ -256,6 +257,7 @@ async def revise_slot(
                     capacity=capacity,
                     compounds=compounds,
                     revision=row["revision"],
+                    actor=staff_actor(actor),
                     revised_at=now,
                 ),
                 community,

@@ -206,7 +206,13 @@ async def revise_slot(
         raise NotFound("slot")
     async with request.app.state.runtime.pool.acquire() as conn:
         row = await capacity.revise_slot(
-            conn, community, slot_id, patch, own, clock=request.app.state.clock
+            conn,
+            community,
+            slot_id,
+            patch,
+            own,
+            _actor(principal),
+            clock=request.app.state.clock,
         )
     return _slot_view(row)
 
