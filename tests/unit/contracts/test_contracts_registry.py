@@ -36,6 +36,7 @@ CATALOGUE = {
     "notification.failed",
     "reward.published", "reward.revised", "reward.withdrawn", "redemption.requested",
     "redemption.rejected", "certificate.used",
+    "slot.revised", "slot.withdrawn", "volunteer.availability_changed",
 }  # fmt: skip
 
 
@@ -55,7 +56,13 @@ def test_every_event_class_is_registered() -> None:
         and obj.__module__ == events.__name__
     ]
     registered = {spec.model for spec in REGISTRY}
-    helpers = {events.PartyRef, events.StaffActor, events.EscalationActionData}
+    helpers = {
+        events.PartyRef,
+        events.StaffActor,
+        events.EscalationActionData,
+        events.SlotTerms,
+        events.WeeklyAvailability,
+    }
     assert {c for c in classes if c not in helpers} <= registered
 
 
