@@ -124,3 +124,32 @@ async def test_shrinking_a_slot_releases_the_excess_and_never_oversells(start_sc
         for need in needs:
             offers = await s.bus.wait("assignment.offered", need_id=need.need_id)
             assert offers
+
+
+async def test_a_volunteer_outside_weekly_availability_is_not_offered(start_scheduling) -> None:
+    from datetime import time, timedelta
+    from zoneinfo import ZoneInfo
+
+    from linli.contracts.events import VolunteerAvailabilityChanged, WeeklyAvailability
+
+    async with start_scheduling() as s:
+        away, free = party("volunteer"), party("volunteer")
+        today = datetime.now(ZoneInfo("Asia/Shanghai")).isoweekday()
+        elsewhere = (today + 2) % 7 + 1  # neither today nor tomorrow
+        await s.bus.publish(
+            VolunteerAvailabilityChanged(
+                volunteer_id=away.id,
+                active=True,
+                timezone="Asia/Shanghai",
+                availability=[WeeklyAvailability(weekday=elsewhere, start=time(9), end=time(17))],
+                changed_at=datetime.now(UTC) - timedelta(seconds=1),
+            )
+        )
+        await wait_for_db(s.pool, "SELECT count(*) FROM volunteers WHERE id = $1", 1, away.id)
+        # The volunteer away today has the earlier slot: without availability it would win.
+        await s.bus.publish(slot_published(away, start_in_min=-10, minutes=120))
+        await s.bus.publish(slot_published(free, start_in_min=0, minutes=120))
+        need = need_submitted(minutes=60)
+        await s.bus.publish(need)
+        offer = (await s.bus.wait("assignment.offered", need_id=need.need_id))[0].data
+        assert offer["offered_to"]["id"] == str(free.id)

@@ -43,6 +43,7 @@ from linli.contracts.events import (
     SlotWithdrawn,
     StaffActor,
     VisitCompleted,
+    VolunteerAvailabilityChanged,
     VolunteerConfirmed,
     VolunteerDeclined,
 )
@@ -128,6 +129,7 @@ class Scheduler:
             SlotPublished: self._slot_published,
             SlotRevised: self._slot_revised,
             SlotWithdrawn: self._slot_withdrawn,
+            VolunteerAvailabilityChanged: self._availability_changed,
             PartnerAccepted: self._partner_accepted,
             VolunteerConfirmed: self._volunteer_confirmed,
             PartnerDeclined: self._partner_declined,
@@ -258,6 +260,20 @@ class Scheduler:
         released = await self._release_holders(conn, data.slot_id, 0, data.actor)
         await store.mark_slot_withdrawn(conn, data.slot_id, data.withdrawn_at)
         await self._rematch(conn, released)
+
+    async def _availability_changed(
+        self, conn: Conn, community: str, data: VolunteerAvailabilityChanged
+    ) -> None:
+        """Matching offers a volunteer's slots only inside their weekly availability
+        (ADR 0042); offers already made stand."""
+        await store.set_volunteer_availability(
+            conn,
+            data.volunteer_id,
+            data.active,
+            data.timezone,
+            [(p.weekday, p.start, p.end) for p in data.availability],
+            data.changed_at,
+        )
 
     async def _slot_revised(self, conn: Conn, community: str, data: SlotRevised) -> None:
         """Take the new terms; reservations beyond the new capacity are released and

@@ -59,6 +59,8 @@ POLICY_COLUMNS = (
 _SLOT_FITS = """
     s.community = $1 AND s.kind = $2 AND s.reserved < s.capacity AND s.directed_need IS NULL
     AND s.withdrawn_at IS NULL
+    AND provider_available(s.provider_kind, s.provider_id, GREATEST(s.window_earliest, $3),
+                           LEAST(s.window_latest, $4))
     AND s.window_earliest < $4 AND s.window_latest > $3 AND s.window_latest > $7 AND $4 > $7
     AND (cardinality(s.compounds) = 0 OR $5::text = ANY (s.compounds))
     AND NOT EXISTS (
@@ -214,6 +216,8 @@ async def needs_for_slot(
         "WHERE n.community = $1 AND n.kind = $2 AND n.state IN ('waiting', 'escalated') "
         "AND n.window_earliest < $4 AND n.window_latest > $3 AND n.window_latest > $8 "
         "AND (cardinality($5::text[]) = 0 OR n.compound = ANY ($5::text[])) "
+        "AND provider_available($6, $7, GREATEST(n.window_earliest, $3), "
+        "  LEAST(n.window_latest, $4)) "
         "AND NOT EXISTS (SELECT 1 FROM need_exclusions x WHERE x.need_id = n.id "
         "  AND x.provider_kind = $6 AND x.provider_id = $7) "
         "ORDER BY n.rank, n.submitted_at, n.id LIMIT $9 FOR UPDATE SKIP LOCKED",
@@ -963,3 +967,33 @@ async def apply_slot_revision(
         capacity,
         compounds,
     )
+
+
+async def set_volunteer_availability(
+    conn: Conn,
+    volunteer_id: uuid.UUID,
+    active: bool,
+    timezone: str,
+    periods: list[tuple[int, Any, Any]],
+    changed_at: datetime,
+) -> bool:
+    """Take a volunteer's availability unless a later one was taken; True if taken."""
+    taken = await conn.fetchval(
+        "INSERT INTO volunteers (id, active, timezone, changed_at) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (id) DO UPDATE SET active = EXCLUDED.active, "
+        "timezone = EXCLUDED.timezone, changed_at = EXCLUDED.changed_at "
+        "WHERE volunteers.changed_at < EXCLUDED.changed_at RETURNING true",
+        volunteer_id,
+        active,
+        timezone,
+        changed_at,
+    )
+    if not taken:
+        return False
+    await conn.execute("DELETE FROM volunteer_periods WHERE volunteer_id = $1", volunteer_id)
+    await conn.executemany(
+        "INSERT INTO volunteer_periods (volunteer_id, weekday, start_time, end_time) "
+        "VALUES ($1, $2, $3, $4)",
+        [(volunteer_id, *p) for p in periods],
+    )
+    return True
