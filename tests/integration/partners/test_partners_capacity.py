@@ -78,7 +78,9 @@ async def test_a_volunteer_publishes_only_its_own_afternoon(partners) -> None:
     listed = await partners.http.get(url, headers=me)
     assert [s["provider"]["id"] for s in listed.json()["items"]] == [mine]
     assert len((await partners.http.get(url, headers=world.auth())).json()["items"]) == 2
-    events = await emitted(partners.js, world.settings.events_stream, expect=2)
+    events = await emitted(
+        partners.js, world.settings.events_stream, types=("slot.published",), expect=2
+    )
     assert len(events) == 2
 
 

@@ -35,6 +35,7 @@ CATALOGUE = {
     "activity.published", "activity.revised", "activity.cancelled", "activity.held",
     "signup.requested", "signup.confirmed", "signup.waitlisted", "signup.cancelled",
     "attendance.recorded",
+    "slot.revised", "slot.withdrawn", "volunteer.availability_changed",
 }  # fmt: skip
 
 
@@ -54,7 +55,13 @@ def test_every_event_class_is_registered() -> None:
         and obj.__module__ == events.__name__
     ]
     registered = {spec.model for spec in REGISTRY}
-    helpers = {events.PartyRef, events.StaffActor, events.EscalationActionData}
+    helpers = {
+        events.PartyRef,
+        events.StaffActor,
+        events.EscalationActionData,
+        events.SlotTerms,
+        events.WeeklyAvailability,
+    }
     assert {c for c in classes if c not in helpers} <= registered
 
 

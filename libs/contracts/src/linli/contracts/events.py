@@ -9,9 +9,11 @@ it has accepted an assignment. Each class is registered in
 from __future__ import annotations
 
 from contextvars import ContextVar
+from datetime import time
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self, Union
 from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AwareDatetime,
@@ -81,10 +83,16 @@ __all__ = [
     "SlotReleaseReason",
     "SlotReleased",
     "SlotReserved",
+    "SlotRevised",
+    "SlotTerms",
+    "SlotWithdrawalReason",
+    "SlotWithdrawn",
     "StaffActor",
     "VisitCompleted",
+    "VolunteerAvailabilityChanged",
     "VolunteerConfirmed",
     "VolunteerDeclined",
+    "WeeklyAvailability",
 ]
 
 Compound = Annotated[
@@ -871,6 +879,98 @@ class NeedReoffered(EventData):
     )
     actor: StaffActor = Field(description="Who re-offered it.")
     reoffered_at: AwareDatetime = Field(description="When.")
+
+
+# --- recurring capacity (partners, ADR 0042) ------------------------------------
+
+
+class SlotTerms(EventData):
+    """Shared shape of a slot's published terms (base of slot.revised)."""
+
+    slot_id: UUID = Field(description="Id of the slot (owned by partners).")
+    kind: NeedKind = Field(description="Kind of need this capacity serves.")
+    provider: PartyRef = Field(description="Who provides the capacity.")
+    window: TimeWindow = Field(description="When the capacity is available.")
+    capacity: int = Field(ge=1, le=1000, description="How many needs the slot can serve.")
+    compounds: list[Annotated[str, Field(max_length=100)]] = Field(
+        default_factory=list,
+        max_length=200,
+        description="Compounds or grids served; empty means the whole community.",
+    )
+
+
+class SlotRevised(SlotTerms):
+    """A published slot's window, capacity or compounds changed.
+
+    Carries the slot's whole terms after the change, so a consumer that has not seen the
+    slot yet can take it as published. Scheduling releases (and matches again) the
+    reservations the new terms no longer hold: beyond the new capacity, or needs the new
+    window or compounds no longer fit.
+    """
+
+    revision: int = Field(
+        ge=1, le=1_000_000, description="1 for the first edit, then 2, …: a later one wins."
+    )
+    actor: StaffActor = Field(
+        description="Whose credential changed it (an operator, admin or the provider)."
+    )
+    revised_at: AwareDatetime = Field(description="When the slot was changed.")
+
+
+class SlotWithdrawalReason(StrEnum):
+    """Why a slot was withdrawn."""
+
+    WITHDRAWN = "withdrawn"
+    """The provider or an operator took the slot back."""
+    PROVIDER_DEACTIVATED = "provider_deactivated"
+    """The partner or volunteer was deactivated: its future slots go with it."""
+
+
+class SlotWithdrawn(EventData):
+    """A published slot was withdrawn: no new reservations; scheduling releases the
+    slot's reservations, withdraws their offers (`assignment.withdrawn`, also from a
+    helper who had accepted) and matches each need again."""
+
+    slot_id: UUID = Field(description="Id of the slot (owned by partners).")
+    provider: PartyRef = Field(description="Who provided the capacity.")
+    reason: SlotWithdrawalReason = Field(description="Why it was withdrawn.")
+    actor: StaffActor = Field(
+        description="Whose credential withdrew it (an operator, admin or the provider)."
+    )
+    withdrawn_at: AwareDatetime = Field(description="When it was withdrawn.")
+
+
+class WeeklyAvailability(EventData):
+    """One weekly period in which a volunteer can usually help."""
+
+    weekday: int = Field(ge=1, le=7, description="ISO day of week: 1 = Monday … 7 = Sunday.")
+    start: time = Field(description="Local start time.")
+    end: time = Field(description="Local end time; at or before `start` it runs past midnight.")
+
+
+class VolunteerAvailabilityChanged(EventData):
+    """A volunteer's weekly availability or active flag, as it now stands.
+
+    Matching offers a volunteer's slot only for needs whose window meets one of these
+    periods; an empty list means no restriction. An inactive volunteer gets no offers.
+    """
+
+    volunteer_id: UUID = Field(description="Volunteer (owned by partners).")
+    active: bool = Field(description="Whether the volunteer takes new offers.")
+    timezone: str = Field(min_length=1, max_length=64, description="IANA time zone of the periods.")
+    availability: list[WeeklyAvailability] = Field(
+        max_length=50, description="Weekly periods; empty = no restriction."
+    )
+    changed_at: AwareDatetime = Field(description="When it changed; a later change wins.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("unknown time zone") from exc
+        return value
 
 
 # --- notifications ------------------------------------------------------------

@@ -266,6 +266,10 @@ REGISTRY = Registry(
         _spec("redemption", "requested", ev.RedemptionRequested, "partners"),
         _spec("redemption", "rejected", ev.RedemptionRejected, "partners"),
         _spec("certificate", "used", ev.CertificateUsed, "partners"),
+        # partners: recurring capacity (ADR 0042)
+        _spec("slot", "revised", ev.SlotRevised, "partners"),
+        _spec("slot", "withdrawn", ev.SlotWithdrawn, "partners"),
+        _spec("volunteer", "availability_changed", ev.VolunteerAvailabilityChanged, "partners"),
         # scheduling
         _spec("slot", "reserved", ev.SlotReserved, "scheduling"),
         _spec("slot", "released", ev.SlotReleased, "scheduling"),

@@ -284,20 +284,24 @@ VOLUNTEERS: list[dict[str, Any]] = [
 ]
 
 
+LUNCH_TEMPLATE: dict[str, Any] = {
+    "kind": "meal_delivery",
+    "weekdays": [1, 2, 3, 4, 5, 6, 7],
+    "start": "10:30",
+    "end": "13:00",
+    "timezone": "Asia/Shanghai",
+    "capacity": 40,
+}
+
+
 def _slots(partners: list[str], volunteers: list[str], now: datetime) -> list[dict[str, Any]]:
-    """A canteen's lunch rounds, repair firms' on-call, volunteers' afternoons (UTC+8)."""
+    """Repair firms' on-call, volunteers' afternoons (UTC+8); the canteen's lunch rounds
+    come from its slot template."""
     today = now.astimezone(SHANGHAI).replace(hour=0, minute=0, second=0, microsecond=0)
     slots: list[dict[str, Any]] = []
     for day in range(3):
         base = today + timedelta(days=day)
-        slots.append(
-            {
-                "kind": "meal_delivery",
-                "provider": {"kind": "partner", "id": partners[0]},
-                "window": _w(base + timedelta(hours=10, minutes=30), base + timedelta(hours=13)),
-                "capacity": 40,
-            }
-        )
+        # The canteen's lunch round comes from its weekly template (LUNCH_TEMPLATE).
         slots.append(
             {
                 "kind": "repair",
@@ -368,6 +372,10 @@ def load_partners(stack: Stack) -> None:
         ]
         for slot in _slots(partner_ids, volunteer_ids, datetime.now(UTC)):
             client.post(f"{base}/slots", json=slot).raise_for_status()
+        # The canteen publishes its daily lunch round once, as a weekly template (ADR 0042).
+        client.post(
+            f"{base}/partners/{partner_ids[0]}/slot-templates", json=LUNCH_TEMPLATE
+        ).raise_for_status()
         for index, reward in REWARDS:
             body = {"partner_id": partner_ids[index], **reward}
             client.post(f"{base}/rewards", json=body).raise_for_status()

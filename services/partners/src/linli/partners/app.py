@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated, Self
 
@@ -14,11 +15,11 @@ from linli.servicekit import disclosures
 from linli.servicekit.db import service_migrations
 from linli.servicekit.http import create_http_app
 from linli.servicekit.offerlinks import OfferLinkSettings
-from linli.servicekit.runtime import ServiceRuntime
+from linli.servicekit.runtime import ServiceRuntime, periodic
 from linli.servicekit.sealing import SecretBox
 from linli.servicekit.settings import Environment
 
-from . import api, offer_links_api, rewards_api, rules, service
+from . import api, capacity, capacity_api, offer_links_api, rewards_api, rules, service
 from .contacts import ContactDirectory, IntakeContactDirectory
 from .lapses import LapseSweep
 from .service import Clock
@@ -101,6 +102,13 @@ class PartnersSettings(OfferLinkSettings):
         default=60.0, gt=0, le=86_400, description="Window of that limit, in seconds."
     )
 
+    slot_horizon_days: int = Field(
+        default=7, ge=1, le=60, description="How far ahead slot templates generate slots."
+    )
+    slot_template_interval_s: float = Field(
+        default=60.0, gt=0, le=86_400, description="How often slot templates are checked."
+    )
+
     @model_validator(mode="after")
     def _check_intake(self) -> Self:
         if self.environment is Environment.PRODUCTION and not self.intake_token:
@@ -180,6 +188,8 @@ def build_app(
         settings.offer_link_limit, settings.offer_link_window_s
     )
     app.include_router(offer_links_api.public_router)
+    app.include_router(capacity_api.router)
+    _run_templates(app, runtime, settings, clock)
     api.install_error_handlers(app)
     _run_lapses(app, runtime, settings, clock)
     return app
@@ -211,3 +221,26 @@ def _run_lapses(
 
     runtime.on_start.append(start)
     runtime.on_stop.append(stop)
+
+
+def _run_templates(
+    app: FastAPI, runtime: ServiceRuntime, settings: PartnersSettings, clock: Clock
+) -> None:
+    """Generate slot templates' slots ahead (every replica may; ADR 0042)."""
+    app.state.template_wake = asyncio.Event()
+
+    async def generate() -> None:
+        async with runtime.pool.acquire() as conn:
+            await capacity.generate_template_slots(
+                conn, clock=clock, horizon_days=settings.slot_horizon_days
+            )
+
+    runtime.background(
+        "slot-templates",
+        lambda: periodic(
+            "slot-templates",
+            settings.slot_template_interval_s,
+            generate,
+            wake=app.state.template_wake,
+        ),
+    )

@@ -6,12 +6,20 @@ services, each with a cost option, in service areas (communities), with contacts
 
 from __future__ import annotations
 
-from datetime import time
+from datetime import date, time
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, Discriminator, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    Discriminator,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from linli.contracts.events import HandedTo, PartyKind, PartyRef
 from linli.contracts.types import (
@@ -404,3 +412,106 @@ __all__ = [
     "VolunteerPatch",
     "VolunteerSpec",
 ]
+
+
+# --- recurring capacity (ADR 0042) -----------------------------------------------------
+
+
+def _known_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError("unknown time zone") from exc
+    return value
+
+
+Weekdays = Annotated[
+    list[Annotated[int, Field(ge=1, le=7)]],
+    Field(min_length=1, max_length=7, description="ISO days of week: 1 = Monday … 7 = Sunday."),
+]
+Compounds = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=100)]],
+    Field(max_length=200, description="Compounds served; empty = the whole community."),
+]
+Timezone = Annotated[
+    str, Field(min_length=1, max_length=64, description="IANA time zone of the local window.")
+]
+
+
+class SlotTemplateSpec(ContractModel):
+    """A partner's weekly capacity: on each of `weekdays`, from `start` to `end` local
+    time, `capacity` needs of `kind` in `compounds`; slots are generated ahead from it."""
+
+    kind: NeedKind
+    weekdays: Weekdays
+    start: time = Field(description="Local start of each day's window, e.g. 11:00.")
+    end: time = Field(description="Local end, after `start` (same day), e.g. 12:30.")
+    timezone: Timezone = "Asia/Shanghai"
+    capacity: int = Field(ge=1, le=1000, description="Needs each generated slot serves.")
+    compounds: Compounds = Field(default_factory=list)
+    valid_from: date | None = Field(default=None, description="First local date (inclusive).")
+    valid_until: date | None = Field(default=None, description="Last local date (inclusive).")
+
+    @field_validator("weekdays")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        return sorted(set(value))
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return _known_zone(value)
+
+    @field_validator("end")
+    @classmethod
+    def _after_start(cls, value: time, info: ValidationInfo) -> time:
+        start = info.data.get("start")
+        if start is not None and value <= start:
+            raise ValueError("end must be after start")
+        return value
+
+    @field_validator("valid_until")
+    @classmethod
+    def _after_from(cls, value: date | None, info: ValidationInfo) -> date | None:
+        start = info.data.get("valid_from")
+        if value is not None and start is not None and value < start:
+            raise ValueError("valid_until must not be before valid_from")
+        return value
+
+
+class SlotTemplatePatch(ContractModel):
+    """Changes to a template; absent fields stay. They apply to slots not yet generated."""
+
+    weekdays: Weekdays | None = None
+    start: time | None = None
+    end: time | None = None
+    capacity: int | None = Field(default=None, ge=1, le=1000)
+    compounds: Compounds | None = None
+    valid_from: date | None = None
+    valid_until: date | None = None
+
+    @field_validator("weekdays")
+    @classmethod
+    def _distinct(cls, value: list[int] | None) -> list[int] | None:
+        return sorted(set(value)) if value is not None else None
+
+
+class SlotPatch(ContractModel):
+    """Changes to a published slot; absent fields stay (emits slot.revised)."""
+
+    window: TimeWindow | None = None
+    capacity: int | None = Field(
+        default=None, ge=1, le=1000, description="Not below what is already reserved (409)."
+    )
+    compounds: Compounds | None = None
+
+
+class PartnerPatch(ContractModel):
+    """Changes to a partner organisation; absent fields stay as they are."""
+
+    name: ShortText | None = None
+    kind: PartnerKind | None = None
+    description: str | None = Field(default=None, max_length=2000)
+    services: list[ServiceSpec] | None = Field(default=None, max_length=50)
+    communities: Communities | None = None
+    contacts: list[ContactSpec] | None = Field(default=None, max_length=20)

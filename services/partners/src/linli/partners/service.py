@@ -34,8 +34,10 @@ from linli.contracts.events import (
     ServiceCompleted,
     SlotPublished,
     VisitCompleted,
+    VolunteerAvailabilityChanged,
     VolunteerConfirmed,
     VolunteerDeclined,
+    WeeklyAvailability,
 )
 from linli.contracts.types import CostOption, NeedKind, Reason, Role
 from linli.servicekit import disclosures, outbox
@@ -153,6 +155,7 @@ async def create_volunteer(
             actor.label(),
         )
         await store.replace_availability(conn, volunteer_id, spec.availability)
+        await announce_availability(conn, volunteer_id)
     return volunteer_id
 
 
@@ -172,6 +175,36 @@ async def update_volunteer(
         )
         if patch.availability is not None:
             await store.replace_availability(conn, volunteer_id, patch.availability)
+        if patch.availability is not None or patch.active is not None:
+            await announce_availability(conn, volunteer_id)
+
+
+AVAILABILITY_TIMEZONE = "Asia/Shanghai"
+"""Volunteers' weekly periods are local times here (ADR 0042)."""
+
+
+async def announce_availability(
+    conn: Conn, volunteer_id: uuid.UUID, *, clock: Clock | None = None
+) -> None:
+    """Tell scheduling a volunteer's weekly availability and active flag as they now
+    stand (`volunteer.availability_changed`, once per community served)."""
+    now = (clock or Clock()).now()
+    volunteer = await store.get_volunteer_by_id(conn, volunteer_id)
+    if volunteer is None:
+        return
+    periods = await store.availability_of(conn, [volunteer_id])
+    data = VolunteerAvailabilityChanged(
+        volunteer_id=volunteer_id,
+        active=volunteer["active"],
+        timezone=AVAILABILITY_TIMEZONE,
+        availability=[
+            WeeklyAvailability(weekday=p["weekday"], start=p["start_time"], end=p["end_time"])
+            for p in periods
+        ],
+        changed_at=now,
+    )
+    for community in volunteer["communities"]:
+        await outbox.enqueue(conn, _event(data, community, volunteer_id, now))
 
 
 # --- capacity ---------------------------------------------------------------------------

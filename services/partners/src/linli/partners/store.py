@@ -16,11 +16,11 @@ from linli.servicekit.idempotency import Idempotency
 
 from .models import Availability, ContactSpec, PartnerSpec, ServiceSpec, SlotSpec
 
-PARTNER_COLUMNS = "id, name, kind, description, communities, created_at"
+PARTNER_COLUMNS = "id, name, kind, description, communities, created_at, active, deactivated_at"
 VOLUNTEER_COLUMNS = "id, display_name, skills, communities, active, created_at, updated_at"
 SLOT_COLUMNS = (
     "id, community, kind, provider_kind, provider_id, window_earliest, window_latest, "
-    "capacity, compounds, published_at"
+    "capacity, compounds, published_at, template_id, occurs_on, status, revision, withdrawn_at"
 )
 OFFER_COLUMNS = (
     "assignment_id, community, need_id, slot_id, party_kind, party_id, kind, urgency, "
@@ -224,13 +224,15 @@ async def provider_profile(
 ) -> tuple[list[str] | None, set[str], bool]:
     """Communities served, need kinds offered and whether the provider is active."""
     if provider.kind.value == "partner":
-        row = await conn.fetchrow("SELECT communities FROM partners WHERE id = $1", provider.id)
+        row = await conn.fetchrow(
+            "SELECT communities, active FROM partners WHERE id = $1", provider.id
+        )
         if row is None:
             return None, set(), False
         kinds = await conn.fetch(
             "SELECT DISTINCT need_kind FROM partner_services WHERE partner_id = $1", provider.id
         )
-        return list(row["communities"]), {k["need_kind"] for k in kinds}, True
+        return list(row["communities"]), {k["need_kind"] for k in kinds}, bool(row["active"])
     row = await conn.fetchrow(
         "SELECT communities, skills, active FROM volunteers WHERE id = $1", provider.id
     )
@@ -1114,3 +1116,242 @@ async def use_offer_link(conn: Conn, assignment_id: uuid.UUID, action: str, at: 
         at,
     )
     return bool(used)
+
+
+# --- recurring capacity: templates, slot edits, deactivation (ADR 0042) ------------------
+
+TEMPLATE_COLUMNS = (
+    "id, community, partner_id, kind, weekdays, start_time, end_time, timezone, capacity, "
+    "compounds, valid_from, valid_until, status, generated_until, created_at, updated_at"
+)
+# Offers that hold a unit of their slot, as partners has heard of them: a revision may
+# not shrink capacity below these (scheduling releases any it reserved meanwhile).
+_HOLDING = "('open', 'accepted', 'completed')"
+
+
+async def insert_template(
+    conn: Conn,
+    template_id: uuid.UUID,
+    community: str,
+    partner_id: uuid.UUID,
+    values: dict[str, Any],
+    by: str,
+    at: datetime,
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        "INSERT INTO slot_templates (id, community, partner_id, kind, weekdays, start_time, "
+        "end_time, timezone, capacity, compounds, valid_from, valid_until, created_by, "
+        "created_at, updated_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) "
+        f"RETURNING {TEMPLATE_COLUMNS}",
+        template_id,
+        community,
+        partner_id,
+        values["kind"],
+        values["weekdays"],
+        values["start"],
+        values["end"],
+        values["timezone"],
+        values["capacity"],
+        values["compounds"],
+        values["valid_from"],
+        values["valid_until"],
+        by,
+        at,
+    )
+    assert row is not None
+    return row
+
+
+async def get_template(
+    conn: Conn,
+    community: str,
+    partner_id: uuid.UUID,
+    template_id: uuid.UUID,
+    *,
+    for_update: bool = False,
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {TEMPLATE_COLUMNS} FROM slot_templates WHERE id = $1 AND community = $2 "
+        "AND partner_id = $3 AND status = 'active'" + (" FOR UPDATE" if for_update else ""),
+        template_id,
+        community,
+        partner_id,
+    )
+
+
+async def list_templates(
+    conn: Conn, community: str, partner_id: uuid.UUID, limit: int
+) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {TEMPLATE_COLUMNS} FROM slot_templates WHERE community = $1 "
+        "AND partner_id = $2 AND status = 'active' ORDER BY created_at, id LIMIT $3",
+        community,
+        partner_id,
+        limit,
+    )
+
+
+async def update_template(
+    conn: Conn, template_id: uuid.UUID, values: dict[str, Any], at: datetime
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        "UPDATE slot_templates SET weekdays = $2, start_time = $3, end_time = $4, "
+        "capacity = $5, compounds = $6, valid_from = $7, valid_until = $8, updated_at = $9 "
+        f"WHERE id = $1 RETURNING {TEMPLATE_COLUMNS}",
+        template_id,
+        values["weekdays"],
+        values["start"],
+        values["end"],
+        values["capacity"],
+        values["compounds"],
+        values["valid_from"],
+        values["valid_until"],
+        at,
+    )
+    assert row is not None
+    return row
+
+
+async def delete_template(conn: Conn, template_id: uuid.UUID, at: datetime) -> None:
+    await conn.execute(
+        "UPDATE slot_templates SET status = 'deleted', deleted_at = $2, updated_at = $2 "
+        "WHERE id = $1",
+        template_id,
+        at,
+    )
+
+
+async def templates_due(conn: Conn, horizon: Any, limit: int) -> list[asyncpg.Record]:
+    """Active templates of active partners not yet generated up to `horizon`, locked;
+    templates another replica is generating are skipped."""
+    return await conn.fetch(
+        f"SELECT {', '.join('t.' + c.strip() for c in TEMPLATE_COLUMNS.split(','))} "
+        "FROM slot_templates t JOIN partners p ON p.id = t.partner_id "
+        "WHERE t.status = 'active' AND p.active "
+        "AND (t.generated_until IS NULL OR t.generated_until < $1) "
+        "AND (t.valid_until IS NULL OR t.generated_until IS NULL "
+        "     OR t.generated_until < t.valid_until) "
+        "ORDER BY t.generated_until NULLS FIRST, t.id LIMIT $2 FOR UPDATE OF t SKIP LOCKED",
+        horizon,
+        limit,
+    )
+
+
+async def insert_template_slot(
+    conn: Conn,
+    template: asyncpg.Record,
+    day: Any,
+    earliest: datetime,
+    latest: datetime,
+    at: datetime,
+) -> asyncpg.Record | None:
+    """The template's slot for `day`, unless it exists (then None): exactly once."""
+    return await conn.fetchrow(
+        "INSERT INTO slots (id, community, kind, provider_kind, provider_id, window_earliest, "
+        "window_latest, capacity, compounds, published_by, published_at, template_id, "
+        "occurs_on) VALUES ($1, $2, $3, 'partner', $4, $5, $6, $7, $8, $9, $10, $11, $12) "
+        f"ON CONFLICT (template_id, occurs_on) DO NOTHING RETURNING {SLOT_COLUMNS}",
+        uuid.uuid4(),
+        template["community"],
+        template["kind"],
+        template["partner_id"],
+        earliest,
+        latest,
+        template["capacity"],
+        list(template["compounds"]),
+        f"template:{template['id']}",
+        at,
+        template["id"],
+        day,
+    )
+
+
+async def set_template_generated(conn: Conn, template_id: uuid.UUID, until: Any) -> None:
+    await conn.execute(
+        "UPDATE slot_templates SET generated_until = GREATEST(generated_until, $2) WHERE id = $1",
+        template_id,
+        until,
+    )
+
+
+async def lock_slot(conn: Conn, community: str, slot_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {SLOT_COLUMNS} FROM slots WHERE community = $1 AND id = $2 FOR UPDATE",
+        community,
+        slot_id,
+    )
+
+
+async def units_held(conn: Conn, slot_id: uuid.UUID) -> int:
+    """Offers on the slot that hold a unit of it (open, accepted or served)."""
+    return int(
+        await conn.fetchval(
+            f"SELECT count(*) FROM offers WHERE slot_id = $1 AND status IN {_HOLDING}", slot_id
+        )
+    )
+
+
+async def revise_slot(
+    conn: Conn,
+    slot_id: uuid.UUID,
+    earliest: datetime,
+    latest: datetime,
+    capacity: int,
+    compounds: list[str],
+    at: datetime,
+) -> asyncpg.Record:
+    row = await conn.fetchrow(
+        "UPDATE slots SET window_earliest = $2, window_latest = $3, capacity = $4, "
+        "compounds = $5, revision = revision + 1, revised_at = $6 "
+        f"WHERE id = $1 RETURNING {SLOT_COLUMNS}",
+        slot_id,
+        earliest,
+        latest,
+        capacity,
+        compounds,
+        at,
+    )
+    assert row is not None
+    return row
+
+
+async def withdraw_slot(conn: Conn, slot_id: uuid.UUID, at: datetime) -> asyncpg.Record | None:
+    """Mark a published slot withdrawn; None when it was withdrawn already."""
+    return await conn.fetchrow(
+        "UPDATE slots SET status = 'withdrawn', withdrawn_at = $2 "
+        f"WHERE id = $1 AND status = 'published' RETURNING {SLOT_COLUMNS}",
+        slot_id,
+        at,
+    )
+
+
+async def future_slots_of(
+    conn: Conn, provider_kind: str, provider_id: uuid.UUID, now: datetime
+) -> list[asyncpg.Record]:
+    """A provider's published slots that have not ended, locked (every community)."""
+    return await conn.fetch(
+        f"SELECT {SLOT_COLUMNS} FROM slots WHERE provider_kind = $1 AND provider_id = $2 "
+        "AND status = 'published' AND window_latest > $3 ORDER BY id FOR UPDATE",
+        provider_kind,
+        provider_id,
+        now,
+    )
+
+
+async def set_partner_active(conn: Conn, partner_id: uuid.UUID, active: bool, at: datetime) -> None:
+    await conn.execute(
+        "UPDATE partners SET active = $2, "
+        "deactivated_at = CASE WHEN $2 THEN NULL ELSE $3::timestamptz END WHERE id = $1",
+        partner_id,
+        active,
+        at,
+    )
+
+
+async def set_partner_communities(
+    conn: Conn, partner_id: uuid.UUID, communities: list[str]
+) -> None:
+    await conn.execute(
+        "UPDATE partners SET communities = $2 WHERE id = $1", partner_id, communities
+    )

@@ -17,6 +17,7 @@ from enum import StrEnum
 
 from linli.contracts.catalogue import KindSpec, SlaBasis, kind_spec
 from linli.contracts.types import NeedKind, PriorityGroup, Urgency
+from linli.servicekit.recurrence import WeeklyPeriod, within_weekly
 
 
 class NeedState(StrEnum):
@@ -130,6 +131,12 @@ class SlotFacts:
     reserved: int
     compounds: tuple[str, ...]
     published_at: datetime
+    provider_active: bool = True
+    """False for a volunteer announced inactive (ADR 0042)."""
+    weekly: tuple[WeeklyPeriod, ...] = ()
+    """A volunteer's weekly availability; empty = no restriction."""
+    timezone: str = "Asia/Shanghai"
+    """Time zone of `weekly`."""
 
     @property
     def remaining(self) -> int:
@@ -169,6 +176,15 @@ def slot_fits(
     if slot.compounds and need.compound not in slot.compounds:
         return False
     if slot.provider in excluded:
+        return False
+    if not slot.provider_active:
+        return False
+    if slot.weekly and not within_weekly(
+        slot.weekly,
+        slot.timezone,
+        max(slot.window_earliest, need.window_earliest),
+        min(slot.window_latest, need.window_latest),
+    ):
         return False
     return now is None or (slot.window_latest > now and need.window_latest > now)
 

@@ -40,7 +40,11 @@ from linli.contracts.events import (
     SlotReleased,
     SlotReleaseReason,
     SlotReserved,
+    SlotRevised,
+    SlotWithdrawn,
+    StaffActor,
     VisitCompleted,
+    VolunteerAvailabilityChanged,
     VolunteerConfirmed,
     VolunteerDeclined,
 )
@@ -125,6 +129,9 @@ class Scheduler:
             NeedSubmitted: self._need_submitted,
             NeedCancelled: self._need_cancelled,
             SlotPublished: self._slot_published,
+            SlotRevised: self._slot_revised,
+            SlotWithdrawn: self._slot_withdrawn,
+            VolunteerAvailabilityChanged: self._availability_changed,
             PartnerAccepted: self._partner_accepted,
             VolunteerConfirmed: self._volunteer_confirmed,
             PartnerDeclined: self._partner_declined,
@@ -245,6 +252,102 @@ class Scheduler:
             log.warning("slot id reused across communities; ignored")
             return
         await self._fill_slot(conn, slot["id"], self.clock.now())
+
+    async def _slot_withdrawn(self, conn: Conn, community: str, data: SlotWithdrawn) -> None:
+        """No new reservations; each held unit is released, its offer withdrawn (also an
+        accepted one: the helper is told by `assignment.withdrawn`) and its need matched
+        again, or escalated on its own SLA clock when nothing else fits (ADR 0042)."""
+        slot = await store.get_slot_in(conn, community, data.slot_id)
+        if slot is None:
+            raise NotYet("slot.withdrawn before slot.published")
+        if slot["withdrawn_at"] is not None:
+            return
+        released = await self._release_holders(conn, data.slot_id, 0, data.actor)
+        await store.mark_slot_withdrawn(conn, data.slot_id, data.withdrawn_at)
+        await self._rematch(conn, released)
+
+    async def _availability_changed(
+        self, conn: Conn, community: str, data: VolunteerAvailabilityChanged
+    ) -> None:
+        """Matching offers a volunteer's slots only inside their weekly availability
+        (ADR 0042); offers already made stand."""
+        await store.set_volunteer_availability(
+            conn,
+            data.volunteer_id,
+            data.active,
+            data.timezone,
+            [(p.weekday, p.start, p.end) for p in data.availability],
+            data.changed_at,
+        )
+
+    async def _slot_revised(self, conn: Conn, community: str, data: SlotRevised) -> None:
+        """Take the new terms; reservations beyond the new capacity are released and
+        matched again (offers before acceptances, the newest first), never oversold."""
+        slot = await store.get_slot_in(conn, community, data.slot_id)
+        if slot is None:
+            raise NotYet("slot.revised before slot.published")
+        if slot["withdrawn_at"] is not None or slot["revision"] >= data.revision:
+            return
+        active = await store.active_assignments_on(conn, data.slot_id)
+        settled = slot["reserved"] - len(active)
+        keep = max(data.capacity - settled, 0)
+        released = await self._release_holders(conn, data.slot_id, keep, data.actor)
+        await store.apply_slot_revision(
+            conn,
+            data.slot_id,
+            data.revision,
+            data.window.earliest,
+            data.window.latest,
+            data.capacity,
+            list(data.compounds),
+        )
+        await self._rematch(conn, released)
+        await self._fill_slot(conn, data.slot_id, self.clock.now())
+
+    async def _release_holders(
+        self,
+        conn: Conn,
+        slot_id: uuid.UUID,
+        keep: int,
+        actor: StaffActor,
+    ) -> list[asyncpg.Record]:
+        """Release every active assignment on the slot after the first `keep`; returns
+        their needs, waiting, to be matched once the slot shows its new terms.
+
+        Lock order stays need, then slot: each need is locked before its unit returns."""
+        now = self.clock.now()
+        released = []
+        for assignment in (await store.active_assignments_on(conn, slot_id))[keep:]:
+            need = await store.lock_need(conn, assignment["need_id"])
+            current = await store.get_assignment(conn, assignment["id"])
+            if (
+                need is None
+                or current is None
+                or current["state"] not in ACTIVE_ASSIGNMENT
+                or need["current_assignment"] != assignment["id"]
+            ):
+                continue
+            await self._emit(
+                conn,
+                need["community"],
+                need["id"],
+                AssignmentWithdrawn(
+                    assignment_id=assignment["id"],
+                    need_id=need["id"],
+                    slot_id=slot_id,
+                    offered_to=_party(assignment),
+                    actor=actor,
+                    withdrawn_at=now,
+                ),
+            )
+            await self._release(conn, need, current, "withdrawn", SlotReleaseReason.OTHER, now)
+            released.append(await self._move(conn, need, NeedState.WAITING, assignment_id=None))
+        return released
+
+    async def _rematch(self, conn: Conn, needs: list[asyncpg.Record]) -> None:
+        now = self.clock.now()
+        for need in needs:
+            await self._match_need(conn, need, now)
 
     async def _need_cancelled(self, conn: Conn, community: str, data: NeedCancelled) -> None:
         need = await self._need_of(conn, community, data.need_id)

@@ -34,7 +34,7 @@ NEED_COLUMNS = (
 )
 SLOT_COLUMNS = (
     "id, community, kind, provider_kind, provider_id, window_earliest, window_latest, "
-    "capacity, compounds, reserved, published_at, updated_at, directed_need"
+    "capacity, compounds, reserved, published_at, updated_at, directed_need, withdrawn_at"
 )
 ASSIGNMENT_COLUMNS = (
     "id, reservation_id, need_id, slot_id, provider_kind, provider_id, attempt, state, "
@@ -58,6 +58,9 @@ POLICY_COLUMNS = (
 # earliest, $4 need window latest, $5 need compound, $6 need id, $7 now.
 _SLOT_FITS = """
     s.community = $1 AND s.kind = $2 AND s.reserved < s.capacity AND s.directed_need IS NULL
+    AND s.withdrawn_at IS NULL
+    AND provider_available(s.provider_kind, s.provider_id, GREATEST(s.window_earliest, $3),
+                           LEAST(s.window_latest, $4))
     AND s.window_earliest < $4 AND s.window_latest > $3 AND s.window_latest > $7 AND $4 > $7
     AND (cardinality(s.compounds) = 0 OR $5::text = ANY (s.compounds))
     AND NOT EXISTS (
@@ -213,6 +216,8 @@ async def needs_for_slot(
         "WHERE n.community = $1 AND n.kind = $2 AND n.state IN ('waiting', 'escalated') "
         "AND n.window_earliest < $4 AND n.window_latest > $3 AND n.window_latest > $8 "
         "AND (cardinality($5::text[]) = 0 OR n.compound = ANY ($5::text[])) "
+        "AND provider_available($6, $7, GREATEST(n.window_earliest, $3), "
+        "  LEAST(n.window_latest, $4)) "
         "AND NOT EXISTS (SELECT 1 FROM need_exclusions x WHERE x.need_id = n.id "
         "  AND x.provider_kind = $6 AND x.provider_id = $7) "
         "ORDER BY n.rank, n.submitted_at, n.id LIMIT $9 FOR UPDATE SKIP LOCKED",
@@ -908,3 +913,87 @@ async def set_idempotent_response(
         key,
         json.dumps(response, default=str),
     )
+
+
+# --- slot revisions and withdrawals (ADR 0042) ----------------------------------------
+
+
+async def get_slot_in(conn: Conn, community: str, slot_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {SLOT_COLUMNS}, revision FROM slots WHERE id = $1 AND community = $2",
+        slot_id,
+        community,
+    )
+
+
+async def active_assignments_on(conn: Conn, slot_id: uuid.UUID) -> list[asyncpg.Record]:
+    """The slot's offered and accepted assignments: accepted first, then oldest offer."""
+    return await conn.fetch(
+        f"SELECT {ASSIGNMENT_COLUMNS} FROM assignments WHERE slot_id = $1 "
+        "AND state IN ('offered', 'accepted') "
+        "ORDER BY (state = 'accepted') DESC, offered_at, id",
+        slot_id,
+    )
+
+
+async def mark_slot_withdrawn(conn: Conn, slot_id: uuid.UUID, at: datetime) -> None:
+    await conn.execute(
+        "UPDATE slots SET withdrawn_at = $2, updated_at = now() "
+        "WHERE id = $1 AND withdrawn_at IS NULL",
+        slot_id,
+        at,
+    )
+
+
+async def apply_slot_revision(
+    conn: Conn,
+    slot_id: uuid.UUID,
+    revision: int,
+    earliest: datetime,
+    latest: datetime,
+    capacity: int,
+    compounds: list[str],
+) -> asyncpg.Record | None:
+    """Take a revision's terms unless a later one was applied; capacity never below
+    what stays reserved (the caller released the excess first)."""
+    return await conn.fetchrow(
+        "UPDATE slots SET window_earliest = $3, window_latest = $4, "
+        "capacity = GREATEST($5, reserved, 1), compounds = $6, revision = $2, "
+        f"updated_at = now() WHERE id = $1 AND revision < $2 RETURNING {SLOT_COLUMNS}",
+        slot_id,
+        revision,
+        earliest,
+        latest,
+        capacity,
+        compounds,
+    )
+
+
+async def set_volunteer_availability(
+    conn: Conn,
+    volunteer_id: uuid.UUID,
+    active: bool,
+    timezone: str,
+    periods: list[tuple[int, Any, Any]],
+    changed_at: datetime,
+) -> bool:
+    """Take a volunteer's availability unless a later one was taken; True if taken."""
+    taken = await conn.fetchval(
+        "INSERT INTO volunteers (id, active, timezone, changed_at) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (id) DO UPDATE SET active = EXCLUDED.active, "
+        "timezone = EXCLUDED.timezone, changed_at = EXCLUDED.changed_at "
+        "WHERE volunteers.changed_at < EXCLUDED.changed_at RETURNING true",
+        volunteer_id,
+        active,
+        timezone,
+        changed_at,
+    )
+    if not taken:
+        return False
+    await conn.execute("DELETE FROM volunteer_periods WHERE volunteer_id = $1", volunteer_id)
+    await conn.executemany(
+        "INSERT INTO volunteer_periods (volunteer_id, weekday, start_time, end_time) "
+        "VALUES ($1, $2, $3, $4)",
+        [(volunteer_id, *p) for p in periods],
+    )
+    return True
