@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from typing import Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import SpanProcessor
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from linli.contracts.types import NeedKind
 from linli.servicekit import disclosures
@@ -17,7 +18,7 @@ from linli.servicekit.runtime import ServiceRuntime
 from linli.servicekit.sealing import SecretBox
 from linli.servicekit.settings import Environment, ServiceSettings
 
-from . import api, rewards_api, service
+from . import api, production, rewards_api, service
 from .contacts import ContactDirectory, IntakeContactDirectory
 from .lapses import LapseSweep
 from .service import Clock
@@ -75,6 +76,19 @@ class PartnersSettings(ServiceSettings):
     certificate_check_window_s: float = Field(
         default=60.0, gt=0, le=86_400, description="Window of that limit, in seconds."
     )
+    production_timezone: str = Field(
+        default="Asia/Shanghai",
+        description="IANA time zone in which a canteen's production list reads its day (ADR 0044).",
+    )
+
+    @field_validator("production_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
 
     @model_validator(mode="after")
     def _check_intake(self) -> Self:
@@ -133,6 +147,7 @@ def build_app(
     app.state.clock = clock
     app.state.contact_directory = directory
     app.state.points_table = settings.points_table
+    app.state.production_timezone = settings.production_timezone
     app.state.secret_box = SecretBox(
         settings.secrets_key.get_secret_value() if settings.secrets_key else None
     )
@@ -147,6 +162,7 @@ def build_app(
     app.include_router(api.imports_router)
     app.include_router(rewards_api.router)
     app.include_router(rewards_api.public_router)
+    app.include_router(production.router)
     api.install_error_handlers(app)
     _run_lapses(app, runtime, settings, clock)
     return app
