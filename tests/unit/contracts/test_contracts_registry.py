@@ -27,7 +27,7 @@ from linli.contracts.types import EventData, TimeWindow
 CATALOGUE = {
     "need.submit", "need.submitted", "need.rejected", "need.cancelled",
     "slot.published", "volunteer.confirmed", "volunteer.declined", "partner.accepted",
-    "partner.declined", "meal.delivered", "visit.completed", "repair.completed",
+    "partner.declined", "meal.delivered", "meal.prepared", "visit.completed", "repair.completed",
     "delivery.failed", "points.awarded", "points.redeemed", "offer.lapsed", "slot.reserved",
     "slot.released",
     "assignment.offered", "assignment.expired", "need.escalated", "need.fulfilled",
