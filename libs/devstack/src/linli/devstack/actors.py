@@ -60,6 +60,13 @@ def report_for(offer: dict[str, Any], rng: random.Random, temper: Temperament) -
         reason = rng.choice(["not_home", "refused", "wrong_address"])
         return {"outcome": "failed", "reason": reason, "failed_at": now.isoformat()}
     kind = offer["kind"]
+    if offer.get("leg") == "prepare":
+        # The canteen's leg of a two-leg lunch (ADR 0044): the carrier fulfils the need.
+        return {
+            "outcome": "meal_prepared",
+            "prepared_at": now.isoformat(),
+            "handed_to_carrier": True,
+        }
     if kind == "meal_delivery":
         return {
             "outcome": "meal_delivered",

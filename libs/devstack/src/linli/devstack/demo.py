@@ -220,6 +220,19 @@ PARTNERS: list[dict[str, Any]] = [
         "kind": "other",
         "description": "Courses for residents: elder care, cooking, e-bike repair.",
     },
+    # Cooks but does not deliver: its lunches are carried by volunteers (ADR 0044).
+    {
+        "name": "长者食堂 Elders' Kitchen",
+        "kind": "canteen",
+        "description": "Cooks soft and low-salt lunches; volunteers carry them.",
+        "services": [
+            {
+                "name": "lunch (carried by volunteers)",
+                "need_kind": "meal_delivery",
+                "cost_option": "free",
+            }
+        ],
+    },
 ]
 
 # Rewards for volunteers' points, by index into PARTNERS (ADR 0041).
@@ -296,7 +309,40 @@ def _slots(partners: list[str], volunteers: list[str], now: datetime) -> list[di
                 "capacity": 5,
             }
         )
+    slots.extend(_two_leg_slots(partners, volunteers, today))
     return [s for s in slots if datetime.fromisoformat(s["window"]["latest"]) > now]
+
+
+def _two_leg_slots(
+    partners: list[str], volunteers: list[str], today: datetime
+) -> list[dict[str, Any]]:
+    """Two-leg lunches (ADR 0044): the Elders' Kitchen prepares a few lunches a day from
+    10:00 (earlier than the Happiness Canteen, so the first lunches go two-leg), and two
+    volunteers carry them."""
+    slots: list[dict[str, Any]] = []
+    for day in range(3):
+        base = today + timedelta(days=day)
+        lunch = _w(base + timedelta(hours=10), base + timedelta(hours=13))
+        slots.append(
+            {
+                "kind": "meal_delivery",
+                "provider": {"kind": "partner", "id": partners[4]},
+                "window": lunch,
+                "capacity": 3,
+                "leg": "prepare",
+            }
+        )
+        for volunteer in (volunteers[2], volunteers[0]):
+            slots.append(
+                {
+                    "kind": "meal_delivery",
+                    "provider": {"kind": "volunteer", "id": volunteer},
+                    "window": lunch,
+                    "capacity": 3,
+                    "leg": "carry",
+                }
+            )
+    return slots
 
 
 def _w(earliest: datetime, latest: datetime) -> dict[str, str]:
