@@ -77,7 +77,7 @@ def _diets(counter: Counter[str]) -> list[DietCount]:
 
 
 def production_list(
-    offers: Iterable[Mapping[str, Any]],
+    offers: Iterable[Mapping[str, Any]] | Iterable[Any],
     *,
     partner_id: uuid.UUID,
     community: str,

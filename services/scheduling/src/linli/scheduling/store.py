@@ -274,12 +274,13 @@ async def set_prepare_leg(
     conn: Conn, need_id: uuid.UUID, assignment_id: uuid.UUID | None
 ) -> asyncpg.Record:
     """Make the need two-leg (for good) and set its prepare leg's current assignment."""
-    row: asyncpg.Record = await conn.fetchrow(
+    row = await conn.fetchrow(
         "UPDATE needs SET two_leg = true, prepare_assignment = $2, updated_at = now() "
         f"WHERE id = $1 RETURNING {NEED_COLUMNS}",
         need_id,
         assignment_id,
     )
+    assert row is not None  # the caller holds the need's row lock
     return row
 
 
