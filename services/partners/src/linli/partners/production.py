@@ -1,5 +1,6 @@
 """A canteen's production list (ADR 0044): how many meals to cook for a day, with their
-diets, per window and compound, from the prepare-leg offers it holds.
+diets, per window and compound, from the meal offers it holds (prepare legs, and meals it
+serves whole).
 
 Counts only: no resident, no need id, no address. The aggregation is a plain function
 (`production_list`), so a unit test drives it without a database.
@@ -84,7 +85,7 @@ def production_list(
     day: date,
     timezone: str,
 ) -> ProductionList:
-    """Count the day's prepare-leg offers per (window, compound): meals, portions, diets.
+    """Count the day's meal offers per (window, compound): meals, portions, diets.
 
     Accepted and completed offers are cooked; open ones are `pending`; declined, lapsed,
     withdrawn and failed ones are not on the list.

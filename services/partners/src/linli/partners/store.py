@@ -501,11 +501,12 @@ async def complete_prepare_legs(
 async def production_offers(
     conn: Conn, community: str, partner_id: uuid.UUID, start: datetime, end: datetime
 ) -> list[asyncpg.Record]:
-    """A canteen's prepare-leg offers whose window starts in [start, end), with their
-    status (the production list counts; ADR 0044)."""
+    """A canteen's meal offers it cooks (a prepare leg, or a meal it serves whole) whose
+    window starts in [start, end), with their status (the production list; ADR 0044)."""
     return await conn.fetch(
         "SELECT window_earliest, window_latest, compound, details, status FROM offers "
-        "WHERE community = $1 AND party_kind = 'partner' AND party_id = $2 AND leg = 'prepare' "
+        "WHERE community = $1 AND party_kind = 'partner' AND party_id = $2 "
+        "AND kind = 'meal_delivery' AND (leg IS NULL OR leg = 'prepare') "
         "AND window_earliest >= $3 AND window_earliest < $4 "
         "ORDER BY window_earliest, window_latest, compound",
         community,

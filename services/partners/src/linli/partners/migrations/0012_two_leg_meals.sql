@@ -8,6 +8,6 @@ ALTER TABLE completion_reports DROP CONSTRAINT completion_reports_outcome_check;
 ALTER TABLE completion_reports ADD CONSTRAINT completion_reports_outcome_check CHECK (outcome IN (
     'meal_delivered', 'meal_prepared', 'visit_completed', 'repair_completed', 'failed'));
 
--- The production list reads a canteen's prepare offers by window.
+-- The production list reads a canteen's meal offers by window.
 CREATE INDEX offers_production ON offers (community, party_id, window_earliest)
-    WHERE leg = 'prepare';
+    WHERE kind = 'meal_delivery';
