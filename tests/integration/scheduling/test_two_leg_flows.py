@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from harness.scheduling import need_submitted, party, slot_published, wait_for_db
+from harness.scheduling import lapsed, need_submitted, party, slot_published, wait_for_db
 
 from linli.contracts.events import (
     HandedTo,
@@ -160,3 +160,38 @@ async def test_delivery_completes_the_canteens_leg_whatever_order_reports_arrive
         assert len(s.bus.emitted("need.fulfilled", need_id=need.need_id)) == 1
         (fulfilled,) = s.bus.emitted("need.fulfilled", need_id=need.need_id)
         assert fulfilled.data["fulfilled_by"]["id"] == str(carrier.provider.id)
+
+
+async def test_a_lapsed_leg_goes_to_the_next_candidate_of_that_leg_only(start_scheduling) -> None:
+    async with start_scheduling() as s:
+        first, second = _leg_slot("partner", Leg.PREPARE), _leg_slot("partner", Leg.PREPARE, 30)
+        carrier, spare = _leg_slot("volunteer", Leg.CARRY), _leg_slot("volunteer", Leg.CARRY, 30)
+        for slot in (first, second, carrier, spare):
+            await s.bus.publish(slot)
+        need = need_submitted()
+        await s.bus.publish(need)
+        offered = await s.bus.wait("assignment.offered", 2, need_id=need.need_id)
+        by_leg = {e.data["leg"]: e for e in offered}
+        assert by_leg["prepare"].data["offered_to"]["id"] == str(first.provider.id)
+        assert by_leg["carry"].data["offered_to"]["id"] == str(carrier.provider.id)
+
+        # Nobody at the first canteen answers: the next canteen is asked, the carrier kept.
+        await s.bus.publish(lapsed(by_leg["prepare"]))
+        (expired,) = await s.bus.wait("assignment.expired", need_id=need.need_id)
+        assert expired.data["leg"] == "prepare"
+        offered = await s.bus.wait("assignment.offered", 3, need_id=need.need_id)
+        assert offered[-1].data["leg"] == "prepare"
+        assert offered[-1].data["offered_to"]["id"] == str(second.provider.id)
+        view = await s.need_view(need.need_id)
+        assert view["current_assignment"] == by_leg["carry"].data["assignment_id"]
+        assert view["state"] == "offered"
+
+        # Nor does the carrier: the spare carrier is asked, the canteen's offer kept.
+        await s.bus.publish(lapsed(by_leg["carry"]))
+        offered = await s.bus.wait("assignment.offered", 4, need_id=need.need_id)
+        assert offered[-1].data["leg"] == "carry"
+        assert offered[-1].data["offered_to"]["id"] == str(spare.provider.id)
+        view = await s.need_view(need.need_id)
+        assert view["prepare_assignment"] == offered[2].data["assignment_id"]
+        assert view["attempts"] == 2  # the carry leg's offers
+        assert s.bus.emitted("need.escalated", need_id=need.need_id) == []
