@@ -13,6 +13,8 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from harness.common import consumer_settled
+from harness.console import Browser, console_url
 from harness.intake import meal_need
 from harness.lifecycle import Lifecycle, now_iso, window
 
@@ -71,7 +73,8 @@ async def _contact_status(lc: Lifecycle, need_id: str, kind: str, party: str) ->
 
 
 async def test_carry_leg_fails_and_is_reoffered_then_delivered_once(lifecycle) -> None:
-    lc: Lifecycle = await lifecycle()
+    lc: Lifecycle = await lifecycle(console=True)
+    await lc.add_staff("op-home", "correct horse battery", communities=[lc.home])
     canteen, canteen_token = await _party(lc, "partner", "幸福食堂 Happiness Canteen")
     carrier1, token1 = await _party(lc, "volunteer", "小李 Li")
     carrier2, token2 = await _party(lc, "volunteer", "小张 Zhang")
@@ -221,6 +224,29 @@ async def test_carry_leg_fails_and_is_reoffered_then_delivered_once(lifecycle) -
     assert by_operator["meals"] == 2
     today = datetime.now(ZONE).date().isoformat()
     assert lc.ok(await lc.http.get(lc.c("partners", path), params={"date": today}))["meals"] == 0
+
+    # The console's month: the lunch is one need, fulfilled, delivered by its second
+    # carrier; the first carrier's failure is a failed delivery; the canteen's leg counts
+    # for the canteen (ADR 0044).
+    await consumer_settled(lc.nats.jetstream(), lc.events_stream, "console-reports", timeout=30)
+    month = datetime.now(ZONE).strftime("%Y-%m")
+    console = Browser(console_url(lc))
+    try:
+        signed_in = await console.sign_in("op-home", "correct horse battery")
+        assert signed_in.status_code == 303
+        report = (await console.get(f"/c/{lc.home}/reports/{month}.json")).json()
+    finally:
+        await console.close()
+    needs = {(n["status"], n["count"]) for n in report["needs"] if n["kind"] == "meal_delivery"}
+    assert ("fulfilled", 1) in needs
+    assert not any(n["status"] == "failed" for n in report["needs"])
+    assert report["failed_deliveries"] == [
+        {"kind": "meal_delivery", "reason": "not_home", "party_kind": "volunteer", "count": 1}
+    ]
+    assert report["partners"] == [
+        {"partner_id": canteen, "kind": "meal_delivery", "delivered": 1, "cost_option": "free"}
+    ]
+    assert report["volunteers"]["meal_deliveries"] == 1
 
 
 async def _street_office_token(lc: Lifecycle) -> str:
