@@ -23,7 +23,7 @@ CATALOGUE = {
     "slot.published", "volunteer.confirmed", "volunteer.declined", "partner.accepted",
     "partner.declined", "meal.delivered", "visit.completed", "repair.completed",
     "service.completed",
-    "delivery.failed", "points.awarded", "points.redeemed", "offer.lapsed", "slot.reserved",
+    "meal.prepared", "delivery.failed", "points.awarded", "points.redeemed", "offer.lapsed", "slot.reserved",
     "slot.released",
     "assignment.offered", "assignment.expired", "assignment.reminder_due",
     "need.escalated", "need.fulfilled",

@@ -54,7 +54,9 @@ __all__ = [
     "EscalationOutcome",
     "EscalationResolved",
     "HandedTo",
+    "Leg",
     "MealDelivered",
+    "MealPrepared",
     "NeedCancelled",
     "NeedDetails",
     "NeedDispatched",
@@ -117,6 +119,25 @@ class PartyRef(EventData):
 
     kind: PartyKind = Field(description="Partner organisation or volunteer.")
     id: UUID = Field(description="Partner or volunteer id (owned by partners).")
+
+
+class Leg(StrEnum):
+    """One part of a need served in two legs (ADR 0044): a canteen prepares a meal, a
+    volunteer carries it. Absent on a slot or offer that serves the whole need."""
+
+    PREPARE = "prepare"
+    CARRY = "carry"
+
+
+_LEG_OF_SLOT = (
+    "The leg of a meal this capacity serves (ADR 0044): `prepare`, the provider cooks but "
+    "does not carry (a canteen that does not deliver); `carry`, the provider carries meals "
+    "others prepared. Absent: the provider serves the whole need, as before."
+)
+_LEG_OF_OFFER = (
+    "The leg of a two-leg meal this concerns (ADR 0044): `prepare` (the canteen's part) or "
+    "`carry` (the carrier's part, which fulfils the need). Absent for a need served whole."
+)
 
 
 class HandedTo(StrEnum):
@@ -297,6 +318,13 @@ class SlotPublished(EventData):
         description="Compounds or grids served; empty means the whole community.",
     )
     published_at: AwareDatetime = Field(description="When the slot was published.")
+    leg: Leg | None = Field(default=None, description=_LEG_OF_SLOT)
+
+    @model_validator(mode="after")
+    def _leg_is_for_meals(self) -> Self:
+        if self.leg is not None and self.kind is not NeedKind.MEAL_DELIVERY:
+            raise ValueError("only meal capacity serves a leg")
+        return self
 
 
 class VolunteerConfirmed(EventData):
@@ -307,6 +335,7 @@ class VolunteerConfirmed(EventData):
     slot_id: UUID = Field(description="Slot the assignment uses.")
     volunteer_id: UUID = Field(description="Volunteer who accepted.")
     confirmed_at: AwareDatetime = Field(description="When the volunteer confirmed.")
+    leg: Leg | None = Field(default=None, description=_LEG_OF_OFFER)
 
 
 class VolunteerDeclined(EventData):
@@ -317,6 +346,7 @@ class VolunteerDeclined(EventData):
     volunteer_id: UUID = Field(description="Volunteer who declined.")
     reason: str | None = Field(default=None, max_length=500, description="Reason given, if any.")
     declined_at: AwareDatetime = Field(description="When the volunteer declined.")
+    leg: Leg | None = Field(default=None, description=_LEG_OF_OFFER)
 
 
 class PartnerAccepted(EventData):
@@ -330,6 +360,7 @@ class PartnerAccepted(EventData):
         default=None, description="Expected arrival time, when the partner gave one."
     )
     accepted_at: AwareDatetime = Field(description="When the partner accepted.")
+    leg: Leg | None = Field(default=None, description=_LEG_OF_OFFER)
 
 
 class PartnerDeclined(EventData):
@@ -340,6 +371,7 @@ class PartnerDeclined(EventData):
     partner_id: UUID = Field(description="Partner organisation that declined.")
     reason: str | None = Field(default=None, max_length=500, description="Reason given, if any.")
     declined_at: AwareDatetime = Field(description="When the partner declined.")
+    leg: Leg | None = Field(default=None, description=_LEG_OF_OFFER)
 
 
 class MealDelivered(EventData):
@@ -357,6 +389,26 @@ class MealDelivered(EventData):
         default=None,
         description="What the resident pays for the serving partner's service of this kind "
         "(free, low_cost or paid), as the partner registered it; absent for volunteers.",
+    )
+
+
+class MealPrepared(EventData):
+    """The canteen finished its leg of a two-leg meal (ADR 0044): the meal is ready for
+    (or handed to) the carrier. The need is fulfilled only by the carrier's
+    `meal.delivered`."""
+
+    need_id: UUID = Field(description="Need whose meal was prepared.")
+    assignment_id: UUID = Field(description="The prepare leg's assignment.")
+    prepared_by: PartyRef = Field(description="Who prepared the meal (the canteen).")
+    prepared_at: AwareDatetime = Field(description="When the meal was ready for the carrier.")
+    handed_to_carrier: bool = Field(
+        default=False,
+        description="Whether the canteen saw the carrier take the meal when it reported.",
+    )
+    cost_option: CostOption | None = Field(
+        default=None,
+        description="What the resident pays for the canteen's meal service (free, low_cost or "
+        "paid), as the partner registered it; absent when unknown.",
     )
 
 
@@ -478,6 +530,7 @@ class DeliveryFailed(EventData):
         "for the community's operators (ADR 0031).",
     )
     failed_at: AwareDatetime = Field(description="When the attempt failed.")
+    leg: Leg | None = Field(default=None, description=_LEG_OF_OFFER)
 
 
 class PointsAwarded(EventData):
@@ -633,6 +686,7 @@ class AssignmentOffered(EventData):
     attempt: int = Field(default=1, ge=1, le=100, description="1 for the first offer of this need.")
     offered_at: AwareDatetime = Field(description="When the offer was made.")
     expires_at: AwareDatetime = Field(description="When the offer lapses if not accepted.")
+    leg: Leg | None = Field(default=None, description=_LEG_OF_OFFER)
 
     _validate_details = field_validator("details", mode="wrap")(_details_for_kind)
 
@@ -674,6 +728,7 @@ class AssignmentExpired(EventData):
     slot_id: UUID = Field(description="Slot that was reserved for it.")
     offered_to: PartyRef = Field(description="Candidate who did not answer.")
     expired_at: AwareDatetime = Field(description="When the offer lapsed.")
+    leg: Leg | None = Field(default=None, description=_LEG_OF_OFFER)
 
 
 class AssignmentReminderDue(EventData):
@@ -713,6 +768,11 @@ class NeedEscalated(EventData):
         default=None, description="The SLA deadline that was missed or is at risk."
     )
     escalated_at: AwareDatetime = Field(description="When it was escalated.")
+    leg: Leg | None = Field(
+        default=None,
+        description="For a two-leg meal (ADR 0044), the leg that could not be served "
+        "(`prepare` or `carry`); absent when the escalation concerns the whole need.",
+    )
 
 
 class NeedFulfilled(EventData):

@@ -253,6 +253,7 @@ REGISTRY = Registry(
         _spec("partner", "accepted", ev.PartnerAccepted, "partners"),
         _spec("partner", "declined", ev.PartnerDeclined, "partners"),
         _spec("meal", "delivered", ev.MealDelivered, "partners"),
+        _spec("meal", "prepared", ev.MealPrepared, "partners"),
         _spec("visit", "completed", ev.VisitCompleted, "partners"),
         _spec("repair", "completed", ev.RepairCompleted, "partners"),
         _spec("service", "completed", ev.ServiceCompleted, "partners"),

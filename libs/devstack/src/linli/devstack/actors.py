@@ -71,6 +71,13 @@ def report_for(offer: dict[str, Any], rng: random.Random, temper: Temperament) -
             "started_at": (now - timedelta(minutes=30)).isoformat(),
             "completed_at": now.isoformat(),
         }
+    if offer.get("leg") == "prepare":
+        # The canteen's leg of a two-leg lunch (ADR 0044): the carrier fulfils the need.
+        return {
+            "outcome": "meal_prepared",
+            "prepared_at": now.isoformat(),
+            "handed_to_carrier": True,
+        }
     if kind == "meal_delivery":
         return {
             "outcome": "meal_delivered",

@@ -255,6 +255,19 @@ PARTNERS: list[dict[str, Any]] = [
             {"name": "medicine delivery", "need_kind": "goods_delivery", "cost_option": "free"}
         ],
     },
+    # Cooks but does not deliver: its lunches are carried by volunteers (ADR 0044); index 5.
+    {
+        "name": "长者食堂 Elders' Kitchen",
+        "kind": "canteen",
+        "description": "Cooks soft and low-salt lunches; volunteers carry them.",
+        "services": [
+            {
+                "name": "lunch (carried by volunteers)",
+                "need_kind": "meal_delivery",
+                "cost_option": "free",
+            }
+        ],
+    },
 ]
 
 # Rewards for volunteers' points, by index into PARTNERS (ADR 0041).
@@ -344,7 +357,40 @@ def _slots(partners: list[str], volunteers: list[str], now: datetime) -> list[di
                 "capacity": 5,
             }
         )
+    slots.extend(_two_leg_slots(partners, volunteers, today))
     return [s for s in slots if datetime.fromisoformat(s["window"]["latest"]) > now]
+
+
+def _two_leg_slots(
+    partners: list[str], volunteers: list[str], today: datetime
+) -> list[dict[str, Any]]:
+    """Two-leg lunches (ADR 0044): the Elders' Kitchen prepares a few lunches a day from
+    10:00 (earlier than the Happiness Canteen, so the first lunches go two-leg), and two
+    volunteers carry them."""
+    slots: list[dict[str, Any]] = []
+    for day in range(3):
+        base = today + timedelta(days=day)
+        lunch = _w(base + timedelta(hours=10), base + timedelta(hours=13))
+        slots.append(
+            {
+                "kind": "meal_delivery",
+                "provider": {"kind": "partner", "id": partners[5]},
+                "window": lunch,
+                "capacity": 3,
+                "leg": "prepare",
+            }
+        )
+        for volunteer in (volunteers[2], volunteers[0]):
+            slots.append(
+                {
+                    "kind": "meal_delivery",
+                    "provider": {"kind": "volunteer", "id": volunteer},
+                    "window": lunch,
+                    "capacity": 3,
+                    "leg": "carry",
+                }
+            )
+    return slots
 
 
 def _w(earliest: datetime, latest: datetime) -> dict[str, str]:
@@ -392,7 +438,7 @@ def free_clinic(
 
     Registration stays open until the morning starts; the intake service then gives the
     places to priority groups first."""
-    if len(partner_ids) < 2 or not residents:
+    if len(partner_ids) < 4 or not residents:
         return
     on = (datetime.now(UTC) + timedelta(days=7)).date().isoformat()
     body = {
@@ -403,7 +449,7 @@ def free_clinic(
         "end_time": "11:30:00",
         "stalls": [
             {
-                "partner_id": partner_ids[-1],
+                "partner_id": partner_ids[3],
                 "offering": "测血压、血糖 Blood pressure and sugar checks",
                 "sessions": [
                     {"start_time": "08:30:00", "end_time": "10:00:00", "places": 2},
@@ -427,6 +473,8 @@ def free_clinic(
             client.post(
                 f"{url}/sessions/{session}/signups", json={"resident_id": resident}
             ).raise_for_status()
+
+
 REACH_PARTNER = 2
 """The night repair crew is reached by webhook (ADR 0043): the actors run its receiver,
 which accepts pushed offers by following their signed link."""

@@ -14,7 +14,9 @@ from linli.contracts.activities import AttendanceRecorded
 from linli.contracts.events import (
     DeliveryFailed,
     EscalationResolved,
+    Leg,
     MealDelivered,
+    MealPrepared,
     NeedCancelled,
     NeedEscalated,
     NeedFulfilled,
@@ -59,11 +61,15 @@ async def need_cancelled(conn: Conn, received: Received[NeedCancelled]) -> None:
 
 async def partner_accepted(conn: Conn, received: Received[PartnerAccepted]) -> None:
     data = received.data
+    if data.leg is Leg.PREPARE:
+        return  # a two-leg meal is accepted when its carrier accepts (ADR 0044)
     await store.fold_need(conn, data.need_id, received.community, accepted_at=data.accepted_at)
 
 
 async def volunteer_confirmed(conn: Conn, received: Received[VolunteerConfirmed]) -> None:
     data = received.data
+    if data.leg is Leg.PREPARE:
+        return
     await store.fold_need(conn, data.need_id, received.community, accepted_at=data.confirmed_at)
 
 
@@ -79,6 +85,23 @@ async def meal_delivered(conn: Conn, received: Received[MealDelivered]) -> None:
         (data.delivered_by.kind.value, data.delivered_by.id),
         None,
         data.delivered_at,
+        data.cost_option,
+    )
+
+
+async def meal_prepared(conn: Conn, received: Received[MealPrepared]) -> None:
+    """The canteen's leg of a two-leg meal (ADR 0044): its contribution counts for the
+    canteen; the meal itself counts once, as the need, delivered by its carrier."""
+    data = received.data
+    await store.add_report_work(
+        conn,
+        received.event.id,
+        received.community,
+        data.need_id,
+        NeedKind.MEAL_DELIVERY.value,
+        (data.prepared_by.kind.value, data.prepared_by.id),
+        None,
+        data.prepared_at,
         data.cost_option,
     )
 
@@ -135,7 +158,10 @@ async def service_completed(conn: Conn, received: Received[ServiceCompleted]) ->
 
 async def delivery_failed(conn: Conn, received: Received[DeliveryFailed]) -> None:
     data = received.data
-    await store.fold_need(conn, data.need_id, received.community, failed_at=data.failed_at)
+    if data.leg is None:
+        await store.fold_need(conn, data.need_id, received.community, failed_at=data.failed_at)
+    # A leg of a two-leg meal is offered again (ADR 0044): the attempt counts as a failed
+    # delivery, the need is not failed.
     await store.add_report_failure(
         conn,
         received.event.id,
@@ -210,6 +236,7 @@ _USE_CASES: list[tuple[type[Any], Any]] = [
     (PartnerAccepted, partner_accepted),
     (VolunteerConfirmed, volunteer_confirmed),
     (MealDelivered, meal_delivered),
+    (MealPrepared, meal_prepared),
     (VisitCompleted, visit_completed),
     (RepairCompleted, repair_completed),
     (ServiceCompleted, service_completed),

@@ -21,7 +21,9 @@ from linli.contracts.events import (
     EscalationAcknowledged,
     EscalationAssigned,
     EscalationResolved,
+    Leg,
     MealDelivered,
+    MealPrepared,
     NeedDispatched,
     NeedEscalated,
     NeedFulfilled,
@@ -49,6 +51,7 @@ FOLLOWED = (
     VolunteerConfirmed,
     VolunteerDeclined,
     MealDelivered,
+    MealPrepared,
     VisitCompleted,
     RepairCompleted,
     ServiceCompleted,
@@ -89,8 +92,40 @@ def _staff(actor: StaffActor) -> tuple[str, str | None, str]:
     return f"{actor.role.value}:{actor.credential_id}", label, label or actor.role.value
 
 
+def _prepare_leg_step(data: Any) -> Step | None:
+    """A canteen's leg of a two-leg meal (ADR 0044): timeline only. The need's status and
+    its assignee (who may read the resident's contact) follow the carrier."""
+    if getattr(data, "leg", None) is not Leg.PREPARE:
+        return None
+    match data:
+        case AssignmentOffered():
+            party = f"{data.offered_to.kind.value}:{data.offered_to.id}"
+            return Step(data.need_id, None, "scheduling", f"prepare leg offered to {party}")
+        case PartnerAccepted():
+            return Step(
+                data.need_id, None, f"partner:{data.partner_id}", "accepted the prepare leg"
+            )
+        case VolunteerConfirmed():
+            return Step(
+                data.need_id, None, f"volunteer:{data.volunteer_id}", "accepted the prepare leg"
+            )
+        case DeliveryFailed():
+            party = f"{data.attempted_by.kind.value}:{data.attempted_by.id}"
+            return Step(
+                data.need_id,
+                None,
+                party,
+                f"prepare leg failed: {data.reason.value}",
+                closes=data.assignment_id,
+            )
+    return None
+
+
 def step_for(data: Any) -> Step | None:
     """The step an event's data stands for; None for events intake does not follow."""
+    prepare = _prepare_leg_step(data)
+    if prepare is not None:
+        return prepare
     match data:
         case SlotReserved():
             return Step(data.need_id, "scheduled", "scheduling", f"slot {data.slot_id}")
@@ -150,9 +185,22 @@ def step_for(data: Any) -> Step | None:
         case ServiceCompleted():
             party = f"{data.served_by.kind.value}:{data.served_by.id}"
             return Step(data.need_id, None, party, f"{data.kind.value} completed")
+        case DeliveryFailed() if data.leg is Leg.CARRY:
+            # The carry leg is offered to the next carrier (ADR 0044): not the need's end.
+            party = f"{data.attempted_by.kind.value}:{data.attempted_by.id}"
+            return Step(
+                data.need_id,
+                None,
+                party,
+                f"carry leg failed: {data.reason.value}",
+                closes=data.assignment_id,
+            )
         case DeliveryFailed():
             party = f"{data.attempted_by.kind.value}:{data.attempted_by.id}"
             return Step(data.need_id, "failed", party, f"failed: {data.reason.value}")
+        case MealPrepared():
+            party = f"{data.prepared_by.kind.value}:{data.prepared_by.id}"
+            return Step(data.need_id, None, party, "meal prepared (prepare leg)")
         case NeedEscalated():
             return Step(data.need_id, "escalated", "scheduling", data.reason)
         case NeedFulfilled():

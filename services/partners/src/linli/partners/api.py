@@ -123,6 +123,9 @@ class SlotView(BaseModel):
     capacity: int
     compounds: list[str]
     published_at: datetime
+    leg: str | None = Field(
+        default=None, description="prepare or carry for meal capacity serving one leg (ADR 0044)."
+    )
 
 
 class SlotPage(BaseModel):
@@ -154,6 +157,9 @@ class OfferView(BaseModel):
     )
     status_reason: str | None = None
     answered_at: datetime | None = None
+    leg: str | None = Field(
+        default=None, description="prepare or carry: a leg of a two-leg meal (ADR 0044)."
+    )
     contact_status: str | None = Field(
         default=None,
         description="shared, not_shared (no consent), unavailable (intake down) or "
@@ -344,6 +350,7 @@ def _slot_view(row: Any) -> SlotView:
         capacity=row["capacity"],
         compounds=list(row["compounds"]),
         published_at=row["published_at"],
+        leg=row["leg"],
     )
 
 
@@ -364,6 +371,7 @@ def _offer_view(row: Any, now: datetime, **extra: Any) -> OfferView:
         status=rules.offer_status(row["status"], row["expires_at"], now),
         status_reason=row["status_reason"] if row["status"] == "withdrawn" else None,
         answered_at=row["answered_at"],
+        leg=row["leg"],
         **extra,
     )
 

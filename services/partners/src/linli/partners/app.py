@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Annotated, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import SpanProcessor
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from linli.contracts.types import NeedKind
 from linli.servicekit import disclosures
@@ -19,7 +20,7 @@ from linli.servicekit.runtime import ServiceRuntime, periodic
 from linli.servicekit.sealing import SecretBox
 from linli.servicekit.settings import Environment
 
-from . import api, capacity, capacity_api, offer_links_api, rewards_api, rules, service
+from . import api, capacity, capacity_api, offer_links_api, production, rewards_api, rules, service
 from .contacts import ContactDirectory, IntakeContactDirectory
 from .lapses import LapseSweep
 from .service import Clock
@@ -108,6 +109,19 @@ class PartnersSettings(OfferLinkSettings):
     slot_template_interval_s: float = Field(
         default=60.0, gt=0, le=86_400, description="How often slot templates are checked."
     )
+    production_timezone: str = Field(
+        default="Asia/Shanghai",
+        description="IANA time zone in which a canteen's production list reads its day (ADR 0044).",
+    )
+
+    @field_validator("production_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
 
     @model_validator(mode="after")
     def _check_intake(self) -> Self:
@@ -169,6 +183,7 @@ def build_app(
     app.state.clock = clock
     app.state.contact_directory = directory
     app.state.points_table = settings.points_table
+    app.state.production_timezone = settings.production_timezone
     app.state.secret_box = SecretBox(
         settings.secrets_key.get_secret_value() if settings.secrets_key else None
     )
@@ -190,6 +205,7 @@ def build_app(
     app.include_router(offer_links_api.public_router)
     app.include_router(capacity_api.router)
     _run_templates(app, runtime, settings, clock)
+    app.include_router(production.router)
     api.install_error_handlers(app)
     _run_lapses(app, runtime, settings, clock)
     return app

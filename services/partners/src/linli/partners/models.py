@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from linli.contracts.events import HandedTo, PartyKind, PartyRef
+from linli.contracts.events import HandedTo, Leg, PartyKind, PartyRef
 from linli.contracts.types import (
     CommunitySlug,
     ContractModel,
@@ -138,6 +138,18 @@ class SlotSpec(ContractModel):
     compounds: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(
         default_factory=list, max_length=200, description="Empty = the whole community."
     )
+    leg: Leg | None = Field(
+        default=None,
+        description="Meal capacity only (ADR 0044): `prepare`, the provider cooks but does not "
+        "deliver (a canteen: a volunteer carries); `carry`, the provider carries meals a "
+        "canteen prepared. Omitted: the provider serves the whole need.",
+    )
+
+    @model_validator(mode="after")
+    def _leg_is_for_meals(self) -> Self:
+        if self.leg is not None and self.kind is not NeedKind.MEAL_DELIVERY:
+            raise ValueError("leg is only for meal_delivery capacity")
+        return self
 
 
 # --- CSV import rows (ADR 0035): one row of each import, flat, keyed by external_ref ----
@@ -248,6 +260,15 @@ class DeclineRequest(ContractModel):
     reason: str | None = Field(default=None, max_length=500)
 
 
+class MealPreparedReport(ContractModel):
+    """The canteen's leg of a two-leg meal is done (ADR 0044): the meal is ready for, or
+    handed to, the carrier."""
+
+    outcome: Literal["meal_prepared"]
+    prepared_at: AwareDatetime
+    handed_to_carrier: bool = False
+
+
 class MealReport(ContractModel):
     """Proof of a delivered meal."""
 
@@ -330,7 +351,7 @@ class FailedReport(ContractModel):
 
 
 CompletionReport = Annotated[
-    MealReport | VisitReport | RepairReport | ServiceReport | FailedReport,
+    MealReport | MealPreparedReport | VisitReport | RepairReport | ServiceReport | FailedReport,
     Discriminator("outcome"),
 ]
 
@@ -394,6 +415,7 @@ __all__ = [
     "CostOption",
     "DeclineRequest",
     "FailedReport",
+    "MealPreparedReport",
     "MealReport",
     "PartnerImport",
     "PartnerKind",

@@ -16,6 +16,9 @@ OUTCOME_FOR_KIND: Mapping[str, str] = {
     kind: entry.report.outcome for kind, entry in CATALOGUE.items()
 }
 FAILED = "failed"
+MEAL_PREPARED = "meal_prepared"
+PREPARE_LEG = "prepare"
+"""A canteen's leg of a two-leg meal (ADR 0044): reported as `meal_prepared` or failed."""
 
 # Offer states in which the party may still act.
 ANSWERABLE = frozenset({"open"})
@@ -52,15 +55,17 @@ def answer_refusal(status: str, expires_at: datetime, now: datetime) -> str | No
     return f"offer is {shown}"
 
 
-def report_reasons(offer_kind: str, outcome: str) -> list[Reason]:
-    """A report must prove the kind of work that was offered."""
-    if outcome == FAILED or OUTCOME_FOR_KIND.get(offer_kind) == outcome:
+def report_reasons(offer_kind: str, outcome: str, leg: str | None = None) -> list[Reason]:
+    """A report must prove the kind of work that was offered; a canteen's prepare leg
+    proves a prepared meal, never a delivered one (the carrier delivers, ADR 0044)."""
+    expected = MEAL_PREPARED if leg == PREPARE_LEG else OUTCOME_FOR_KIND.get(offer_kind, "?")
+    if outcome in (FAILED, expected):
         return []
-    expected = OUTCOME_FOR_KIND.get(offer_kind, "?")
+    what = f"a {offer_kind} {leg} leg" if leg else f"a {offer_kind}"
     return [
         Reason(
             field="body.outcome",
-            message=f"a {offer_kind} assignment is reported as {expected} or failed",
+            message=f"{what} assignment is reported as {expected} or failed",
             code="outcome_mismatch",
         )
     ]
@@ -68,7 +73,7 @@ def report_reasons(offer_kind: str, outcome: str) -> list[Reason]:
 
 def points_for(kind: str, party: PartyRef, outcome: str, table: Mapping[str, int]) -> int:
     """Points a completion earns: only volunteers, only proven completions."""
-    if party.kind is not PartyKind.VOLUNTEER or outcome == FAILED:
+    if party.kind is not PartyKind.VOLUNTEER or outcome in (FAILED, MEAL_PREPARED):
         return 0
     return max(int(table.get(kind, 0)), 0)
 

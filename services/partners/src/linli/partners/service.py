@@ -20,7 +20,9 @@ from linli.contracts.events import (
     AssignmentOffered,
     AssignmentWithdrawn,
     DeliveryFailed,
+    Leg,
     MealDelivered,
+    MealPrepared,
     NeedCancelled,
     NeedFulfilled,
     OfferLapsed,
@@ -52,6 +54,7 @@ from .contacts import Contact, ContactDirectory, ContactDirectoryUnavailable
 from .models import (
     CompletionReport,
     FailedReport,
+    MealPreparedReport,
     MealReport,
     PartnerSpec,
     RedemptionSpec,
@@ -262,6 +265,7 @@ async def publish_slot(
                     capacity=spec.capacity,
                     compounds=list(spec.compounds),
                     published_at=now,
+                    leg=spec.leg,
                 ),
                 community,
                 slot_id,
@@ -304,6 +308,7 @@ async def _on_cancelled(conn: Conn, community: str, data: NeedCancelled, now: da
 async def _on_fulfilled(conn: Conn, community: str, data: NeedFulfilled, now: datetime) -> None:
     # Informational for the party that served it; other open offers for it are moot.
     await store.close_need(conn, community, data.need_id, "need_fulfilled", now, ("open",))
+    await store.complete_prepare_legs(conn, community, data.need_id, now)
 
 
 def subscriptions(clock: Clock) -> Subscriptions:
@@ -364,6 +369,7 @@ async def answer_offer(
         # A decline's free text may name people; it stays here, not in the event.
         await store.set_offer_status(conn, assignment_id, status, reason, now)
         need_id, slot_id = offer["need_id"], offer["slot_id"]
+        leg = Leg(offer["leg"]) if offer["leg"] else None  # a two-leg meal's leg (ADR 0044)
         data: BaseModel
         if party.kind is PartyKind.VOLUNTEER and accept:
             data = VolunteerConfirmed(
@@ -372,10 +378,15 @@ async def answer_offer(
                 slot_id=slot_id,
                 volunteer_id=party.id,
                 confirmed_at=now,
+                leg=leg,
             )
         elif party.kind is PartyKind.VOLUNTEER:
             data = VolunteerDeclined(
-                assignment_id=assignment_id, need_id=need_id, volunteer_id=party.id, declined_at=now
+                assignment_id=assignment_id,
+                need_id=need_id,
+                volunteer_id=party.id,
+                declined_at=now,
+                leg=leg,
             )
         elif accept:
             data = PartnerAccepted(
@@ -385,10 +396,15 @@ async def answer_offer(
                 partner_id=party.id,
                 eta=eta,
                 accepted_at=now,
+                leg=leg,
             )
         else:
             data = PartnerDeclined(
-                assignment_id=assignment_id, need_id=need_id, partner_id=party.id, declined_at=now
+                assignment_id=assignment_id,
+                need_id=need_id,
+                partner_id=party.id,
+                declined_at=now,
+                leg=leg,
             )
         with resumed_span(f"{status} offer", offer["traceparent"]):
             await outbox.enqueue(conn, _event(data, offer["community"], need_id, now))
@@ -445,6 +461,9 @@ async def offer_for_party(
         raise NotFound("offer")
     if offer["status"] != "accepted":
         return OfferWithContact(offer, None, "not_accepted")
+    if offer["leg"] == rules.PREPARE_LEG:
+        # The canteen cooks; only the carrier goes to the door (ADR 0044).
+        return OfferWithContact(offer, None, "not_shared")
     community, need_id = offer["community"], offer["need_id"]
     try:
         contact = await directory.contact_for(community, need_id, party)
@@ -495,6 +514,14 @@ def _report_event(
             handed_to=report.handed_to,
             hot_on_arrival=report.hot_on_arrival,
         )
+    if isinstance(report, MealPreparedReport):
+        return MealPrepared(
+            **ids,
+            cost_option=cost_option,
+            prepared_by=party,
+            prepared_at=report.prepared_at,
+            handed_to_carrier=report.handed_to_carrier,
+        )
     if isinstance(report, VisitReport):
         return VisitCompleted(
             **ids,
@@ -534,6 +561,7 @@ def _report_event(
         reason=report.reason,
         detail_recorded=bool(report.detail),
         failed_at=report.failed_at,
+        leg=Leg(offer["leg"]) if offer["leg"] else None,
     )
 
 
@@ -563,7 +591,9 @@ async def report_completion(
             raise Conflict(
                 f"offer is {rules.offer_status(offer['status'], offer['expires_at'], now)}"
             )
-        reasons = rules.report_reasons(offer["kind"], report.outcome) + _future_reasons(report, now)
+        reasons = rules.report_reasons(
+            offer["kind"], report.outcome, offer["leg"]
+        ) + _future_reasons(report, now)
         if reasons:
             raise Rejected(reasons)
         proof = report.model_dump(mode="json")

@@ -20,12 +20,13 @@ PARTNER_COLUMNS = "id, name, kind, description, communities, created_at, active,
 VOLUNTEER_COLUMNS = "id, display_name, skills, communities, active, created_at, updated_at"
 SLOT_COLUMNS = (
     "id, community, kind, provider_kind, provider_id, window_earliest, window_latest, "
-    "capacity, compounds, published_at, template_id, occurs_on, status, revision, withdrawn_at"
+    "capacity, compounds, published_at, template_id, occurs_on, status, revision, withdrawn_at, "
+    "leg"
 )
 OFFER_COLUMNS = (
     "assignment_id, community, need_id, slot_id, party_kind, party_id, kind, urgency, "
     "window_earliest, window_latest, details, compound, attempt, offered_at, expires_at, "
-    "status, status_reason, answered_at"
+    "status, status_reason, answered_at, leg"
 )
 # "Every community" on a credential: the scope filter lets any community through.
 _IN_SCOPE = "($1::text[] @> ARRAY['*'] OR community = ANY($1::text[]))"
@@ -252,8 +253,8 @@ async def insert_slot(
 ) -> asyncpg.Record:
     row = await conn.fetchrow(
         "INSERT INTO slots (id, community, kind, provider_kind, provider_id, window_earliest, "
-        "window_latest, capacity, compounds, published_by, published_at) "
-        f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {SLOT_COLUMNS}",
+        "window_latest, capacity, compounds, published_by, published_at, leg) "
+        f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {SLOT_COLUMNS}",
         slot_id,
         community,
         spec.kind.value,
@@ -265,6 +266,7 @@ async def insert_slot(
         list(spec.compounds),
         by,
         at,
+        spec.leg.value if spec.leg else None,
     )
     assert row is not None
     return row
@@ -392,9 +394,9 @@ async def insert_offer(
     inserted = await conn.fetchval(
         "INSERT INTO offers (assignment_id, community, need_id, slot_id, party_kind, party_id, "
         "kind, urgency, window_earliest, window_latest, details, compound, attempt, offered_at, "
-        "expires_at, status, status_reason, traceparent) "
+        "expires_at, status, status_reason, traceparent, leg) "
         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14, $15, $16, "
-        "$17, $18) ON CONFLICT (assignment_id) DO NOTHING RETURNING true",
+        "$17, $18, $19) ON CONFLICT (assignment_id) DO NOTHING RETURNING true",
         offer.assignment_id,
         community,
         offer.need_id,
@@ -413,6 +415,7 @@ async def insert_offer(
         "withdrawn" if withdrawn_reason else "open",
         withdrawn_reason,
         traceparent,
+        offer.leg.value if offer.leg else None,
     )
     return bool(inserted)
 
@@ -482,6 +485,38 @@ async def withdraw_offer(
         assignment_id,
         reason,
         at,
+    )
+
+
+async def complete_prepare_legs(
+    conn: Conn, community: str, need_id: uuid.UUID, at: datetime
+) -> None:
+    """The carrier delivered (ADR 0044): a canteen's accepted prepare leg is done too."""
+    await conn.execute(
+        "UPDATE offers SET status = 'completed', status_reason = 'carrier_delivered', "
+        "answered_at = COALESCE(answered_at, $3) "
+        "WHERE need_id = $1 AND community = $2 AND leg = 'prepare' AND status = 'accepted'",
+        need_id,
+        community,
+        at,
+    )
+
+
+async def production_offers(
+    conn: Conn, community: str, partner_id: uuid.UUID, start: datetime, end: datetime
+) -> list[asyncpg.Record]:
+    """A canteen's meal offers it cooks (a prepare leg, or a meal it serves whole) whose
+    window starts in [start, end), with their status (the production list; ADR 0044)."""
+    return await conn.fetch(
+        "SELECT window_earliest, window_latest, compound, details, status FROM offers "
+        "WHERE community = $1 AND party_kind = 'partner' AND party_id = $2 "
+        "AND kind = 'meal_delivery' AND (leg IS NULL OR leg = 'prepare') "
+        "AND window_earliest >= $3 AND window_earliest < $4 "
+        "ORDER BY window_earliest, window_latest, compound",
+        community,
+        partner_id,
+        start,
+        end,
     )
 
 

@@ -66,6 +66,11 @@ class AssignmentView(BaseModel):
     answered_at: datetime | None = None
     closed_at: datetime | None = None
     release_reason: str | None = None
+    leg: str | None = Field(
+        default=None,
+        description="prepare or carry for a leg of a two-leg meal (ADR 0044); "
+        "null: the whole need.",
+    )
 
 
 class NeedActionView(BaseModel):
@@ -92,6 +97,14 @@ class ScheduledNeedView(BaseModel):
     updated_at: datetime
     current_assignment: uuid.UUID | None = None
     attempts: int = Field(description="Offers made so far.")
+    two_leg: bool = Field(
+        default=False,
+        description="Served in two legs (ADR 0044): state, current_assignment and attempts "
+        "follow the carry leg; prepare_assignment is the canteen's leg.",
+    )
+    prepare_assignment: uuid.UUID | None = Field(
+        default=None, description="The prepare leg's current assignment (two-leg meals)."
+    )
     sla_clocks: list[TimerView] = Field(description="Pending SLA timers (open clocks).")
     escalations: list[EscalationView]
     assignments: list[AssignmentView] | None = Field(
@@ -123,6 +136,11 @@ class SlotView(BaseModel):
         default=None,
         description="Set on a one-off slot made for a directed offer without published "
         "capacity (ADR 0034): the need it was made for; matching never uses it.",
+    )
+    leg: str | None = Field(
+        default=None,
+        description="prepare (cooks, does not carry) or carry for meal capacity serving a leg "
+        "(ADR 0044); null: serves the whole need.",
     )
 
 
@@ -161,6 +179,8 @@ def _need(row: Any, timers: list[Any], escalations: list[Any]) -> ScheduledNeedV
         updated_at=row["updated_at"],
         current_assignment=row["current_assignment"],
         attempts=row["attempts"],
+        two_leg=row["two_leg"],
+        prepare_assignment=row["prepare_assignment"],
         sla_clocks=[
             _timer(t) for t in timers if t["kind"] == "sla_breach" and t["fired_at"] is None
         ],
@@ -252,6 +272,7 @@ async def get_need(
             answered_at=a["answered_at"],
             closed_at=a["closed_at"],
             release_reason=a["release_reason"],
+            leg=a["leg"],
         )
         for a in assignments
     ]
@@ -284,6 +305,7 @@ async def list_slots(
                 compounds=list(r["compounds"]),
                 published_at=r["published_at"],
                 directed_need=r["directed_need"],
+                leg=r["leg"],
             )
             for r in rows
         ]

@@ -22,7 +22,9 @@ from linli.contracts.events import (
     AssignmentOffered,
     AssignmentWithdrawn,
     DeliveryFailed,
+    Leg,
     MealDelivered,
+    MealPrepared,
     NeedCancelled,
     NeedDispatched,
     NeedEscalated,
@@ -48,7 +50,7 @@ from linli.contracts.events import (
     VolunteerConfirmed,
     VolunteerDeclined,
 )
-from linli.contracts.types import NeedKind, Reason, Urgency
+from linli.contracts.types import FailureReason, NeedKind, Reason, Urgency
 from linli.servicekit import metrics, outbox
 from linli.servicekit.clock import Clock
 from linli.servicekit.consume import Received, Subscriptions
@@ -138,6 +140,7 @@ class Scheduler:
             VolunteerDeclined: self._volunteer_declined,
             OfferLapsed: self._offer_lapsed,
             MealDelivered: self._meal_delivered,
+            MealPrepared: self._meal_prepared,
             VisitCompleted: self._visit_completed,
             RepairCompleted: self._repair_completed,
             ServiceCompleted: self._service_completed,
@@ -168,6 +171,11 @@ class Scheduler:
                 outcome = await self._overdue(conn, need, timer["assignment_id"])
             elif kind in ("sla_at_risk", "sla_breach"):
                 outcome = await self._sla(conn, need, timer, now)
+            elif kind == "rematch" and timer["clock"] == Leg.PREPARE.value:
+                waits = need["two_leg"] and need["prepare_assignment"] is None
+                if waits and NeedState(need["state"]) not in FINAL:
+                    await self._match_prepare(conn, need, now)
+                    outcome = "fired"
             elif kind == "rematch" and NeedState(need["state"]) in MATCHABLE:
                 await self._match_need(conn, need, now)
                 outcome = "fired"
@@ -358,16 +366,21 @@ class Scheduler:
         if NeedState(need["state"]) in FINAL:
             return
         now = self.clock.now()
-        released = None
-        assignment = await self._active_assignment(conn, need)
-        if assignment is not None:
-            released = await self._release(
-                conn, need, assignment, "cancelled", SlotReleaseReason.NEED_CANCELLED, now
-            )
+        released = []
+        for assignment in (
+            await self._active_assignment(conn, need),
+            await self._prepare_assignment(conn, need),
+        ):
+            if assignment is not None:
+                released.append(
+                    await self._release(
+                        conn, need, assignment, "cancelled", SlotReleaseReason.NEED_CANCELLED, now
+                    )
+                )
         await self._move(conn, need, NeedState.CANCELLED, assignment_id=need["current_assignment"])
         await store.cancel_timers(conn, need["id"])
-        if released is not None:
-            await self._fill_slot(conn, released, now)
+        for slot_id in released:
+            await self._fill_slot(conn, slot_id, now)
 
     # --- answers ------------------------------------------------------------------
 
@@ -418,6 +431,12 @@ class Scheduler:
         if assignment["state"] != "offered":
             return  # accepted before: nothing more to do
         await store.answer_assignment(conn, assignment_id, self.clock.now())
+        if assignment["leg"] == Leg.PREPARE.value:
+            # The canteen's leg (ADR 0044): the need's own state follows the carry leg.
+            await store.cancel_timers(
+                conn, need_id, kinds=OFFER_TIMERS, assignment_id=assignment_id
+            )
+            return
         await self._move(conn, need, NeedState.ASSIGNED, assignment_id=assignment_id)
         await store.cancel_timers(conn, need_id, kinds=OFFER_TIMERS)
         await store.cancel_timers(conn, need_id, clock=ClockName.ACCEPT.value)
@@ -488,6 +507,7 @@ class Scheduler:
                 slot_id=assignment["slot_id"],
                 offered_to=_party(assignment),
                 expired_at=data.lapsed_at,
+                leg=_leg(assignment),
             ),
         )
         await self._give_back(conn, need, assignment, "expired", SlotReleaseReason.EXPIRED)
@@ -501,7 +521,10 @@ class Scheduler:
         the need stays offered (its place held) until the verdict comes. A verdict this
         late means partners, its relay or its consumer is down or far behind.
         """
-        if assignment_id is None or need["current_assignment"] != assignment_id:
+        if assignment_id is None or assignment_id not in (
+            need["current_assignment"],
+            need["prepare_assignment"],
+        ):
             return "stale"
         assignment = await store.get_assignment(conn, assignment_id)
         if assignment is None or assignment["state"] != "offered":
@@ -513,6 +536,7 @@ class Scheduler:
             "no answer or lapse from partners long after the offer expired; "
             "the offer stays open until partners decides",
             key=f"offer_unanswered:{assignment_id}",
+            leg=_leg(assignment),
         )
         return "fired"
 
@@ -524,12 +548,20 @@ class Scheduler:
         state: str,
         reason: SlotReleaseReason,
     ) -> None:
-        """A candidate said no (or nothing): release, remember them, offer the next."""
+        """A candidate said no (or nothing): release, remember them, offer the next.
+
+        On a two-leg meal only that leg is offered again; the other leg stays as it is.
+        """
         now = self.clock.now()
         slot_id = await self._release(conn, need, assignment, state, reason, now)
         await store.add_exclusion(
             conn, need["id"], assignment["provider_kind"], assignment["provider_id"], state
         )
+        if assignment["leg"] == Leg.PREPARE.value:
+            need = await store.set_prepare_leg(conn, need["id"], None)
+            await self._match_prepare(conn, need, now)
+            await self._fill_slot(conn, slot_id, now)
+            return
         waiting = await self._move(conn, need, NeedState.WAITING, assignment_id=None)
         await self._match_need(conn, waiting, now)
         await self._fill_slot(conn, slot_id, now)
@@ -539,6 +571,27 @@ class Scheduler:
     async def _meal_delivered(self, conn: Conn, community: str, data: MealDelivered) -> None:
         await self._complete(
             conn, community, data.need_id, data.assignment_id, data.delivered_by, data.delivered_at
+        )
+
+    async def _meal_prepared(self, conn: Conn, community: str, data: MealPrepared) -> None:
+        """The canteen's leg is done (ADR 0044): its assignment completes and keeps its
+        unit of the slot; the need waits for the carrier's `meal.delivered`."""
+        found = await self._current(
+            conn,
+            community,
+            data.need_id,
+            data.assignment_id,
+            (data.prepared_by.kind, data.prepared_by.id),
+        )
+        if found is None:
+            return
+        need, assignment = found
+        if assignment["leg"] != Leg.PREPARE.value:
+            log.warning("meal.prepared for an assignment that is not a prepare leg; ignored")
+            return
+        await store.close_assignment(conn, assignment["id"], "completed", self.clock.now())
+        await store.cancel_timers(
+            conn, need["id"], kinds=OFFER_TIMERS, assignment_id=assignment["id"]
         )
 
     async def _visit_completed(self, conn: Conn, community: str, data: VisitCompleted) -> None:
@@ -580,9 +633,17 @@ class Scheduler:
         found = await self._current(conn, community, need_id, assignment_id, (by.kind, by.id))
         if found is None:
             return None
-        need, _assignment = found
+        need, assignment = found
+        if assignment["leg"] == Leg.PREPARE.value:
+            log.warning("a completion reported on a prepare leg; ignored (the carrier fulfils)")
+            return None
         now = self.clock.now()
         await store.close_assignment(conn, assignment_id, "completed", now)
+        prepare = await self._prepare_assignment(conn, need)
+        if prepare is not None:
+            # The carrier handed the meal over: the canteen's leg is done as well, whether
+            # or not its own report arrived first (when things happened, not message order).
+            await store.close_assignment(conn, prepare["id"], "completed", now)
         await self._move(conn, need, NeedState.FULFILLED, assignment_id=assignment_id)
         await store.cancel_timers(conn, need_id)
         await self._emit(
@@ -610,6 +671,9 @@ class Scheduler:
         if found is None:
             return
         need, assignment = found
+        if assignment["leg"] is not None:
+            await self._leg_failed(conn, need, assignment, data)
+            return
         now = self.clock.now()
         slot_id = await self._release(
             conn, need, assignment, "failed", SlotReleaseReason.DELIVERY_FAILED, now
@@ -624,15 +688,39 @@ class Scheduler:
         )
         await self._fill_slot(conn, slot_id, now)
 
+    async def _leg_failed(
+        self, conn: Conn, need: asyncpg.Record, assignment: asyncpg.Record, data: DeliveryFailed
+    ) -> None:
+        """A leg of a two-leg meal failed (ADR 0044): that leg is offered to the next
+        candidate, on the need's own clock, and the other leg stays as it is. A carrier who
+        found the resident not home, refused, unsafe or at a wrong address is also
+        escalated as a single-leg failure would be; a carrier's own trouble (`other`) and
+        a canteen's failure only re-offer the leg."""
+        if assignment["leg"] == Leg.CARRY.value and data.reason is not FailureReason.OTHER:
+            await self._escalate(
+                conn,
+                need,
+                failure_escalation(need["kind"], need["priority_group"]),
+                f"carry leg attempt failed: {data.reason.value}; offered to the next carrier",
+                key=f"delivery_failed:{assignment['id']}",
+                leg=Leg.CARRY,
+            )
+        await self._give_back(conn, need, assignment, "failed", SlotReleaseReason.DELIVERY_FAILED)
+
     # --- matching -----------------------------------------------------------------
 
     async def _match_need(self, conn: Conn, need: asyncpg.Record, now: datetime) -> None:
-        """Offer a locked, queued need on the best slot, or say why not."""
-        slot = await store.reserve_best_slot(conn, need, now)
+        """Offer a locked, queued need on the best slot, or say why not.
+
+        A need not yet served in two legs may take a canteen's prepare slot: it becomes a
+        two-leg need, and its own state then follows the carry leg (ADR 0044).
+        """
+        legs = (Leg.CARRY.value,) if need["two_leg"] else store.MAIN_LEGS
+        slot = await store.reserve_best_slot(conn, need, now, legs=legs)
         if slot is not None:
-            await self._offer(conn, need, slot, now)
+            await self._offer_on(conn, need, slot, now)
             return
-        if await store.candidate_exists(conn, need, now):
+        if await store.candidate_exists(conn, need, now, legs=legs):
             # A fitting slot exists but another transaction holds it: look again soon
             # (it may be full by then) instead of escalating a need that can be served.
             metrics.RESERVATION_CONFLICTS.labels(need["community"], need["kind"]).inc()
@@ -653,7 +741,78 @@ class Scheduler:
         )
         # Once per episode: a need offered again on new capacity and left again is news
         # to the operators (and moves intake's view back to escalated).
-        await self._escalate(conn, need, reason, detail, key=f"{reason}:{need['attempts']}")
+        leg = Leg.CARRY if need["two_leg"] else None
+        if leg is not None:
+            detail = f"carry leg: {detail}"
+        await self._escalate(
+            conn, need, reason, detail, key=f"{reason}:{need['attempts']}", leg=leg
+        )
+
+    async def _offer_on(
+        self, conn: Conn, need: asyncpg.Record, slot: asyncpg.Record, now: datetime
+    ) -> None:
+        """Offer a queued need on a reserved slot: a prepare slot starts two legs."""
+        if slot["leg"] == Leg.PREPARE.value and not need["two_leg"]:
+            need = await self._offer_prepare(conn, need, slot, now)
+            await self._match_need(conn, need, now)
+            return
+        await self._offer(conn, need, slot, now)
+
+    async def _match_prepare(self, conn: Conn, need: asyncpg.Record, now: datetime) -> None:
+        """Offer a two-leg need's prepare leg to the next canteen, or escalate that leg.
+
+        The need's own state (the carry leg) does not move.
+        """
+        legs = (Leg.PREPARE.value,)
+        slot = await store.reserve_best_slot(conn, need, now, legs=legs)
+        if slot is not None:
+            await self._offer_prepare(conn, need, slot, now)
+            return
+        if await store.candidate_exists(conn, need, now, legs=legs):
+            metrics.RESERVATION_CONFLICTS.labels(need["community"], need["kind"]).inc()
+            await store.add_timer(
+                conn,
+                kind="rematch",
+                need_id=need["id"],
+                clock=Leg.PREPARE.value,
+                due_at=now + timedelta(seconds=self.config.rematch_delay_s),
+                traceparent=current_traceparent(),
+            )
+            return
+        tried = await store.leg_attempts(conn, need["id"], Leg.PREPARE.value)
+        await self._escalate(
+            conn,
+            need,
+            "no_taker",
+            "prepare leg: no other canteen with capacity fits this meal",
+            key=f"no_taker:prepare:{tried}",
+            leg=Leg.PREPARE,
+        )
+
+    async def _offer_prepare(
+        self, conn: Conn, need: asyncpg.Record, slot: asyncpg.Record, now: datetime
+    ) -> asyncpg.Record:
+        """Offer the prepare leg on a reserved prepare slot; returns the need, two-leg."""
+        policy = await self.policy(conn, need["community"])
+        assignment_id, reservation_id = uuid.uuid4(), uuid.uuid4()
+        attempt = await store.leg_attempts(conn, need["id"], Leg.PREPARE.value) + 1
+        expires_at = now + offer_timeout(need["urgency"], policy, self.config.time_scale)
+        await store.insert_assignment(
+            conn,
+            assignment_id=assignment_id,
+            reservation_id=reservation_id,
+            need_id=need["id"],
+            slot=slot,
+            attempt=attempt,
+            offered_at=now,
+            expires_at=expires_at,
+            leg=Leg.PREPARE.value,
+        )
+        two_leg = await store.set_prepare_leg(conn, need["id"], assignment_id)
+        await self._offer_timer_and_events(
+            conn, need, slot, now, assignment_id, reservation_id, attempt, expires_at, Leg.PREPARE
+        )
+        return two_leg
 
     async def _fill_slot(self, conn: Conn, slot_id: uuid.UUID, now: datetime) -> None:
         """Give a slot's free capacity to queued needs, highest priority first."""
@@ -663,6 +822,17 @@ class Scheduler:
         if slot["directed_need"] is not None:
             return  # made for one directed offer (ADR 0034): never anyone else's
         free = min(slot["capacity"] - slot["reserved"], self.config.fill_limit)
+        if slot["leg"] == Leg.PREPARE.value:
+            # Meals whose carrier waits for a canteen go first (ADR 0044).
+            for need in await store.needs_for_prepare_leg(conn, slot, now, free):
+                reserved = await store.reserve_slot(conn, slot_id)
+                if reserved is None:
+                    return
+                with resumed_span("offer from slot", need["traceparent"]):
+                    await self._offer_prepare(conn, need, reserved, now)
+                free -= 1
+            if free <= 0:
+                return
         for need in await store.needs_for_slot(conn, slot, now, free):
             reserved = await store.reserve_slot(conn, slot_id)
             if reserved is None:
@@ -670,7 +840,7 @@ class Scheduler:
                 return
             # The slot's event brought this about; the offer belongs to the need's trace.
             with resumed_span("offer from slot", need["traceparent"]):
-                await self._offer(conn, need, reserved, now)
+                await self._offer_on(conn, need, reserved, now)
 
     async def _offer(
         self,
@@ -685,6 +855,8 @@ class Scheduler:
         assignment_id, reservation_id = assignment_id or uuid.uuid4(), uuid.uuid4()
         attempt = need["attempts"] + 1
         expires_at = now + offer_timeout(need["urgency"], policy, self.config.time_scale)
+        # A two-leg need's own offers are its carry leg (ADR 0044).
+        leg = Leg.CARRY if need["two_leg"] else None
         await store.insert_assignment(
             conn,
             assignment_id=assignment_id,
@@ -694,10 +866,27 @@ class Scheduler:
             attempt=attempt,
             offered_at=now,
             expires_at=expires_at,
+            leg=leg.value if leg else None,
         )
         await self._move(
             conn, need, NeedState.OFFERED, assignment_id=assignment_id, attempts=attempt
         )
+        await self._offer_timer_and_events(
+            conn, need, slot, now, assignment_id, reservation_id, attempt, expires_at, leg
+        )
+
+    async def _offer_timer_and_events(
+        self,
+        conn: Conn,
+        need: asyncpg.Record,
+        slot: asyncpg.Record,
+        now: datetime,
+        assignment_id: uuid.UUID,
+        reservation_id: uuid.UUID,
+        attempt: int,
+        expires_at: datetime,
+        leg: Leg | None,
+    ) -> None:
         # Partners decides whether the offer is answered in time or lapses (ADR 0026);
         # this timer only tells the operators when that verdict is long overdue.
         await store.add_timer(
@@ -736,6 +925,7 @@ class Scheduler:
                     "attempt": min(attempt, 100),
                     "offered_at": now,
                     "expires_at": expires_at,
+                    "leg": leg,
                 }
             ),
         )
@@ -752,7 +942,12 @@ class Scheduler:
         """Close an active assignment and return its unit to the slot."""
         await store.close_assignment(conn, assignment["id"], state, now, reason.value)
         await store.release_slot(conn, assignment["slot_id"])
-        await store.cancel_timers(conn, need["id"], kinds=OFFER_TIMERS)
+        await store.cancel_timers(
+            conn,
+            need["id"],
+            kinds=OFFER_TIMERS,
+            assignment_id=assignment["id"] if assignment["leg"] else None,
+        )
         await self._emit(
             conn,
             need["community"],
@@ -797,6 +992,7 @@ class Scheduler:
         *,
         key: str | None = None,
         sla_deadline: datetime | None = None,
+        leg: Leg | None = None,
     ) -> None:
         """Tell the community's operators, once per need and key."""
         now = self.clock.now()
@@ -823,6 +1019,7 @@ class Scheduler:
                 urgency=Urgency(need["urgency"]),
                 sla_deadline=sla_deadline,
                 escalated_at=now,
+                leg=leg,
             ),
         )
 
@@ -1053,6 +1250,15 @@ class Scheduler:
             return None
         return assignment
 
+    async def _prepare_assignment(self, conn: Conn, need: asyncpg.Record) -> asyncpg.Record | None:
+        """A two-leg need's active prepare assignment, if any (ADR 0044)."""
+        if need["prepare_assignment"] is None:
+            return None
+        assignment = await store.get_assignment(conn, need["prepare_assignment"])
+        if assignment is None or assignment["state"] not in ACTIVE_ASSIGNMENT:
+            return None
+        return assignment
+
     async def _current(
         self,
         conn: Conn,
@@ -1067,11 +1273,15 @@ class Scheduler:
         re-offered, cancelled) or from someone it was not offered to changes nothing.
         """
         need = await self._need_of(conn, community, need_id)
-        if need is None or need["current_assignment"] != assignment_id:
+        if need is None or assignment_id not in (
+            need["current_assignment"],
+            need["prepare_assignment"],
+        ):
             log.info("answer for an assignment that is not current; ignored")
             return None
-        assignment = await self._active_assignment(conn, need)
-        if assignment is None:
+        # The need's current offer or, of a two-leg meal, its prepare leg (ADR 0044).
+        assignment = await store.get_assignment(conn, assignment_id)
+        if assignment is None or assignment["state"] not in ACTIVE_ASSIGNMENT:
             return None
         if (assignment["provider_kind"], assignment["provider_id"]) != (
             provider[0].value,
@@ -1104,6 +1314,10 @@ class DispatchResult:
     withdrawn_assignment_id: uuid.UUID | None
     without_capacity: bool | None = None
     changed: bool = True
+
+
+def _leg(assignment: asyncpg.Record) -> Leg | None:
+    return Leg(assignment["leg"]) if assignment["leg"] else None
 
 
 def _party(assignment: asyncpg.Record) -> PartyRef:

@@ -30,15 +30,15 @@ from .rules import NeedFacts, SlotFacts
 NEED_COLUMNS = (
     "id, community, resident_id, kind, urgency, priority_group, rank, window_earliest, "
     "window_latest, compound, details, submitted_at, state, current_assignment, attempts, "
-    "received_at, updated_at, traceparent"
+    "received_at, updated_at, traceparent, two_leg, prepare_assignment"
 )
 SLOT_COLUMNS = (
     "id, community, kind, provider_kind, provider_id, window_earliest, window_latest, "
-    "capacity, compounds, reserved, published_at, updated_at, directed_need, withdrawn_at"
+    "capacity, compounds, reserved, published_at, updated_at, directed_need, withdrawn_at, leg"
 )
 ASSIGNMENT_COLUMNS = (
     "id, reservation_id, need_id, slot_id, provider_kind, provider_id, attempt, state, "
-    "offered_at, expires_at, answered_at, closed_at, release_reason"
+    "offered_at, expires_at, answered_at, closed_at, release_reason, leg"
 )
 TIMER_COLUMNS = (
     "id, kind, need_id, assignment_id, clock, deadline, due_at, traceparent, created_at, "
@@ -55,12 +55,14 @@ POLICY_COLUMNS = (
 )
 
 # The slot a need may take (rules.slot_fits); $1 community, $2 kind, $3 need window
-# earliest, $4 need window latest, $5 need compound, $6 need id, $7 now.
+# earliest, $4 need window latest, $5 need compound, $6 need id, $7 now, $8 the legs the
+# slot may serve ('whole' for a slot without a leg; ADR 0044).
 _SLOT_FITS = """
     s.community = $1 AND s.kind = $2 AND s.reserved < s.capacity AND s.directed_need IS NULL
     AND s.withdrawn_at IS NULL
     AND provider_available(s.provider_kind, s.provider_id, GREATEST(s.window_earliest, $3),
                            LEAST(s.window_latest, $4))
+    AND COALESCE(s.leg, 'whole') = ANY ($8::text[])
     AND s.window_earliest < $4 AND s.window_latest > $3 AND s.window_latest > $7 AND $4 > $7
     AND (cardinality(s.compounds) = 0 OR $5::text = ANY (s.compounds))
     AND NOT EXISTS (
@@ -115,8 +117,8 @@ async def upsert_slot(conn: Conn, community: str, slot: SlotPublished) -> asyncp
     """
     row = await conn.fetchrow(
         f"INSERT INTO slots (id, community, kind, provider_kind, provider_id, window_earliest, "
-        f"window_latest, capacity, compounds, published_at) "
-        f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+        f"window_latest, capacity, compounds, published_at, leg) "
+        f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
         f"ON CONFLICT (id) DO UPDATE SET window_earliest = EXCLUDED.window_earliest, "
         f"window_latest = EXCLUDED.window_latest, "
         f"capacity = GREATEST(EXCLUDED.capacity, slots.reserved, 1), "
@@ -134,6 +136,7 @@ async def upsert_slot(conn: Conn, community: str, slot: SlotPublished) -> asyncp
         slot.capacity,
         list(slot.compounds),
         slot.published_at,
+        slot.leg.value if slot.leg else None,
     )
     return row
 
@@ -144,13 +147,18 @@ async def lock_slot(conn: Conn, slot_id: uuid.UUID) -> asyncpg.Record | None:
     )
 
 
+MAIN_LEGS = ("whole", "prepare")
+"""What a need not (yet) served in two legs may take: a slot serving the whole need, or
+a canteen's `prepare` slot, which makes it a two-leg need (ADR 0044)."""
+
+
 async def reserve_best_slot(
-    conn: Conn, need: asyncpg.Record, now: datetime
+    conn: Conn, need: asyncpg.Record, now: datetime, *, legs: tuple[str, ...] = MAIN_LEGS
 ) -> asyncpg.Record | None:
     """Take one unit of the earliest-starting slot that fits the need, or None.
 
     Slots another transaction holds are skipped (`candidate_exists` tells a busy
-    slot from none at all).
+    slot from none at all). `legs`: which slots may serve (ADR 0044).
     """
     return await conn.fetchrow(
         f"WITH candidate AS ("
@@ -167,10 +175,13 @@ async def reserve_best_slot(
         need["compound"],
         need["id"],
         now,
+        list(legs),
     )
 
 
-async def candidate_exists(conn: Conn, need: asyncpg.Record, now: datetime) -> bool:
+async def candidate_exists(
+    conn: Conn, need: asyncpg.Record, now: datetime, *, legs: tuple[str, ...] = MAIN_LEGS
+) -> bool:
     """Whether a fitting slot with capacity exists as last committed (maybe locked)."""
     return bool(
         await conn.fetchval(
@@ -182,6 +193,7 @@ async def candidate_exists(conn: Conn, need: asyncpg.Record, now: datetime) -> b
             need["compound"],
             need["id"],
             now,
+            list(legs),
         )
     )
 
@@ -209,11 +221,14 @@ async def needs_for_slot(
 ) -> list[asyncpg.Record]:
     """Queued needs this slot can serve, in priority order (rules.queue_key), locked.
 
-    Needs another transaction holds are skipped: that transaction is deciding them.
+    Needs another transaction holds are skipped: that transaction is deciding them. A
+    carry slot serves only two-leg needs, any other slot only needs not served in two
+    legs (ADR 0044).
     """
     return await conn.fetch(
         f"SELECT {NEED_COLUMNS} FROM needs n "
         "WHERE n.community = $1 AND n.kind = $2 AND n.state IN ('waiting', 'escalated') "
+        "AND n.two_leg = ($10::text IS NOT DISTINCT FROM 'carry') "
         "AND n.window_earliest < $4 AND n.window_latest > $3 AND n.window_latest > $8 "
         "AND (cardinality($5::text[]) = 0 OR n.compound = ANY ($5::text[])) "
         "AND provider_available($6, $7, GREATEST(n.window_earliest, $3), "
@@ -230,6 +245,56 @@ async def needs_for_slot(
         slot["provider_id"],
         now,
         limit,
+        slot["leg"],
+    )
+
+
+async def needs_for_prepare_leg(
+    conn: Conn, slot: asyncpg.Record, now: datetime, limit: int
+) -> list[asyncpg.Record]:
+    """Two-leg needs whose prepare leg has no canteen, that this prepare slot can serve,
+    in priority order, locked (skipping needs another transaction holds)."""
+    return await conn.fetch(
+        f"SELECT {NEED_COLUMNS} FROM needs n "
+        "WHERE n.community = $1 AND n.kind = $2 AND n.two_leg AND n.prepare_assignment IS NULL "
+        "AND n.state NOT IN ('fulfilled', 'cancelled', 'failed') "
+        "AND n.window_earliest < $4 AND n.window_latest > $3 AND n.window_latest > $8 "
+        "AND (cardinality($5::text[]) = 0 OR n.compound = ANY ($5::text[])) "
+        "AND NOT EXISTS (SELECT 1 FROM need_exclusions x WHERE x.need_id = n.id "
+        "  AND x.provider_kind = $6 AND x.provider_id = $7) "
+        "ORDER BY n.rank, n.submitted_at, n.id LIMIT $9 FOR UPDATE SKIP LOCKED",
+        slot["community"],
+        slot["kind"],
+        slot["window_earliest"],
+        slot["window_latest"],
+        list(slot["compounds"]),
+        slot["provider_kind"],
+        slot["provider_id"],
+        now,
+        limit,
+    )
+
+
+async def set_prepare_leg(
+    conn: Conn, need_id: uuid.UUID, assignment_id: uuid.UUID | None
+) -> asyncpg.Record:
+    """Make the need two-leg (for good) and set its prepare leg's current assignment."""
+    row = await conn.fetchrow(
+        "UPDATE needs SET two_leg = true, prepare_assignment = $2, updated_at = now() "
+        f"WHERE id = $1 RETURNING {NEED_COLUMNS}",
+        need_id,
+        assignment_id,
+    )
+    assert row is not None  # the caller holds the need's row lock
+    return row
+
+
+async def leg_attempts(conn: Conn, need_id: uuid.UUID, leg: str) -> int:
+    """How many offers of this leg the need has had."""
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM assignments WHERE need_id = $1 AND leg = $2", need_id, leg
+        )
     )
 
 
@@ -331,11 +396,12 @@ async def insert_assignment(
     attempt: int,
     offered_at: datetime,
     expires_at: datetime,
+    leg: str | None = None,
 ) -> None:
     await conn.execute(
         "INSERT INTO assignments (id, reservation_id, need_id, slot_id, provider_kind, "
-        "provider_id, attempt, state, offered_at, expires_at) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, 'offered', $8, $9)",
+        "provider_id, attempt, state, offered_at, expires_at, leg) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, 'offered', $8, $9, $10)",
         assignment_id,
         reservation_id,
         need_id,
@@ -345,6 +411,7 @@ async def insert_assignment(
         attempt,
         offered_at,
         expires_at,
+        leg,
     )
 
 
@@ -461,6 +528,7 @@ async def cancel_timers(
     kinds: list[str] | None = None,
     clock: str | None = None,
     outcome: str = "cancelled",
+    assignment_id: uuid.UUID | None = None,
 ) -> None:
     """Cancel a need's pending timers.
 
@@ -471,11 +539,13 @@ async def cancel_timers(
         "UPDATE timers SET fired_at = now(), outcome = $4 WHERE id IN ("
         "  SELECT id FROM timers WHERE need_id = $1 AND fired_at IS NULL "
         "  AND ($2::text[] IS NULL OR kind = ANY ($2::text[])) "
-        "  AND ($3::text IS NULL OR clock = $3) FOR UPDATE SKIP LOCKED)",
+        "  AND ($3::text IS NULL OR clock = $3) "
+        "  AND ($5::uuid IS NULL OR assignment_id = $5) FOR UPDATE SKIP LOCKED)",
         need_id,
         kinds,
         clock,
         outcome,
+        assignment_id,
     )
 
 
