@@ -208,3 +208,57 @@ async def test_a_deactivated_partner_loses_its_future_slots_and_templates_stop(p
         f"/v1/communities/{world.other}/partners/{canteen}", headers=world.auth("other_operator")
     )
     assert other.status_code == 404
+
+
+async def test_a_partner_is_edited_by_its_operator_or_itself_and_by_no_one_else(partners) -> None:
+    world = partners.world
+    canteen = await partners.new_partner()
+    url = f"/v1/communities/{world.home}/partners/{canteen}"
+    before = (await partners.http.get(url, headers=world.auth())).json()
+    contacts = [{"name": "Duty desk", "title": "duty manager", "phone": "+8613800000001"}]
+    edited = await partners.http.patch(
+        url, json={"name": "幸福食堂 Happiness Canteen", "contacts": contacts}, headers=world.auth()
+    )
+    assert edited.status_code == 200, edited.text
+    body = edited.json()
+    # Changed what was given; kept what was not.
+    assert body["name"] == "幸福食堂 Happiness Canteen"
+    assert [c["name"] for c in body["contacts"]] == ["Duty desk"]
+    assert body["services"] == before["services"]
+    assert body["kind"] == before["kind"]
+    cleared = await partners.http.patch(url, json={"description": None}, headers=world.auth())
+    assert cleared.status_code == 200
+    assert cleared.json()["description"] is None
+    assert cleared.json()["name"] == "幸福食堂 Happiness Canteen"
+
+    # The partner itself may edit its own record; another partner's record is not there.
+    own = await world.issue("canteen", Role.PARTNER, [world.home], subject_id=canteen)
+    mine = await partners.http.patch(url, json={"description": "Soft food"}, headers=own)
+    assert mine.status_code == 200
+    assert mine.json()["description"] == "Soft food"
+    stranger = await world.issue("stranger", Role.PARTNER, [world.home], subject_id=uuid.uuid4())
+    assert (await partners.http.patch(url, json={"name": "x"}, headers=stranger)).status_code == 404
+
+    # Bad input names its field and changes nothing; communities are not edited here.
+    for bad, field in (
+        ({"name": ""}, "name"),
+        ({"kind": "spaceship"}, "kind"),
+        ({"communities": [world.other]}, "communities"),
+        ({"services": [{"name": "x", "need_kind": "teleport", "cost_option": "free"}]}, "services"),
+    ):
+        refused = await partners.http.patch(url, json=bad, headers=world.auth())
+        assert refused.status_code == 422, refused.text
+        assert any(field in r["field"] for r in refused.json()["detail"]), refused.text
+    after = (await partners.http.get(url, headers=world.auth())).json()
+    assert after["name"] == "幸福食堂 Happiness Canteen"
+    assert after["communities"] == before["communities"]
+
+    # Another community's operator and a street office cannot.
+    other = await partners.http.patch(
+        f"/v1/communities/{world.other}/partners/{canteen}",
+        json={"name": "x"},
+        headers=world.auth("other_operator"),
+    )
+    assert other.status_code == 404
+    street = await world.issue("street", Role.STREET_OFFICE, [world.home])
+    assert (await partners.http.patch(url, json={"name": "x"}, headers=street)).status_code == 403

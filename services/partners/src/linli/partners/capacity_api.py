@@ -16,8 +16,26 @@ from linli.contracts.types import CommunitySlug, Role
 from linli.servicekit.auth import CurrentPrincipal, Principal
 
 from . import capacity, store
-from .api import OPERATORS, PARTIES, Limit, SlotView, _actor, _own_party, _slot_view
-from .models import SlotPatch, SlotTemplatePatch, SlotTemplateSpec
+from .api import (
+    OPERATORS,
+    PARTIES,
+    Limit,
+    PartnerView,
+    SlotView,
+    _actor,
+    _own_party,
+    _partner_views,
+    _slot_view,
+)
+from .models import (
+    ContactSpec,
+    PartnerPatch,
+    PartnerSpec,
+    ServiceSpec,
+    SlotPatch,
+    SlotTemplatePatch,
+    SlotTemplateSpec,
+)
 from .service import NotFound
 
 router = APIRouter(prefix="/v1/communities/{community}", tags=["capacity"])
@@ -234,6 +252,44 @@ async def withdraw_slot(
         await capacity.withdraw_slot(
             conn, community, slot_id, own, _actor(principal), clock=request.app.state.clock
         )
+
+
+@router.patch(
+    "/partners/{partner_id}",
+    response_model=PartnerView,
+    summary="Edit a partner: name, kind, description, services, contacts",
+)
+async def edit_partner(
+    request: Request,
+    community: Community,
+    partner_id: uuid.UUID,
+    body: PartnerPatch,
+    principal: CurrentPrincipal,
+) -> Any:
+    """Operators and admins of a community the partner serves, or the partner itself.
+    A field left out stays; a list given replaces the whole list."""
+    _template_caller(principal, community, partner_id)
+    given = body.model_fields_set
+    async with request.app.state.runtime.pool.acquire() as conn, conn.transaction():
+        row = await store.get_partner(conn, community, partner_id, for_update=True)
+        if row is None:
+            raise NotFound("partner")
+        (now,) = await _partner_views(conn, [row], with_contacts=True)
+        merged = PartnerSpec(
+            name=body.name if body.name is not None else now.name,
+            kind=body.kind if body.kind is not None else now.kind,
+            description=body.description if "description" in given else now.description,
+            services=body.services
+            if body.services is not None
+            else [ServiceSpec.model_validate(s.model_dump()) for s in now.services],
+            contacts=body.contacts
+            if body.contacts is not None
+            else [ContactSpec.model_validate(c.model_dump()) for c in now.contacts or []],
+        )
+        await store.update_partner(conn, partner_id, merged)
+        row = await store.get_partner(conn, community, partner_id)
+        (view,) = await _partner_views(conn, [row], with_contacts=principal.sees_personal_data)
+    return view
 
 
 @router.delete(

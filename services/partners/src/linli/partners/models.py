@@ -529,11 +529,18 @@ class SlotPatch(ContractModel):
 
 
 class PartnerPatch(ContractModel):
-    """Changes to a partner organisation; absent fields stay as they are."""
+    """Changes to a partner organisation; absent fields stay as they are, a list given
+    replaces the whole list. The communities a partner serves are not edited here: each
+    community's operator registers a partner in their own community (ADR 0042)."""
 
-    name: ShortText | None = None
-    kind: PartnerKind | None = None
-    description: str | None = Field(default=None, max_length=2000)
-    services: list[ServiceSpec] | None = Field(default=None, max_length=50)
-    communities: Communities | None = None
-    contacts: list[ContactSpec] | None = Field(default=None, max_length=20)
+    name: ShortText | None = Field(default=None, description="Organisation name.")
+    kind: PartnerKind | None = Field(default=None, description="Kind of organisation.")
+    description: str | None = Field(
+        default=None, max_length=2000, description="What the partner does; null clears it."
+    )
+    services: list[ServiceSpec] | None = Field(
+        default=None, max_length=50, description="Every service, replacing the current ones."
+    )
+    contacts: list[ContactSpec] | None = Field(
+        default=None, max_length=20, description="Every staff contact, replacing the current ones."
+    )

@@ -78,9 +78,12 @@ async def _insert_contacts(conn: Conn, partner_id: uuid.UUID, contacts: list[Con
     )
 
 
-async def get_partner(conn: Conn, community: str, partner_id: uuid.UUID) -> asyncpg.Record | None:
+async def get_partner(
+    conn: Conn, community: str, partner_id: uuid.UUID, *, for_update: bool = False
+) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        f"SELECT {PARTNER_COLUMNS} FROM partners WHERE id = $1 AND $2 = ANY(communities)",
+        f"SELECT {PARTNER_COLUMNS} FROM partners WHERE id = $1 AND $2 = ANY(communities)"
+        + (" FOR UPDATE" if for_update else ""),
         partner_id,
         community,
     )
