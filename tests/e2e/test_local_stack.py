@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import httpx
 import nats
 import pytest
@@ -155,6 +156,43 @@ async def event_types(info: dict) -> set[str]:
         return types
     finally:
         await nc.close()
+
+
+async def supply_side_shown(info: dict) -> dict[str, bool]:
+    """Issue #12's "done when" on the demo: a two-leg lunch delivered (the canteen's
+    `meal.prepared` and the carrier's fulfilment of the same need), a partner that
+    accepted an offer pushed to its webhook by following the signed link, and a
+    free-clinic activity with sign-ups."""
+    admin = info["nats"]["admin"]
+    nc = await nats.connect(info["nats"]["url"], user=admin["user"], password=admin["password"])
+    prepared: set[str] = set()
+    fulfilled: set[str] = set()
+    types: set[str] = set()
+    try:
+        js = nc.jetstream()
+        state = (await js.stream_info("LINLI_EVENTS")).state
+        for seq in range(state.first_seq, state.last_seq + 1):
+            body = json.loads((await js.get_msg("LINLI_EVENTS", seq)).data)
+            types.add(body["type"])
+            if body["type"] == "linli.meal.prepared.v1":
+                prepared.add(body["data"]["need_id"])
+            elif body["type"] == "linli.need.fulfilled.v1":
+                fulfilled.add(body["data"]["need_id"])
+    finally:
+        await nc.close()
+    conn = await asyncpg.connect(info["postgres"]["url"])
+    try:
+        accepted_by_link = await conn.fetchval(
+            "SELECT count(*) FROM partners.offer_link_uses WHERE action = 'accept'"
+        )
+    finally:
+        await conn.close()
+    return {
+        "two_leg_lunch_delivered": bool(prepared & fulfilled),
+        "offer_accepted_through_webhook_link": accepted_by_link > 0,
+        "free_clinic_published": "linli.activity.published.v1" in types,
+        "free_clinic_sign_ups": "linli.signup.requested.v1" in types,
+    }
 
 
 async def event_of_need(info: dict, ce_type: str, need_id: str) -> tuple[str, dict, dict]:
@@ -378,6 +416,13 @@ async def test_make_run_stack(tmp_path: Path, stack_dir: Path) -> None:
             seen = await event_types(info)
             await asyncio.sleep(2)
         assert seen >= DEMO_TYPES, DEMO_TYPES - seen
+        # The supply side of issue #12 plays in the demo too (bounded like the above).
+        deadline = time.monotonic() + 240
+        shown = await supply_side_shown(info)
+        while time.monotonic() < deadline and not all(shown.values()):
+            await asyncio.sleep(3)
+            shown = await supply_side_shown(info)
+        assert all(shown.values()), shown
         # This community's operator sees a need fulfilled (the events above may have been
         # the other community's).
         deadline = time.monotonic() + 200  # initdb, migrations and ~10 CLI runs on two busy cores
