@@ -110,6 +110,7 @@ def _needs(residents: list[str], now: datetime) -> list[dict[str, Any]]:
     # Windows match the demo capacity: lunch rounds 10:30-13:00, visits 14:00-17:00.
     lunch = _next_local(now, 11)
     visit = _next_local(now, 14, 30)
+    evening = _next_local(now, 20)
     return [
         {
             "kind": "meal_delivery",
@@ -144,6 +145,23 @@ def _needs(residents: list[str], now: datetime) -> list[dict[str, Any]]:
                 "latest": (visit + timedelta(minutes=90)).isoformat(),
             },
             "details": {"purpose": "companionship", "duration_minutes": 60},
+        },
+        # A repair after work hours: only the night repair crew's on-call fits it, and the
+        # crew is reached by webhook, so the demo shows an offer accepted by its signed link
+        # at any hour (ADR 0043).
+        {
+            "kind": "repair",
+            "resident_id": residents[2],
+            "window": {
+                "earliest": evening.isoformat(),
+                "latest": (evening + timedelta(hours=2)).isoformat(),
+            },
+            "details": {
+                "category": "plumbing",
+                "description": "kitchen tap dripping; home after 8 pm",
+                "hazard": "none",
+            },
+            "source": {"system": "community-office"},
         },
         # Blood-pressure tablets from the pharmacy; the list stays in intake (ADR 0031).
         {
