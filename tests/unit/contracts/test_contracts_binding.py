@@ -125,6 +125,20 @@ def test_binary_headers_are_case_insensitive_and_decoded() -> None:
     assert decoded.subject == SUBJECT
 
 
+def test_structured_content_type_wins_over_ce_headers() -> None:
+    # The NATS binding: application/cloudevents+json means structured, whatever else is there.
+    event = _event(meal_spec())
+    body, headers = to_structured(event)
+    headers |= {"ce-specversion": "1.0", "ce-id": "copied-into-headers"}
+    assert from_nats(body, headers).id == event.id
+
+
+def test_quoted_binary_header_values_are_read() -> None:
+    body, headers = to_binary(_event(meal_spec()))
+    headers["ce-subject"] = '"need \\"q\\""'
+    assert from_nats(body, headers).subject == 'need "q"'
+
+
 def test_unknown_extensions_are_dropped() -> None:
     body, headers = to_binary(_event(meal_spec()))
     headers["ce-partitionkey"] = "x"
