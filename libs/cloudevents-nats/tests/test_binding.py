@@ -293,13 +293,22 @@ def test_attribute_checks_can_be_left_to_the_caller() -> None:
     ("event", "field", "code"),
     [
         (Event({"specversion": "1.0", "id": "1", "source": "/s"}), "type", "missing"),
+        (_event(None, specversion="0.3"), "specversion", "unsupported_specversion"),
         (_event(None, **{"Bad_Name": "x"}), "Bad_Name", "invalid_name"),
         (_event(None, data_base64="x"), "data_base64", "invalid_name"),
         (_event(None, time=datetime(2025, 1, 1)), "time", "invalid_attribute"),
         (_event(None, weight=1.5), "weight", "invalid_attribute"),
         (_event({"a": 1}, datacontenttype="application/xml"), "data", "invalid_data"),
     ],
-    ids=["missing-type", "bad-name", "reserved-name", "naive-time", "float", "dict-as-xml"],
+    ids=[
+        "missing-type",
+        "old-specversion",
+        "bad-name",
+        "reserved-name",
+        "naive-time",
+        "float",
+        "dict-as-xml",
+    ],
 )
 @pytest.mark.parametrize("encode", ENCODE)
 def test_encoders_refuse_what_is_not_a_cloudevent(

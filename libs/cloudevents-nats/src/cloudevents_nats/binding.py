@@ -173,6 +173,14 @@ def _parts(event: Event | SupportsCloudEvent) -> tuple[dict[str, Any], Any]:
     for name in _REQUIRED:
         if name not in attributes:
             problems.append(Problem(name, f"{name} is required", "missing"))
+    if attributes.get("specversion", SPECVERSION) != SPECVERSION:
+        problems.append(
+            Problem(
+                "specversion",
+                f"only specversion {SPECVERSION} is supported",
+                "unsupported_specversion",
+            )
+        )
     for name, value in attributes.items():
         if not isinstance(name, str) or not _NAME.match(name) or name in _RESERVED_MEMBERS:
             problems.append(
