@@ -21,6 +21,7 @@ WORKDIR /src
 # The five services by name (not --all-packages): the workspace's devstack member would
 # bring the embedded PostgreSQL and nats-server binaries, which production never runs.
 COPY pyproject.toml uv.lock ./
+COPY libs/cloudevents-nats/pyproject.toml libs/cloudevents-nats/
 COPY libs/contracts/pyproject.toml libs/contracts/
 COPY libs/servicekit/pyproject.toml libs/servicekit/
 COPY libs/devstack/pyproject.toml libs/devstack/

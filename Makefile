@@ -48,12 +48,12 @@ test: install browser
 	$(UV) run --frozen pytest -q
 
 test-unit: install
-	$(UV) run --frozen pytest -q tests/unit
+	$(UV) run --frozen pytest -q tests/unit libs/cloudevents-nats/tests
 
 lint: install
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen mypy libs/contracts/src libs/servicekit/src libs/devstack/src services/*/src bench faults
+	$(UV) run --frozen mypy libs/cloudevents-nats/src libs/cloudevents-nats/tests libs/contracts/src libs/servicekit/src libs/devstack/src services/*/src bench faults
 	$(UV) run --frozen lint-imports
 	$(UV) run --frozen hadolint Dockerfile
 

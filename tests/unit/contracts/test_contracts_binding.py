@@ -88,7 +88,7 @@ def test_binary_encoding_headers() -> None:
     event = _event(meal_spec(), id="evt-2")
     body, headers = to_binary(event)
     assert json.loads(body)["kind"] == "meal_delivery"
-    assert headers["content-type"] == "application/json"
+    assert "content-type" not in headers  # the binding maps datacontenttype to ce-datacontenttype
     assert headers["ce-id"] == "evt-2"
     assert headers["ce-specversion"] == "1.0"
     assert headers["ce-type"] == "linli.need.submit.v1"
@@ -123,6 +123,20 @@ def test_binary_headers_are_case_insensitive_and_decoded() -> None:
     shouted = {k.upper(): v for k, v in headers.items()}
     decoded = from_nats(body, shouted)
     assert decoded.subject == SUBJECT
+
+
+def test_structured_content_type_wins_over_ce_headers() -> None:
+    # The NATS binding: application/cloudevents+json means structured, whatever else is there.
+    event = _event(meal_spec())
+    body, headers = to_structured(event)
+    headers |= {"ce-specversion": "1.0", "ce-id": "copied-into-headers"}
+    assert from_nats(body, headers).id == event.id
+
+
+def test_quoted_binary_header_values_are_read() -> None:
+    body, headers = to_binary(_event(meal_spec()))
+    headers["ce-subject"] = '"need \\"q\\""'
+    assert from_nats(body, headers).subject == 'need "q"'
 
 
 def test_unknown_extensions_are_dropped() -> None:
@@ -183,8 +197,10 @@ BAD_MESSAGES: list[tuple[str, bytes, dict[str, str] | None, str]] = [
     ("zero-traceparent", _structured(traceparent=ZERO_TRACEPARENT), None, "value_error"),
     ("data-not-object", _structured(data=[1, 2]), None, "dict_type"),
     ("missing-data", _structured(data=None), None, "missing"),
-    ("xml-data", _structured(datacontenttype="application/xml"), None, "literal_error"),
-    ("data-base64", _structured(data_base64="AAAA"), None, "unsupported"),
+    ("xml-data", _structured(datacontenttype="application/xml"), None, "unsupported_content_type"),
+    ("data-base64", _structured(data=None, data_base64="AAAA"), None, "unsupported"),
+    ("data-and-data-base64", _structured(data_base64="AAAA"), None, "conflict"),
+    ("bad-base64", _structured(data=None, data_base64="!!"), None, "malformed"),
     ("batch", _structured(), BATCH, "unsupported_content_type"),
     ("binary-wrong-specversion", b"{}", {"ce-specversion": "0.3"}, "unsupported_specversion"),
     ("binary-missing-attrs", b"{}", {"ce-specversion": "1.0"}, "missing"),
