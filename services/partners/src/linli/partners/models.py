@@ -78,6 +78,94 @@ Communities = Annotated[
 ]
 
 
+LocalTime = Annotated[
+    str,
+    Field(
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="Local time of day, HH:MM (24-hour), in the community's time zone.",
+    ),
+]
+
+
+class PostalAddress(ContractModel):
+    """The organisation's street address, structured as HSDS `address` wants it."""
+
+    address_1: ShortText = Field(description="Street and number, e.g. '致远路 18 号'.")
+    address_2: str | None = Field(
+        default=None, max_length=200, description="Building, floor or entrance."
+    )
+    city: Annotated[str, Field(min_length=1, max_length=100)] = Field(description="City.")
+    region: str | None = Field(default=None, max_length=100, description="District (区).")
+    state_province: Annotated[str, Field(min_length=1, max_length=100)] = Field(
+        description="Province or municipality."
+    )
+    postal_code: Annotated[str, Field(pattern=r"^[A-Za-z0-9 -]{3,12}$")] = Field(
+        description="Postal code."
+    )
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = Field(
+        default="CN", description="ISO 3166-1 alpha-2 country code."
+    )
+
+
+class OpeningHours(ContractModel):
+    """Weekly opening hours: on these weekdays from `opens_at` to `closes_at`."""
+
+    weekdays: list[Annotated[int, Field(ge=1, le=7)]] = Field(
+        min_length=1, max_length=7, description="ISO days of week: 1 = Monday … 7 = Sunday."
+    )
+    opens_at: LocalTime = Field(description="Opening time, HH:MM.")
+    closes_at: LocalTime = Field(description="Closing time, HH:MM, after opens_at.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.closes_at <= self.opens_at:
+            raise ValueError("closes_at must be after opens_at")
+        if len(set(self.weekdays)) != len(self.weekdays):
+            raise ValueError("weekdays must not repeat")
+        return self
+
+
+class DirectoryProfile(ContractModel):
+    """What the organisation lists about itself in the public directory (ADR 0051).
+
+    These are the organisation's own channels (front desk, switchboard, website), never
+    a person's. Nothing of it is shown, in the HSDS export or the residents' guide, until
+    `public` is true: the partner's consent to publish.
+    """
+
+    public: bool = Field(
+        default=False,
+        description="The partner agrees to publish these contacts (HSDS export, public guide).",
+    )
+    address: PostalAddress | None = Field(default=None, description="Street address.")
+    latitude: float | None = Field(default=None, ge=-90, le=90, description="WGS 84 latitude.")
+    longitude: float | None = Field(
+        default=None, ge=-180, le=180, description="WGS 84 longitude."
+    )
+    phone: PhoneNumber | None = Field(default=None, description="Public phone (front desk).")
+    email: str | None = Field(
+        default=None,
+        max_length=254,
+        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        description="Public e-mail address of the organisation.",
+    )
+    website: str | None = Field(
+        default=None,
+        max_length=500,
+        pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/?#-]*)?$",
+        description="Public website (http or https).",
+    )
+    opening_hours: list[OpeningHours] = Field(
+        default_factory=list, max_length=14, description="Weekly opening hours."
+    )
+
+    @model_validator(mode="after")
+    def _geo_pair(self) -> Self:
+        if (self.latitude is None) != (self.longitude is None):
+            raise ValueError("latitude and longitude go together")
+        return self
+
+
 class PartnerSpec(ContractModel):
     """A partner organisation as an operator registers it."""
 
@@ -87,6 +175,9 @@ class PartnerSpec(ContractModel):
     services: list[ServiceSpec] = Field(default_factory=list, max_length=50)
     communities: Communities | None = None
     contacts: list[ContactSpec] = Field(default_factory=list, max_length=20)
+    directory: DirectoryProfile | None = Field(
+        default=None, description="Public directory entry (ADR 0051); absent: none."
+    )
 
 
 class Availability(ContractModel):
@@ -543,4 +634,8 @@ class PartnerPatch(ContractModel):
     )
     contacts: list[ContactSpec] | None = Field(
         default=None, max_length=20, description="Every staff contact, replacing the current ones."
+    )
+    directory: DirectoryProfile | None = Field(
+        default=None,
+        description="The public directory entry, replacing the current one; null removes it.",
     )
