@@ -108,9 +108,7 @@ async def _services(partners: Any, who: str = "operator", **query: Any) -> Any:
 
 def _meal_capacity(page: Any, public: str) -> dict[str, Any]:
     (service,) = [
-        s
-        for s in page["contents"]
-        if s["organization_id"] == public and s["name"] == "lunch round"
+        s for s in page["contents"] if s["organization_id"] == public and s["name"] == "lunch round"
     ]
     (capacity,) = service["capacities"]
     return dict(capacity)
@@ -122,22 +120,27 @@ async def test_the_export_validates_and_holds_only_public_organisation_channels(
     base = f"/v1/communities/{world.home}/hsds"
 
     page = await _services(partners)
-    assert page["total_items"] == 3 and page["page_number"] == 1 and page["last_page"]
+    assert page["total_items"] == 3
+    assert page["page_number"] == 1
+    assert page["last_page"]
     for service in page["contents"]:
         assert_valid(service, "service_with_definitions")
         assert_valid(service, "service")
     meal = next(s for s in page["contents"] if s["name"] == "lunch round")
     assert meal["cost_options"][0]["option"] == "free"
     (weekly,) = [s for s in meal["schedules"] if s.get("freq") == "WEEKLY"]
-    assert weekly["byday"] == "MO,WE,FR" and weekly["opens_at"] == "11:00"
-    assert weekly["closes_at"] == "12:30" and weekly["timezone"] == 8
+    assert weekly["byday"] == "MO,WE,FR"
+    assert weekly["opens_at"] == "11:00"
+    assert weekly["closes_at"] == "12:30"
+    assert weekly["timezone"] == 8
     assert [s for s in meal["schedules"] if "freq" not in s], "the dated slot is a schedule too"
     areas = {a["name"] for a in meal["service_areas"]}
     assert areas == {world.home, "致远小区", "泰山小区"}
     (at,) = meal["service_at_locations"]
     assert at["location"]["addresses"][0]["postal_code"] == "271000"
     assert at["location"]["latitude"] == 36.19
-    assert meal["capacities"][0]["maximum"] == 3 and meal["capacities"][0]["available"] == 3
+    assert meal["capacities"][0]["maximum"] == 3
+    assert meal["capacities"][0]["available"] == 3
     assert meal["capacities"][0]["unit"]["identifier"] == "meals"
     datetime.fromisoformat(meal["capacities"][0]["updated"])
 
@@ -151,7 +154,9 @@ async def test_the_export_validates_and_holds_only_public_organisation_channels(
     for org in orgs["contents"]:
         assert_valid(org, "organization")
     private = next(o for o in orgs["contents"] if o["id"] == ids["private"])
-    assert private["phones"] == [] and private["locations"] == [] and "email" not in private
+    assert private["phones"] == []
+    assert private["locations"] == []
+    assert "email" not in private
     org = await partners.http.get(f"{base}/organizations/{ids['public']}", headers=world.auth())
     assert org.status_code == 200
     assert org.json()["phones"][0]["number"] == PUBLIC_PHONE
@@ -163,7 +168,8 @@ async def test_the_export_validates_and_holds_only_public_organisation_channels(
         assert_valid(item, "service_at_location")
 
     everything = json.dumps([page, orgs, sal], ensure_ascii=False)
-    assert STAFF not in everything and VOLUNTEER not in everything
+    assert STAFF not in everything
+    assert VOLUNTEER not in everything
     assert PRIVATE_PHONE not in everything  # not public: its phone stays out
     assert "13900139000" not in everything  # the staff contact's phone
 
@@ -173,10 +179,15 @@ async def test_the_export_validates_and_holds_only_public_organisation_channels(
     # Paging as HSDS pages.
     first = await _services(partners, per_page=2)
     second = await _services(partners, per_page=2, page=2)
-    assert first["size"] == 2 and not first["last_page"] and first["total_pages"] == 2
-    assert second["size"] == 1 and second["last_page"] and not second["first_page"]
+    assert first["size"] == 2
+    assert not first["last_page"]
+    assert first["total_pages"] == 2
+    assert second["size"] == 1
+    assert second["last_page"]
+    assert not second["first_page"]
     beyond = await _services(partners, per_page=2, page=9)
-    assert beyond["empty"] and beyond["contents"] == []
+    assert beyond["empty"]
+    assert beyond["contents"] == []
     only = await _services(partners, organization_id=ids["private"])
     assert [s["name"] for s in only["contents"]] == ["repairs"]
 
@@ -250,7 +261,8 @@ async def test_another_community_roles_and_bad_input(partners) -> None:
         other = await partners.http.get(base + path, headers=world.auth("other_operator"))
         assert other.status_code == 404, (path, other.text)
         assert other.json()["error"] == "not_found"
-        assert STAFF not in other.text and "致远" not in other.text
+        assert STAFF not in other.text
+        assert "致远" not in other.text
     # Its own community knows nothing of home's partners.
     theirs = await partners.http.get(
         f"/v1/communities/{world.other}/hsds/organizations/{ids['public']}",
@@ -285,7 +297,8 @@ async def test_another_community_roles_and_bad_input(partners) -> None:
         assert field in [r["field"] for r in response.json()["detail"]], response.text
     for path in (f"/services/{uuid.uuid4()}", f"/organizations/{uuid.uuid4()}"):
         missing = await partners.http.get(base + path, headers=world.auth())
-        assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+        assert missing.status_code == 404
+        assert missing.json()["error"] == "not_found"
     # The volunteer (a person) is no organisation of the directory.
     volunteer = await partners.pool.fetchval("SELECT id FROM volunteers LIMIT 1")
     gone = await partners.http.get(f"{base}/organizations/{volunteer}", headers=world.auth())
@@ -320,7 +333,8 @@ async def test_the_package_downloads_as_a_zip_of_valid_hsds(partners) -> None:
     for sal in json.loads(archive.read("service_at_locations.json")):
         assert_valid(sal, "service_at_location")
     everything = b"".join(archive.read(n) for n in names).decode()
-    assert STAFF not in everything and VOLUNTEER not in everything
+    assert STAFF not in everything
+    assert VOLUNTEER not in everything
 
 
 async def test_the_directory_entry_is_edited_and_bad_entries_change_nothing(partners) -> None:
@@ -336,15 +350,26 @@ async def test_the_directory_entry_is_edited_and_bad_entries_change_nothing(part
         ({**DIRECTORY, "website": "javascript:alert(1)"}, "body.directory.website"),
         ({**DIRECTORY, "email": "no-at-sign"}, "body.directory.email"),
         (
-            {**DIRECTORY, "opening_hours": [{"weekdays": [1], "opens_at": "14:00", "closes_at": "9:00"}]},
+            {
+                **DIRECTORY,
+                "opening_hours": [{"weekdays": [1], "opens_at": "14:00", "closes_at": "9:00"}],
+            },
             "body.directory.opening_hours.0.closes_at",
         ),
         (
-            {**DIRECTORY, "opening_hours": [{"weekdays": [1], "opens_at": "14:00", "closes_at": "13:00"}]},
+            {
+                **DIRECTORY,
+                "opening_hours": [{"weekdays": [1], "opens_at": "14:00", "closes_at": "13:00"}],
+            },
             "body.directory.opening_hours.0",
         ),
-        ({**DIRECTORY, "opening_hours": [{"weekdays": [8], "opens_at": "09:00", "closes_at": "13:00"}]},
-         "body.directory.opening_hours.0.weekdays.0"),
+        (
+            {
+                **DIRECTORY,
+                "opening_hours": [{"weekdays": [8], "opens_at": "09:00", "closes_at": "13:00"}],
+            },
+            "body.directory.opening_hours.0.weekdays.0",
+        ),
         ({**DIRECTORY, "address": {"address_1": "x"}}, "body.directory.address.city"),
         ({**DIRECTORY, "public": "perhaps"}, "body.directory.public"),
     ]
@@ -380,35 +405,46 @@ async def test_the_public_guide_shows_public_partners_only_and_is_rate_limited(p
     assert guide.status_code == 200, guide.text
     body = guide.json()
     (entry,) = body["entries"]
-    assert entry["phone"] == PUBLIC_PHONE and "271000" in entry["address"]
+    assert entry["phone"] == PUBLIC_PHONE
+    assert "271000" in entry["address"]
     assert entry["opening_hours"] == DIRECTORY["opening_hours"]
     assert {s["kind"] for s in entry["services"]} == {"meal_delivery", "elder_care_visit"}
     for text in (guide.text,):
-        assert STAFF not in text and VOLUNTEER not in text and "13900139000" not in text
-        assert PRIVATE_PHONE not in text and ids["private"] not in text
+        assert STAFF not in text
+        assert VOLUNTEER not in text
+        assert "13900139000" not in text
+        assert PRIVATE_PHONE not in text
+        assert ids["private"] not in text
 
     page = await partners.http.get(url, params={"format": "html"})
-    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert "十五分钟生活圈" in page.text and "@page{size:A4" in page.text
-    assert PUBLIC_PHONE in page.text and STAFF not in page.text
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "十五分钟生活圈" in page.text
+    assert "@page{size:A4" in page.text
+    assert PUBLIC_PHONE in page.text
+    assert STAFF not in page.text
     browser = await partners.http.get(url, headers={"Accept": "text/html"})
     assert browser.headers["content-type"].startswith("text/html")
 
     # A community nobody registered answers like one without public partners.
     unknown = await partners.http.get("/public/v1/communities/no-such-place/guide")
-    assert unknown.status_code == 200 and unknown.json()["entries"] == []
+    assert unknown.status_code == 200
+    assert unknown.json()["entries"] == []
     assert set(unknown.json()) == set(body)
     for bad, field in (
         ("/public/v1/communities/NOT_A_SLUG/guide", "path.community"),
         (f"{url}?format=pdf", "query.format"),
     ):
         refused = await partners.http.get(bad)
-        assert refused.status_code == 422 and field in refused.text, refused.text
+        assert refused.status_code == 422, refused.text
+        assert field in refused.text, refused.text
 
     # Three requests per window from here on (a fresh bucket: the reads above counted).
     partners.app.state.guide_limit = RateLimit("partners:guide-test", 3, 60)
     statuses = [(await partners.http.get(url)).status_code for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
     limited = await partners.http.get(url)
-    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
-    assert limited.json()["error"] and "致远" not in limited.text
+    assert limited.status_code == 429
+    assert int(limited.headers["retry-after"]) >= 1
+    assert limited.json()["error"]
+    assert "致远" not in limited.text

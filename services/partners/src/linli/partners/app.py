@@ -21,8 +21,8 @@ from linli.servicekit.sealing import SecretBox
 from linli.servicekit.settings import Environment
 
 from . import api, capacity, capacity_api, offer_links_api, production, rewards_api, rules, service
-from .hsds import api as hsds_api
 from .contacts import ContactDirectory, IntakeContactDirectory
+from .hsds import api as hsds_api
 from .lapses import LapseSweep
 from .service import Clock
 

@@ -139,9 +139,7 @@ class DirectoryProfile(ContractModel):
     )
     address: PostalAddress | None = Field(default=None, description="Street address.")
     latitude: float | None = Field(default=None, ge=-90, le=90, description="WGS 84 latitude.")
-    longitude: float | None = Field(
-        default=None, ge=-180, le=180, description="WGS 84 longitude."
-    )
+    longitude: float | None = Field(default=None, ge=-180, le=180, description="WGS 84 longitude.")
     phone: PhoneNumber | None = Field(default=None, description="Public phone (front desk).")
     email: str | None = Field(
         default=None,

@@ -1490,9 +1490,7 @@ async def directory_partners(
     )
 
 
-async def directory_services(
-    conn: Conn, partner_ids: Sequence[uuid.UUID]
-) -> list[asyncpg.Record]:
+async def directory_services(conn: Conn, partner_ids: Sequence[uuid.UUID]) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT partner_id, name, need_kind, cost_option, description FROM partner_services "
         "WHERE partner_id = ANY($1::uuid[]) ORDER BY partner_id, need_kind, name, id",

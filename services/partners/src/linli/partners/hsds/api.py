@@ -44,7 +44,9 @@ PageNumber = Annotated[
 PerPage = Annotated[
     int, Query(ge=1, le=200, description="Number of results requested in a single page.")
 ]
-_NOT_FOUND = {404: {"model": ErrorBody, "description": "Unknown id, or not in this community"}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "Unknown id, or not in this community"}
+}
 
 
 class HsdsPage(BaseModel):
@@ -230,9 +232,7 @@ async def hsds_package(
     return Response(
         body,
         media_type="application/zip",
-        headers={
-            "Content-Disposition": f'attachment; filename="hsds-{community}-{stamp}.zip"'
-        },
+        headers={"Content-Disposition": f'attachment; filename="hsds-{community}-{stamp}.zip"'},
     )
 
 

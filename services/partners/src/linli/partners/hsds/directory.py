@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from linli.partners import store
 from linli.servicekit.db import Conn
 
-from .. import store
 from .mapping import Directory
 
 

@@ -122,8 +122,10 @@ def build(d: mapping.Directory) -> GuideView:
 
 
 def _days(days: list[int]) -> str:
-    return "、".join(_WEEKDAYS[d][0] for d in sorted(days)) + " / " + ", ".join(
-        _WEEKDAYS[d][1] for d in sorted(days)
+    return (
+        "、".join(_WEEKDAYS[d][0] for d in sorted(days))
+        + " / "
+        + ", ".join(_WEEKDAYS[d][1] for d in sorted(days))
     )
 
 
@@ -133,10 +135,12 @@ def page(view: GuideView) -> str:
     blocks = []
     for entry in view.entries:
         hours = "<br>".join(
-            f"周{e(_days(h.weekdays))} {e(h.opens_at)}–{e(h.closes_at)}" for h in entry.opening_hours
+            f"周{e(_days(h.weekdays))} {e(h.opens_at)}-{e(h.closes_at)}"
+            for h in entry.opening_hours
         )
         services = "<br>".join(
-            f"{e(s.label_zh)} {e(s.label_en)}: {e(s.name)} ({e(_COST.get(s.cost_option, s.cost_option))})"
+            f"{e(s.label_zh)} {e(s.label_en)}: {e(s.name)} "
+            f"({e(_COST.get(s.cost_option, s.cost_option))})"
             for s in entry.services
         )
         rows = [
@@ -149,7 +153,7 @@ def page(view: GuideView) -> str:
             rows.append(("网站 Website", e(entry.website)))
         cells = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
         blocks.append(
-            f'<section><h2>{e(entry.organization)} <small>{e(entry.kind)}</small></h2>'
+            f"<section><h2>{e(entry.organization)} <small>{e(entry.kind)}</small></h2>"
             f"<table>{cells}</table></section>"
         )
     body = "".join(blocks) or "<p>暂无公开的服务 No public services listed yet.</p>"

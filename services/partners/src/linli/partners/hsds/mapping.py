@@ -11,8 +11,8 @@
 | one-off published slots in the horizon | `schedule` (valid_from = valid_to = the day) |
 | opening hours, when public | `schedule` of the location |
 | `cost_option` free / low_cost / paid | `cost_option` |
-| public phone, e-mail, website (the organisation's, never a person's) | `phone`, `contact`, `organization.email`, `website` |
-| published slots in the horizon less held reservations | `service_capacity` (`available`, `maximum`) |
+| public phone, e-mail, website (the organisation's) | `phone`, `contact`, `email`, `website` |
+| published slots in the horizon less held places | `service_capacity` (`available`, `maximum`) |
 
 Ids that Linli has no row for are UUIDv5 of the partner (and kind and name), so they stay
 the same from one export to the next while the partner's record stays the same.
@@ -177,9 +177,7 @@ def location(d: Directory, partner: Mapping[str, Any]) -> dict[str, Any] | None:
     return out
 
 
-def organization(
-    d: Directory, partner: Mapping[str, Any], *, full: bool = True
-) -> dict[str, Any]:
+def organization(d: Directory, partner: Mapping[str, Any], *, full: bool = True) -> dict[str, Any]:
     """HSDS `organization`; `full` nests its public phones and location."""
     out: dict[str, Any] = {
         "id": str(partner["id"]),
@@ -338,7 +336,7 @@ def service_areas(d: Directory, row: Mapping[str, Any], sid: str, **link: str) -
             "name": d.community,
             "description": "社区 community",
             "extent_type": "linli:community",
-            **({"service_id": sid} if not link else link),
+            **(link if link else {"service_id": sid}),
         }
     ]
     for compound in d.compounds.get((row["partner_id"], row["need_kind"]), ()):
@@ -348,7 +346,7 @@ def service_areas(d: Directory, row: Mapping[str, Any], sid: str, **link: str) -
                 "name": compound,
                 "description": f"小区 compound in {d.community}",
                 "extent_type": "linli:compound",
-                **({"service_id": sid} if not link else link),
+                **(link if link else {"service_id": sid}),
             }
         )
     return areas
