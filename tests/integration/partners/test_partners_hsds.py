@@ -448,3 +448,55 @@ async def test_the_public_guide_shows_public_partners_only_and_is_rate_limited(p
     assert int(limited.headers["retry-after"]) >= 1
     assert limited.json()["error"]
     assert "致远" not in limited.text
+
+
+async def _import(partners: Any, body: str) -> Any:
+    world = partners.world
+    return await partners.http.post(
+        f"/v1/communities/{world.home}/imports/partners?dry_run=false",
+        content=body.encode(),
+        headers={**world.auth(), "Content-Type": "text/csv"},
+    )
+
+
+async def test_the_csv_import_carries_the_directory_entry(partners) -> None:
+    world = partners.world
+    header = (
+        "external_ref,name,kind,need_kinds,public,address_1,city,state_province,postal_code,"
+        "latitude,longitude,public_phone,opening_hours\n"
+    )
+    row = "P-1,幸福食堂,canteen,meal_delivery,true,致远路 18 号,泰安市,山东省,271000,36.19,117.12,"
+    body = header + row + '0538-6220000,"1-5 10:30-13:30;6,7 09:00-12:00"\n'
+    first = await _import(partners, body)
+    assert first.status_code == 200, first.text
+    assert [r["action"] for r in first.json()["rows"]] == ["created"]
+    again = await _import(partners, body)
+    assert [r["action"] for r in again.json()["rows"]] == ["unchanged"]
+
+    guide = (await partners.http.get(f"/public/v1/communities/{world.home}/guide")).json()
+    (entry,) = guide["entries"]
+    assert entry["phone"] == PUBLIC_PHONE
+    assert [h["weekdays"] for h in entry["opening_hours"]] == [[1, 2, 3, 4, 5], [6, 7]]
+    services = await _services(partners)
+    assert_valid(services["contents"][0], "service_with_definitions")
+
+    # A file without directory columns leaves the entry as it is.
+    plain = await _import(
+        partners, "external_ref,name,kind,need_kinds\nP-1,幸福食堂,canteen,meal_delivery\n"
+    )
+    assert [r["action"] for r in plain.json()["rows"]] == ["unchanged"]
+    guide = (await partners.http.get(f"/public/v1/communities/{world.home}/guide")).json()
+    assert len(guide["entries"]) == 1
+
+    # Bad directory cells are refused by line and column; nothing changes.
+    for cells, field in (
+        ("P-1,x,canteen,,true,致远路,,,,,,,", "line.2"),
+        ("P-1,x,canteen,,true,,,,,91,1,,", "line.2.latitude"),
+        ("P-1,x,canteen,,true,,,,,,,,mon 10-12", "line.2.opening_hours"),
+    ):
+        refused = await _import(partners, header + cells + "\n")
+        assert refused.status_code == 422, refused.text
+        assert any(field in json.dumps(e) for e in refused.json()["detail"]), (field, refused.text)
+    assert (await partners.http.get(f"/public/v1/communities/{world.home}/guide")).json()[
+        "entries"
+    ][0]["organization"] == "幸福食堂"
