@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from linli.contracts.types import CommunitySlug, Role
-from linli.servicekit.auth import CurrentPrincipal
+from linli.servicekit.auth import CurrentPrincipal, Principal
 from linli.servicekit.errors import ErrorBody
 from linli.servicekit.http import error_response
 from linli.servicekit.ratelimit import RateLimit
@@ -87,7 +87,7 @@ def _settings(request: Request) -> dict[str, Any]:
     return settings
 
 
-def _reader(principal: Any, community: str) -> None:
+def _reader(principal: Principal, community: str) -> None:
     principal.require_community(community)
     principal.require_role(*READERS)
 
