@@ -57,6 +57,14 @@ ALLOWED: dict[str, set[tuple[str, str]]] = {
         ("GET", "/v1/communities/{community}/partners/{partner_id}"),
         ("GET", "/v1/communities/{community}/slots"),
         ("GET", "/v1/communities/{community}/slots/{slot_id}"),
+        # The HSDS directory: organisations' public data only (ADR 0051).
+        ("GET", "/v1/communities/{community}/hsds"),
+        ("GET", "/v1/communities/{community}/hsds/services"),
+        ("GET", "/v1/communities/{community}/hsds/services/{service_id}"),
+        ("GET", "/v1/communities/{community}/hsds/organizations"),
+        ("GET", "/v1/communities/{community}/hsds/organizations/{organization_id}"),
+        ("GET", "/v1/communities/{community}/hsds/service_at_locations"),
+        ("GET", "/v1/communities/{community}/hsds/package"),
     },
     "notifications": {
         ("GET", "/v1/communities/{community}/events"),
@@ -99,6 +107,10 @@ async def seed(lc: Lifecycle) -> World:
         contacts=[{"name": f"{c} manager", "phone": w.phone}],
     )
     w.ids["partner_id"] = partner
+    # The HSDS directory (ADR 0051) names the partner as an organisation and its services.
+    w.ids["organization_id"] = partner
+    services = lc.ok(await lc.http.get(lc.c("partners", "/hsds/services")))
+    w.ids["service_id"] = services["contents"][0]["id"]
     volunteer_token = await lc.party_token("volunteer", volunteer)
     slot = await lc.publish_slot(
         "meal_delivery", provider=("volunteer", volunteer), window=window(20, 150), capacity=2

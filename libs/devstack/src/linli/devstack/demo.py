@@ -241,6 +241,29 @@ def load(stack: Stack) -> None:
         ).raise_for_status()
 
 
+def _listed(street: str, phone: str, lat: float, lon: float, *hours: tuple[Any, ...]) -> Any:
+    """A public directory entry (ADR 0051): address, front-desk phone, opening hours."""
+    return {
+        "public": True,
+        "address": {
+            "address_1": street,
+            "city": "泰安市",
+            "region": "泰山区",
+            "state_province": "山东省",
+            "postal_code": "271000",
+        },
+        "latitude": lat,
+        "longitude": lon,
+        "phone": phone,
+        "opening_hours": [
+            {"weekdays": days, "opens_at": opens, "closes_at": closes}
+            for days, opens, closes in hours
+        ],
+    }
+
+
+_WEEK = [1, 2, 3, 4, 5, 6, 7]
+
 PARTNERS: list[dict[str, Any]] = [
     {
         "name": "幸福食堂 Happiness Canteen",
@@ -248,11 +271,17 @@ PARTNERS: list[dict[str, Any]] = [
         "services": [
             {"name": "lunch round", "need_kind": "meal_delivery", "cost_option": "low_cost"}
         ],
+        "directory": _listed(
+            "致远路 18 号", "0538-6220018", 36.1921, 117.1203, (_WEEK, "10:30", "13:30")
+        ),
     },
     {
         "name": "安居维修 Anju Repairs",
         "kind": "repair_firm",
         "services": [{"name": "household repairs", "need_kind": "repair", "cost_option": "free"}],
+        "directory": _listed(
+            "东岳大街 66 号", "0538-6220066", 36.1948, 117.1287, ([1, 2, 3, 4, 5], "08:30", "17:30")
+        ),
     },
     {
         "name": "夜间抢修队 Night Repair Crew",
@@ -272,6 +301,9 @@ PARTNERS: list[dict[str, Any]] = [
         "services": [
             {"name": "medicine delivery", "need_kind": "goods_delivery", "cost_option": "free"}
         ],
+        "directory": _listed(
+            "致远路 25 号", "0538-6220025", 36.1915, 117.1221, (_WEEK, "08:00", "21:00")
+        ),
     },
     # Cooks but does not deliver: its lunches are carried by volunteers (ADR 0044); index 5.
     {

@@ -474,6 +474,11 @@ def _print_summary(info: dict[str, Any], root: Path) -> None:
     print()
     print("  try:")
     print(f"    curl -s -H 'Authorization: Bearer {token}' \\\n      {info['intake_api']}/needs")
+    # The partner directory as HSDS 3.1 with live capacity, and the residents' guide (ADR 0051).
+    partners = f"{info['services']['partners']['url']}/v1/communities/{community}"
+    guide = f"{info['services']['partners']['url']}/public/v1/communities/{community}/guide"
+    print(f"    curl -s -H 'Authorization: Bearer {token}' \\\n      {partners}/hsds/services")
+    print(f"    open '{guide}?format=html'")
     print(f"\n  everything above, as JSON: {root / 'stack.json'}\n")
 
 

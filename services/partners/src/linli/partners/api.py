@@ -35,6 +35,7 @@ from .models import (
     CapacityImport,
     CompletionReport,
     DeclineRequest,
+    DirectoryProfile,
     PartnerImport,
     PartnerSpec,
     RedemptionSpec,
@@ -85,6 +86,11 @@ class PartnerView(BaseModel):
         default=None,
         description="Staff contacts; shown to operators only (null for a street_office "
         "credential, ADR 0040).",
+    )
+    directory: DirectoryProfile | None = Field(
+        default=None,
+        description="The organisation's public directory entry (ADR 0051): its own channels, "
+        "no person's; published only when `public` is true.",
     )
     created_at: datetime
 
@@ -312,6 +318,7 @@ async def _partner_views(conn: Any, rows: list[Any], *, with_contacts: bool) -> 
             communities=list(r["communities"]),
             services=services[r["id"]],
             contacts=contacts[r["id"]] if with_contacts else None,
+            directory=store.directory_of(r),
             created_at=r["created_at"],
         )
         for r in rows

@@ -22,6 +22,7 @@ from linli.servicekit.settings import Environment
 
 from . import api, capacity, capacity_api, offer_links_api, production, rewards_api, rules, service
 from .contacts import ContactDirectory, IntakeContactDirectory
+from .hsds import api as hsds_api
 from .lapses import LapseSweep
 from .service import Clock
 
@@ -114,7 +115,28 @@ class PartnersSettings(OfferLinkSettings):
         description="IANA time zone in which a canteen's production list reads its day (ADR 0044).",
     )
 
-    @field_validator("production_timezone")
+    directory_horizon_days: int = Field(
+        default=7,
+        ge=1,
+        le=60,
+        description="HSDS service_capacity counts published slots from now to this many days "
+        "ahead (ADR 0051).",
+    )
+    directory_timezone: str = Field(
+        default="Asia/Shanghai",
+        description="IANA time zone of the directory's local times (one-off schedules).",
+    )
+    guide_limit: int = Field(
+        default=60,
+        ge=1,
+        le=10_000,
+        description="Requests to the public guide per client address per window (ADR 0051).",
+    )
+    guide_window_s: float = Field(
+        default=60.0, gt=0, le=86_400, description="Window of that limit, in seconds."
+    )
+
+    @field_validator("production_timezone", "directory_timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
         try:
@@ -206,6 +228,13 @@ def build_app(
     app.include_router(capacity_api.router)
     _run_templates(app, runtime, settings, clock)
     app.include_router(production.router)
+    app.state.directory = {
+        "horizon_days": settings.directory_horizon_days,
+        "timezone": settings.directory_timezone,
+    }
+    app.state.guide_limit = hsds_api.guide_limit(settings.guide_limit, settings.guide_window_s)
+    app.include_router(hsds_api.router)
+    app.include_router(hsds_api.public_router)
     api.install_error_handlers(app)
     _run_lapses(app, runtime, settings, clock)
     return app

@@ -257,7 +257,7 @@ async def withdraw_slot(
 @router.patch(
     "/partners/{partner_id}",
     response_model=PartnerView,
-    summary="Edit a partner: name, kind, description, services, contacts",
+    summary="Edit a partner: name, kind, description, services, contacts, directory entry",
 )
 async def edit_partner(
     request: Request,
@@ -287,6 +287,8 @@ async def edit_partner(
             else [ContactSpec.model_validate(c.model_dump()) for c in now.contacts or []],
         )
         await store.update_partner(conn, partner_id, merged)
+        if "directory" in given:
+            await store.set_directory(conn, partner_id, body.directory)
         row = await store.get_partner(conn, community, partner_id)
         (view,) = await _partner_views(conn, [row], with_contacts=principal.sees_personal_data)
     return view

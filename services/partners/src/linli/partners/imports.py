@@ -60,6 +60,8 @@ def partner_unchanged(
         and services
         == {(s.name, s.need_kind.value, s.cost_option.value, s.description) for s in spec.services}
         and contacts == {(c.name, c.title, c.phone, c.email) for c in spec.contacts}
+        # A row without directory columns leaves the entry as it is (ADR 0051).
+        and (spec.directory is None or spec.directory == store.directory_of(row))
     )
 
 
@@ -90,6 +92,8 @@ async def import_partner(conn: Conn, community: str, row: PartnerImport, actor: 
     if partner_unchanged(dict(current), services, contacts, spec):
         return "unchanged"
     await store.update_partner(conn, partner_id, spec)
+    if spec.directory is not None:
+        await store.set_directory(conn, partner_id, spec.directory)
     return "updated"
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, time
 from enum import StrEnum
-from typing import Annotated, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -16,6 +16,7 @@ from pydantic import (
     AwareDatetime,
     Discriminator,
     Field,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -78,6 +79,101 @@ Communities = Annotated[
 ]
 
 
+LocalTime = Annotated[
+    str,
+    Field(
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="Local time of day, HH:MM (24-hour), in the community's time zone.",
+    ),
+]
+
+
+AreaName = Annotated[str, Field(min_length=1, max_length=100)]
+PostalCode = Annotated[str, Field(pattern=r"^[A-Za-z0-9 -]{3,12}$", description="Postal code.")]
+CountryCode = Annotated[
+    str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2 country code.")
+]
+Latitude = Annotated[float, Field(ge=-90, le=90, description="WGS 84 latitude.")]
+Longitude = Annotated[float, Field(ge=-180, le=180, description="WGS 84 longitude.")]
+PublicEmail = Annotated[
+    str,
+    Field(
+        max_length=254,
+        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        description="Public e-mail address of the organisation.",
+    ),
+]
+Website = Annotated[
+    str,
+    Field(
+        max_length=500,
+        pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/?#-]*)?$",
+        description="Public website (http or https).",
+    ),
+]
+
+
+class PostalAddress(ContractModel):
+    """The organisation's street address, structured as HSDS `address` wants it."""
+
+    address_1: ShortText = Field(description="Street and number, e.g. '致远路 18 号'.")
+    address_2: str | None = Field(
+        default=None, max_length=200, description="Building, floor or entrance."
+    )
+    city: AreaName = Field(description="City.")
+    region: str | None = Field(default=None, max_length=100, description="District (区).")
+    state_province: AreaName = Field(description="Province or municipality.")
+    postal_code: PostalCode
+    country: CountryCode = "CN"
+
+
+class OpeningHours(ContractModel):
+    """Weekly opening hours: on these weekdays from `opens_at` to `closes_at`."""
+
+    weekdays: list[Annotated[int, Field(ge=1, le=7)]] = Field(
+        min_length=1, max_length=7, description="ISO days of week: 1 = Monday … 7 = Sunday."
+    )
+    opens_at: LocalTime = Field(description="Opening time, HH:MM.")
+    closes_at: LocalTime = Field(description="Closing time, HH:MM, after opens_at.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.closes_at <= self.opens_at:
+            raise ValueError("closes_at must be after opens_at")
+        if len(set(self.weekdays)) != len(self.weekdays):
+            raise ValueError("weekdays must not repeat")
+        return self
+
+
+class DirectoryProfile(ContractModel):
+    """What the organisation lists about itself in the public directory (ADR 0051).
+
+    These are the organisation's own channels (front desk, switchboard, website), never
+    a person's. Nothing of it is shown, in the HSDS export or the residents' guide, until
+    `public` is true: the partner's consent to publish.
+    """
+
+    public: bool = Field(
+        default=False,
+        description="The partner agrees to publish these contacts (HSDS export, public guide).",
+    )
+    address: PostalAddress | None = Field(default=None, description="Street address.")
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
+    phone: PhoneNumber | None = Field(default=None, description="Public phone (front desk).")
+    email: PublicEmail | None = None
+    website: Website | None = None
+    opening_hours: list[OpeningHours] = Field(
+        default_factory=list, max_length=14, description="Weekly opening hours."
+    )
+
+    @model_validator(mode="after")
+    def _geo_pair(self) -> Self:
+        if (self.latitude is None) != (self.longitude is None):
+            raise ValueError("latitude and longitude go together")
+        return self
+
+
 class PartnerSpec(ContractModel):
     """A partner organisation as an operator registers it."""
 
@@ -87,6 +183,9 @@ class PartnerSpec(ContractModel):
     services: list[ServiceSpec] = Field(default_factory=list, max_length=50)
     communities: Communities | None = None
     contacts: list[ContactSpec] = Field(default_factory=list, max_length=20)
+    directory: DirectoryProfile | None = Field(
+        default=None, description="Public directory entry (ADR 0051); absent: none."
+    )
 
 
 class Availability(ContractModel):
@@ -176,13 +275,84 @@ class PartnerImport(ContractModel):
     contact_phone: PhoneNumber | None = Field(default=None)
     contact_email: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
 
+    # The public directory entry (ADR 0051), flat; all empty: the entry stays as it is.
+    public: bool | None = Field(
+        default=None, description="The partner agrees to publish its directory entry."
+    )
+    address_1: str | None = Field(default=None, min_length=1, max_length=200)
+    address_2: str | None = Field(default=None, max_length=200)
+    city: AreaName | None = None
+    region: str | None = Field(default=None, max_length=100)
+    state_province: AreaName | None = None
+    postal_code: PostalCode | None = None
+    country: CountryCode | None = None
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
+    public_phone: PhoneNumber | None = Field(default=None, description="Front-desk phone.")
+    public_email: PublicEmail | None = None
+    website: Website | None = None
+    opening_hours: list[
+        Annotated[str, Field(pattern=r"^[1-7](-[1-7]|(,[1-7])*) \d\d:\d\d-\d\d:\d\d$")]
+    ] = Field(
+        default_factory=list,
+        max_length=14,
+        description="Weekly hours, e.g. '1-5 10:30-13:30;6,7 09:00-12:00' (ISO weekdays).",
+    )
+
+    _DIRECTORY: ClassVar[tuple[str, ...]] = (
+        "public",
+        "address_1",
+        "address_2",
+        "city",
+        "region",
+        "state_province",
+        "postal_code",
+        "country",
+        "latitude",
+        "longitude",
+        "public_phone",
+        "public_email",
+        "website",
+        "opening_hours",
+    )
+
     @model_validator(mode="after")
     def _contact_named(self) -> Self:
         if not self.contact_name and (
             self.contact_title or self.contact_phone or self.contact_email
         ):
             raise ValueError("contact_name is required when a contact is given")
+        self.directory()  # a row whose entry would not validate is refused
         return self
+
+    def directory(self) -> DirectoryProfile | None:
+        """The row's directory entry, or None when it has no directory column."""
+        if not any(getattr(self, name) not in (None, []) for name in self._DIRECTORY):
+            return None
+        address = None
+        parts = (self.address_1, self.city, self.state_province, self.postal_code)
+        if any(parts):
+            if not all(parts):
+                raise ValueError("an address needs address_1, city, state_province and postal_code")
+            address = PostalAddress(
+                address_1=self.address_1 or "",
+                address_2=self.address_2,
+                city=self.city or "",
+                region=self.region,
+                state_province=self.state_province or "",
+                postal_code=self.postal_code or "",
+                country=self.country or "CN",
+            )
+        return DirectoryProfile(
+            public=bool(self.public),
+            address=address,
+            latitude=self.latitude,
+            longitude=self.longitude,
+            phone=self.public_phone,
+            email=self.public_email,
+            website=self.website,
+            opening_hours=[_hours(cell) for cell in self.opening_hours],
+        )
 
     def spec(self) -> PartnerSpec:
         """The partner as the API would register it."""
@@ -206,7 +376,26 @@ class PartnerImport(ContractModel):
             description=self.description,
             services=services,
             contacts=contacts,
+            directory=self.directory(),
         )
+
+
+def _hours(cell: str) -> OpeningHours:
+    """'1-5 10:30-13:30' or '6,7 09:00-12:00' as opening hours."""
+    days, times = cell.split(" ")
+    if "-" in days:
+        first, last = (int(d) for d in days.split("-"))
+        weekdays = list(range(first, last + 1))
+    else:
+        weekdays = [int(d) for d in days.split(",")]
+    opens, closes = times.split("-")
+    try:
+        return OpeningHours(weekdays=weekdays, opens_at=opens, closes_at=closes)
+    except ValidationError as exc:
+        raise ValueError(
+            "opening_hours: days run from the earlier one (1-5), do not repeat, and a period "
+            "closes after it opens at a valid HH:MM"
+        ) from exc
 
 
 class VolunteerImport(ContractModel):
@@ -543,4 +732,8 @@ class PartnerPatch(ContractModel):
     )
     contacts: list[ContactSpec] | None = Field(
         default=None, max_length=20, description="Every staff contact, replacing the current ones."
+    )
+    directory: DirectoryProfile | None = Field(
+        default=None,
+        description="The public directory entry, replacing the current one; null removes it.",
     )

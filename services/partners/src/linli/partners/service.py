@@ -35,6 +35,8 @@ from linli.contracts.events import (
     RepairCompleted,
     ServiceCompleted,
     SlotPublished,
+    SlotReleased,
+    SlotReserved,
     VisitCompleted,
     VolunteerAvailabilityChanged,
     VolunteerConfirmed,
@@ -311,12 +313,27 @@ async def _on_fulfilled(conn: Conn, community: str, data: NeedFulfilled, now: da
     await store.complete_prepare_legs(conn, community, data.need_id, now)
 
 
+async def _on_reserved(conn: Conn, community: str, data: SlotReserved, now: datetime) -> None:
+    # Live capacity of the directory (ADR 0051): scheduling holds the reservation.
+    await store.record_reservation(
+        conn, community, data.reservation_id, data.slot_id, reserved_at=data.reserved_at
+    )
+
+
+async def _on_released(conn: Conn, community: str, data: SlotReleased, now: datetime) -> None:
+    await store.record_reservation(
+        conn, community, data.reservation_id, data.slot_id, released_at=data.released_at
+    )
+
+
 def subscriptions(clock: Clock) -> Subscriptions:
-    """Offers into the offered party's inbox; expiry, cancellation and fulfilment close them."""
+    """Offers into the offered party's inbox; expiry, cancellation and fulfilment close them;
+    reservations and releases keep the directory's live capacity."""
     subs = Subscriptions(
         CONSUMER,
         description="assignment.offered into the offered party's inbox; assignment.expired, "
-        "assignment.withdrawn, need.cancelled and need.fulfilled withdraw offers",
+        "assignment.withdrawn, need.cancelled and need.fulfilled withdraw offers; "
+        "slot.reserved and slot.released count the places held (HSDS service_capacity)",
     )
     handlers: dict[type[BaseModel], Callable[[Conn, str, Any, datetime], Awaitable[None]]] = {
         AssignmentOffered: _on_offered,
@@ -324,6 +341,8 @@ def subscriptions(clock: Clock) -> Subscriptions:
         AssignmentWithdrawn: _on_withdrawn,
         NeedCancelled: _on_cancelled,
         NeedFulfilled: _on_fulfilled,
+        SlotReserved: _on_reserved,
+        SlotReleased: _on_released,
     }
     for model, handler in handlers.items():
 

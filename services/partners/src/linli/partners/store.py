@@ -14,9 +14,20 @@ from linli.contracts.events import AssignmentOffered, PartyRef
 from linli.servicekit.db import Conn
 from linli.servicekit.idempotency import Idempotency
 
-from .models import Availability, ContactSpec, PartnerSpec, ServiceSpec, SlotSpec
+from .models import (
+    Availability,
+    ContactSpec,
+    DirectoryProfile,
+    PartnerSpec,
+    ServiceSpec,
+    SlotSpec,
+)
 
-PARTNER_COLUMNS = "id, name, kind, description, communities, created_at, active, deactivated_at"
+PARTNER_COLUMNS = (
+    "id, name, kind, description, communities, created_at, active, deactivated_at, "
+    "directory_public, address, latitude, longitude, public_phone, public_email, website, "
+    "opening_hours, directory_updated_at"
+)
 VOLUNTEER_COLUMNS = "id, display_name, skills, communities, active, created_at, updated_at"
 SLOT_COLUMNS = (
     "id, community, kind, provider_kind, provider_id, window_earliest, window_latest, "
@@ -50,6 +61,50 @@ async def insert_partner(
     )
     await _insert_services(conn, partner_id, spec.services)
     await _insert_contacts(conn, partner_id, spec.contacts)
+    await set_directory(conn, partner_id, spec.directory)
+
+
+async def set_directory(conn: Conn, partner_id: uuid.UUID, entry: DirectoryProfile | None) -> None:
+    """Replace a partner's public directory entry (None removes it, ADR 0051)."""
+    entry = entry or DirectoryProfile()
+    await conn.execute(
+        "UPDATE partners SET directory_public = $2, address = $3::jsonb, latitude = $4, "
+        "longitude = $5, public_phone = $6, public_email = $7, website = $8, "
+        "opening_hours = $9::jsonb, directory_updated_at = now() WHERE id = $1",
+        partner_id,
+        entry.public,
+        json.dumps(entry.address.model_dump(mode="json")) if entry.address else None,
+        entry.latitude,
+        entry.longitude,
+        entry.phone,
+        entry.email,
+        entry.website,
+        json.dumps([h.model_dump(mode="json") for h in entry.opening_hours]),
+    )
+
+
+def directory_of(row: Any) -> DirectoryProfile | None:
+    """A partner row's directory entry as the API takes it; None when there is none."""
+    hours = row["opening_hours"]
+    hours = json.loads(hours) if isinstance(hours, str) else hours
+    address = row["address"]
+    address = json.loads(address) if isinstance(address, str) else address
+    if not (
+        row["directory_public"] or address or row["public_phone"] or row["public_email"]
+    ) and not (row["website"] or hours or row["latitude"] is not None):
+        return None
+    return DirectoryProfile.model_validate(
+        {
+            "public": row["directory_public"],
+            "address": address,
+            "latitude": row["latitude"],
+            "longitude": row["longitude"],
+            "phone": row["public_phone"],
+            "email": row["public_email"],
+            "website": row["website"],
+            "opening_hours": hours or [],
+        }
+    )
 
 
 async def _insert_services(conn: Conn, partner_id: uuid.UUID, services: list[ServiceSpec]) -> None:
@@ -332,7 +387,8 @@ async def lock_partner(conn: Conn, partner_id: uuid.UUID) -> asyncpg.Record | No
 
 
 async def update_partner(conn: Conn, partner_id: uuid.UUID, spec: PartnerSpec) -> None:
-    """Replace a partner's name, kind, description, services and contacts."""
+    """Replace a partner's name, kind, description, services and contacts (its directory
+    entry is `set_directory`'s: a CSV import does not carry it)."""
     await conn.execute(
         "UPDATE partners SET name = $2, kind = $3, description = $4 WHERE id = $1",
         partner_id,
@@ -1392,4 +1448,117 @@ async def set_partner_communities(
 ) -> None:
     await conn.execute(
         "UPDATE partners SET communities = $2 WHERE id = $1", partner_id, communities
+    )
+
+
+# --- the directory: HSDS export and public guide (ADR 0051) -------------------------------
+
+
+async def record_reservation(
+    conn: Conn,
+    community: str,
+    reservation_id: uuid.UUID,
+    slot_id: uuid.UUID,
+    *,
+    reserved_at: datetime | None = None,
+    released_at: datetime | None = None,
+) -> None:
+    """What partners heard of one of scheduling's reservations; either order of arrival
+    ends in the same row (a release stands once heard)."""
+    await conn.execute(
+        "INSERT INTO slot_reservations (reservation_id, community, slot_id, reserved_at, "
+        "released_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (reservation_id) DO UPDATE SET "
+        "reserved_at = coalesce(slot_reservations.reserved_at, EXCLUDED.reserved_at), "
+        "released_at = coalesce(slot_reservations.released_at, EXCLUDED.released_at)",
+        reservation_id,
+        community,
+        slot_id,
+        reserved_at,
+        released_at,
+    )
+
+
+async def directory_partners(
+    conn: Conn, community: str, *, public_only: bool
+) -> list[asyncpg.Record]:
+    """Active partners serving `community`, oldest first (a stable order for paging)."""
+    return await conn.fetch(
+        f"SELECT {PARTNER_COLUMNS} FROM partners WHERE $1 = ANY(communities) AND active "
+        "AND (directory_public OR NOT $2) ORDER BY created_at, id",
+        community,
+        public_only,
+    )
+
+
+async def directory_services(conn: Conn, partner_ids: Sequence[uuid.UUID]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT partner_id, name, need_kind, cost_option, description FROM partner_services "
+        "WHERE partner_id = ANY($1::uuid[]) ORDER BY partner_id, need_kind, name, id",
+        list(partner_ids),
+    )
+
+
+async def directory_templates(
+    conn: Conn, community: str, partner_ids: Sequence[uuid.UUID]
+) -> list[asyncpg.Record]:
+    """Active slot templates of these partners in `community` (weekly schedules)."""
+    return await conn.fetch(
+        f"SELECT {TEMPLATE_COLUMNS} FROM slot_templates WHERE community = $1 "
+        "AND partner_id = ANY($2::uuid[]) AND status = 'active' "
+        "AND (valid_until IS NULL OR valid_until >= current_date) ORDER BY created_at, id",
+        community,
+        list(partner_ids),
+    )
+
+
+async def live_capacity(
+    conn: Conn, community: str, since: datetime, until: datetime
+) -> list[asyncpg.Record]:
+    """Per partner and kind: places (capacity) and places left of the published slots
+    in `community` that have not ended by `since` and start before `until`. Places left
+    are the capacity less the reservations scheduling holds, as partners heard them."""
+    return await conn.fetch(
+        "SELECT s.provider_id AS partner_id, s.kind, sum(s.capacity)::bigint AS maximum, "
+        "sum(greatest(s.capacity - coalesce(h.held, 0), 0))::bigint AS available, "
+        "count(*)::int AS slots FROM slots s LEFT JOIN LATERAL ("
+        "SELECT count(*) AS held FROM slot_reservations r WHERE r.slot_id = s.id "
+        "AND r.reserved_at IS NOT NULL AND r.released_at IS NULL) h ON true "
+        "WHERE s.community = $1 AND s.status = 'published' AND s.provider_kind = 'partner' "
+        "AND s.window_latest > $2 AND s.window_earliest < $3 "
+        "GROUP BY s.provider_id, s.kind",
+        community,
+        since,
+        until,
+    )
+
+
+async def compounds_served(
+    conn: Conn, community: str, since: datetime, until: datetime
+) -> list[asyncpg.Record]:
+    """Per partner and kind, the compounds its active templates and upcoming slots name."""
+    return await conn.fetch(
+        "SELECT DISTINCT partner_id, kind, compound FROM ("
+        "SELECT provider_id AS partner_id, kind, unnest(compounds) AS compound FROM slots "
+        "WHERE community = $1 AND status = 'published' AND provider_kind = 'partner' "
+        "AND window_latest > $2 AND window_earliest < $3 "
+        "UNION ALL SELECT partner_id, kind, unnest(compounds) FROM slot_templates "
+        "WHERE community = $1 AND status = 'active') c ORDER BY partner_id, kind, compound",
+        community,
+        since,
+        until,
+    )
+
+
+async def one_off_slots(
+    conn: Conn, community: str, since: datetime, until: datetime
+) -> list[asyncpg.Record]:
+    """Partners' published slots in the horizon that no template generated."""
+    return await conn.fetch(
+        "SELECT id, provider_id AS partner_id, kind, window_earliest, window_latest, capacity "
+        "FROM slots WHERE community = $1 AND status = 'published' AND provider_kind = 'partner' "
+        "AND template_id IS NULL AND window_latest > $2 AND window_earliest < $3 "
+        "ORDER BY window_earliest, id",
+        community,
+        since,
+        until,
     )
