@@ -441,7 +441,7 @@ def referenced_schemas(text: str) -> set[str]:
     return names
 
 
-def _payload_drift(root: Path, texts: list[str]) -> list[str]:
+def payload_drift(root: Path, texts: list[str]) -> list[str]:
     """Referenced payload schemas that are missing or differ from the registry's."""
     expected = {schema_file(spec): schemagen.render_schema(spec) for spec in REGISTRY}
     drifted = []
@@ -477,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             out_dir.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
     if args.check:
-        drifted += _payload_drift(root, texts)
+        drifted += payload_drift(root, texts)
     for name in drifted:
         print(f"drifted: {name} (run make schemas)")
     return 1 if drifted else 0
