@@ -199,7 +199,8 @@ def test_intake_documents_the_submit_command_both_modes_and_its_reply() -> None:
 def test_the_console_documents_its_read_model_consumer() -> None:
     doc = _doc("console")
     ops = [op for key, op in doc["operations"].items() if key.startswith("console-reports.")]
-    assert ops and all(op["action"] == "receive" for op in ops)
+    assert ops
+    assert all(op["action"] == "receive" for op in ops)
     assert not [op for op in doc["operations"].values() if op["action"] == "send"]
 
 

