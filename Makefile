@@ -54,7 +54,7 @@ run: install
 test: install browser node-tools
 	$(UV) run --frozen pytest -q
 
-test-unit: install
+test-unit: install node-tools
 	$(UV) run --frozen pytest -q tests/unit
 
 lint: install

@@ -135,7 +135,10 @@ def test_every_message_has_its_payload_schema(name: str) -> None:
             assert "data" in schema["required"]
             data = schema["properties"]["data"]
             assert data.get("$ref") or data.get("properties") or data.get("oneOf"), key
-            assert message["headers"] == {"$ref": "#/components/schemas/StructuredHeaders"}
+            headers = (
+                "EventHeaders" if message["name"] != "linli.need.submit.v1" else "CommandHeaders"
+            )
+            assert message["headers"] == {"$ref": f"#/components/schemas/{headers}"}
         else:
             target = payload["$ref"].removeprefix("#/components/schemas/")
             assert schemas[target].get("properties") or schemas[target].get("oneOf"), key

@@ -87,12 +87,13 @@ def _payload(ref: str) -> dict[str, Any]:
 
 
 def _message(spec: EventSpec) -> dict[str, Any]:
+    headers = "EventHeaders" if spec.kind == "event" else "CommandHeaders"
     return {
         "name": spec.type,
         "title": _message_name(spec),
         "summary": spec.description,
         "contentType": STRUCTURED,
-        "headers": {"$ref": "#/components/schemas/StructuredHeaders"},
+        "headers": {"$ref": f"#/components/schemas/{headers}"},
         "payload": _payload(f"{SCHEMAS_FROM_DOCS}/{schema_file(spec)}"),
     }
 
@@ -109,11 +110,11 @@ def _binary_message(spec: EventSpec) -> dict[str, Any]:
     }
 
 
-def _structured_headers() -> dict[str, Any]:
+def _event_headers() -> dict[str, Any]:
     return {
         "type": "object",
-        "description": "NATS headers of a structured CloudEvent as the outbox relay publishes "
-        "it; a sender of a command sets at least content-type.",
+        "description": "NATS headers of an event as the outbox relay publishes it "
+        "(structured content mode).",
         "properties": {
             "content-type": {
                 "type": "string",
@@ -124,7 +125,7 @@ def _structured_headers() -> dict[str, Any]:
                 "type": "string",
                 "maxLength": 256,
                 "description": "The event's `id`: JetStream drops a second publish of it "
-                "within the duplicate window; a replayed dead letter carries "
+                "within the duplicate window. A dead letter replayed by an operator carries "
                 "`<letter id>:replay:<n>` instead.",
             },
             "traceparent": {
@@ -132,7 +133,33 @@ def _structured_headers() -> dict[str, Any]:
                 "description": "W3C Trace Context of the publish span, when tracing is on.",
             },
         },
-        "required": ["content-type"],
+        "required": ["content-type", "Nats-Msg-Id"],
+    }
+
+
+def _command_headers() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "NATS headers of a command in structured content mode (no `ce-` "
+        "header; with one, the message is read in binary mode). None is required.",
+        "properties": {
+            "content-type": {
+                "type": "string",
+                "enum": [STRUCTURED, BINARY_DATA],
+                "description": f"The whole event is the body; absent means {STRUCTURED}.",
+            },
+            "Nats-Msg-Id": {
+                "type": "string",
+                "maxLength": 256,
+                "description": "Optional: the event's id, so JetStream drops a second "
+                "publish within the duplicate window (intake deduplicates on (source, id) "
+                "anyway).",
+            },
+            "traceparent": {
+                "type": "string",
+                "description": "W3C Trace Context of the sender's span, if any.",
+            },
+        },
     }
 
 
@@ -144,7 +171,8 @@ def _binary_headers() -> dict[str, Any]:
         "content-type": {
             "type": "string",
             "const": BINARY_DATA,
-            "description": "Binary content mode: the body is the event's data.",
+            "description": "The data's media type (absent means application/json); "
+            "binary content mode: the body is the event's data.",
         },
         "Nats-Msg-Id": {
             "type": "string",
@@ -164,7 +192,7 @@ def _binary_headers() -> dict[str, Any]:
         "type": "object",
         "description": "NATS headers of a CloudEvent in binary content mode.",
         "properties": properties,
-        "required": ["content-type", *required],
+        "required": required,
     }
 
 
@@ -223,7 +251,7 @@ def document(name: str, app: Any) -> dict[str, Any]:
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
-    schemas: dict[str, Any] = {"StructuredHeaders": _structured_headers()}
+    schemas: dict[str, Any] = {"EventHeaders": _event_headers()}
 
     def channel_for(spec: EventSpec) -> str:
         key = _message_name(spec)
@@ -338,6 +366,7 @@ def _command(
     binary = f"{key}.binary"
     messages[binary] = _binary_message(spec)
     channels[key]["messages"][binary] = {"$ref": f"#/components/messages/{binary}"}
+    schemas["CommandHeaders"] = _command_headers()
     schemas["BinaryHeaders"] = _binary_headers()
     ingress = app.state.runtime.settings.ingress_stream
     durables = [d for stream, d in app.state.runtime.durables if stream == ingress]
