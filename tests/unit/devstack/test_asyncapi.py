@@ -139,9 +139,11 @@ def test_every_message_has_its_payload_schema(name: str) -> None:
                 "EventHeaders" if message["name"] != "linli.need.submit.v1" else "CommandHeaders"
             )
             assert message["headers"] == {"$ref": f"#/components/schemas/{headers}"}
-        else:
+        elif "$ref" in payload:
             target = payload["$ref"].removeprefix("#/components/schemas/")
             assert schemas[target].get("properties") or schemas[target].get("oneOf"), key
+        else:  # the revocations bucket's value
+            assert payload == {"type": "string", "format": "date-time"}, key
 
 
 def _built_models(service: str) -> tuple[set[str], set[str]]:
@@ -177,7 +179,8 @@ def _types(doc: dict[str, Any], action: str) -> set[str]:
 @pytest.mark.parametrize("name", NAMES)
 def test_what_a_document_sends_is_what_the_code_builds(name: str) -> None:
     doc = _doc(name)
-    sent = _types(doc, "send")
+    sent = {t for t in _types(doc, "send") if t.startswith("linli.")}  # not the KV bucket
+    assert _types(doc, "send") - sent == {"revocation"}
     produced = {spec.type for spec in REGISTRY if spec.producer == name and spec.kind == "event"}
     assert sent == produced
     called, validated = _built_models(name)
@@ -204,7 +207,24 @@ def test_the_console_documents_its_read_model_consumer() -> None:
     ops = [op for key, op in doc["operations"].items() if key.startswith("console-reports.")]
     assert ops
     assert all(op["action"] == "receive" for op in ops)
-    assert not [op for op in doc["operations"].values() if op["action"] == "send"]
+    sends = [key for key, op in doc["operations"].items() if op["action"] == "send"]
+    assert sends == ["revocations.send"]  # no event
+
+
+def test_notifications_documents_its_ephemeral_event_stream_reader() -> None:
+    doc = _doc("notifications")
+    op = doc["operations"]["events-stream.receive"]
+    assert op["channel"] == {"$ref": "#/channels/every-event"}
+    assert len(op["messages"]) == len(REGISTRY.events())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_document_has_the_revocations_bucket_and_dead_letters(name: str) -> None:
+    doc = _doc(name)
+    assert doc["channels"]["revocations"]["address"].startswith("$KV.")
+    assert {"revocations.receive", "revocations.send", "dead-letters.receive"} <= set(
+        doc["operations"]
+    )
 
 
 def test_the_drift_check_covers_the_payload_schemas(tmp_path: Path) -> None:

@@ -11,7 +11,9 @@ cannot say something else than the code (ADR 0048):
   declared event type, or every event); for intake the `need.submit` command, on both
   of its paths (the request/reply queue group, whose reply is `NeedSubmitReply`, and
   the durable ingress consumer); and for every durable consumer, the server's
-  MAX_DELIVERIES advisory that turns a message into a dead letter;
+  MAX_DELIVERIES advisory that turns a message into a dead letter; the ephemeral
+  readers of a community's events (`ServiceRuntime.read_events`); the revocations
+  key-value bucket every process watches (and `credentials revoke` writes);
 * what it **sends**: every event of the contract registry that names it as producer
   (they all leave through its transactional outbox; `tests/unit/test_asyncapi.py`
   checks the registry's producers against the services' code);
@@ -280,17 +282,7 @@ def document(name: str, app: Any) -> dict[str, Any]:
     for consumer in runtime.consumers:
         subs = consumer.subs
         if subs.every_event:
-            key = "every-event"
-            channels[key] = {
-                "address": f"{EVENTS_PREFIX}.{{community}}.>",
-                "parameters": {"community": dict(_COMMUNITY)},
-                "description": "Every domain event of the community, of any type and version.",
-                "messages": {},
-            }
-            for spec in REGISTRY.events():
-                mkey = _message_name(spec)
-                messages[mkey] = _message(spec)
-                channels[key]["messages"][mkey] = {"$ref": f"#/components/messages/{mkey}"}
+            key = _every_event_channel(channels, messages)
             operation(
                 f"{subs.name}.receive",
                 "receive",
@@ -306,6 +298,11 @@ def document(name: str, app: Any) -> dict[str, Any]:
                 key,
                 f"Durable consumer `{subs.name}`: {subs.description}",
             )
+    for reader, description in runtime.event_readers:
+        key = _every_event_channel(channels, messages)
+        operation(
+            f"{reader}.receive", "receive", key, f"Ephemeral reader `{reader}`: {description}"
+        )
     for spec in REGISTRY:
         if spec.producer != name:
             continue
@@ -317,6 +314,7 @@ def document(name: str, app: Any) -> dict[str, Any]:
                 f"{name}.send.{key}", "send", key, "Published through the transactional outbox."
             )
     _dead_letters(runtime, channels, messages, schemas, operation)
+    _revocations(runtime, channels, messages, operation)
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -339,6 +337,59 @@ def document(name: str, app: Any) -> dict[str, Any]:
         "operations": operations,
         "components": {"messages": messages, "schemas": schemas},
     }
+
+
+def _every_event_channel(channels: dict[str, Any], messages: dict[str, Any]) -> str:
+    key = "every-event"
+    if key not in channels:
+        channels[key] = {
+            "address": f"{EVENTS_PREFIX}.{{community}}.>",
+            "parameters": {"community": dict(_COMMUNITY)},
+            "description": "Every domain event of the community, of any type and version.",
+            "messages": {},
+        }
+        for spec in REGISTRY.events():
+            mkey = _message_name(spec)
+            messages[mkey] = _message(spec)
+            channels[key]["messages"][mkey] = {"$ref": f"#/components/messages/{mkey}"}
+    return key
+
+
+def _revocations(
+    runtime: Any, channels: dict[str, Any], messages: dict[str, Any], operation: Any
+) -> None:
+    """The revoked credentials' key-value bucket every service shares (ADR 0030)."""
+    key = "revocations"
+    bucket = runtime.settings.revocations_bucket
+    messages[key] = {
+        "name": "revocation",
+        "title": "credential revoked",
+        "summary": "A key-value entry: the key is the SHA-256 digest (hex) of a revoked "
+        "credential's token, the value when it was revoked. Never the token itself.",
+        "contentType": "text/plain",
+        "payload": {"type": "string", "format": "date-time"},
+    }
+    channels[key] = {
+        "address": f"$KV.{bucket}.{{digest}}",
+        "parameters": {
+            "digest": {"description": "SHA-256 of the revoked token, 64 hexadecimal digits."}
+        },
+        "description": f"The JetStream key-value bucket `{bucket}` (stream `KV_{bucket}`).",
+        "messages": {key: {"$ref": f"#/components/messages/{key}"}},
+    }
+    operation(
+        "revocations.receive",
+        "receive",
+        key,
+        "Every process watches the bucket (an ordered consumer, last value per key), "
+        "refuses the revoked credentials and marks its own rows revoked.",
+    )
+    operation(
+        "revocations.send",
+        "send",
+        key,
+        "`python -m linli.<service> credentials revoke <id>` puts the digest.",
+    )
 
 
 def _queue_groups(app: Any) -> list[str]:
@@ -449,7 +500,8 @@ def _dead_letters(
         "receive",
         key,
         "Each advisory of one of the service's durables: the message it names is fetched "
-        "from its stream and stored whole as a dead letter (operators may replay it).",
+        "from its stream and stored whole as a dead letter. An operator's replay "
+        "republishes it on its own subject (`Nats-Msg-Id` `<letter id>:replay:<n>`).",
     )
 
 
