@@ -106,6 +106,9 @@ def test_the_cli_leaves_home_alone(cli: Path) -> None:
     assert '"analyticsEnabled": "false"' in Path(env["ASYNCAPI_METRICS_CONFIG_PATH"]).read_text()
     assert env["npm_config_cache"].startswith(str(ROOT / ".tools"))
     assert env["npm_config_userconfig"].startswith(str(ROOT / ".tools"))
+    assert env["ASYNCAPI_SKIP_NEW_VERSION_CHECK"] == "true"
+    for name in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"):
+        assert env[name].startswith(str(ROOT / ".tools"))
 
 
 def test_every_service_has_a_document() -> None:

@@ -103,6 +103,12 @@ def environment(root: Path | None = None) -> dict[str, str]:
             "ASYNCAPI_METRICS_CONFIG_PATH": str(_analytics_file(root)),
             "CUSTOM_CONTEXT_FILE_LOCATION": str(tools),
             "SUPPRESS_NO_CONFIG_WARNING": "1",
+            # oclif (the CLI's framework): no update check against npm, and its cache,
+            # config and data directories inside .tools/node.
+            "ASYNCAPI_SKIP_NEW_VERSION_CHECK": "true",
+            "XDG_CACHE_HOME": str(tools / "xdg" / "cache"),
+            "XDG_CONFIG_HOME": str(tools / "xdg" / "config"),
+            "XDG_DATA_HOME": str(tools / "xdg" / "data"),
         }
     )
     return env
