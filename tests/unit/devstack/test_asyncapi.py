@@ -244,3 +244,45 @@ def test_the_drift_check_covers_the_payload_schemas(tmp_path: Path) -> None:
         str(schemas / "need.cancelled.v1.json"),
         str(changed),
     ]
+
+
+def _fake_checkout(tmp_path: Path) -> Path:
+    manifests = nodetools.manifest_dir(tmp_path)
+    manifests.mkdir(parents=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copyfile(nodetools.manifest_dir(ROOT) / name, manifests / name)
+    return tmp_path
+
+
+def test_a_stamped_install_does_nothing_and_a_new_lock_reinstalls(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    root = _fake_checkout(tmp_path)
+    calls: list[list[str]] = []
+
+    def fake_run(args: list[str], **kwargs: Any) -> Any:
+        calls.append(args)
+        entry = nodetools.cli_entry(root)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        entry.write_text("")
+
+        class Done:
+            returncode = 0
+
+        return Done()
+
+    monkeypatch.setattr(nodetools.subprocess, "run", fake_run)
+    assert not nodetools.installed(root)
+    nodetools.install(root)
+    assert len(calls) == 1
+    assert calls[0][2:4] == ["ci", "--prefix"]
+    assert "--ignore-scripts" in calls[0]
+    assert '"false"' in (nodetools.tools_dir(root) / "asyncapi-analytics.json").read_text()
+    assert nodetools.installed(root)
+    nodetools.install(root)
+    assert len(calls) == 1  # the stamp says it is there
+    lock = nodetools.manifest_dir(root) / "package-lock.json"
+    lock.write_text(lock.read_text().replace('"lockfileVersion": 3', '"lockfileVersion":3'))
+    assert not nodetools.installed(root)
+    nodetools.install(root)
+    assert len(calls) == 2
