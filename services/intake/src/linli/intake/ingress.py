@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 import orjson
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 
 from linli.contracts.binding import from_nats, parse_data, reasons_from_validation_error
 from linli.contracts.envelope import CloudEvent, EnvelopeError
-from linli.contracts.needs import NeedSpecAdapter
+from linli.contracts.needs import NeedSpecAdapter, NeedSubmitAccepted, NeedSubmitRejected
 from linli.contracts.registry import UnknownEventType, lookup
 from linli.contracts.subjects import SubjectError, parse_subject
 from linli.contracts.types import Reason, Role
@@ -45,19 +46,19 @@ class Outcome:
     dead_letter_id: str | None = None
 
     def reply(self) -> bytes:
+        """The answer on the reply subject (`NeedSubmitReply`, in the AsyncAPI document)."""
+        answer: NeedSubmitAccepted | NeedSubmitRejected
         if self.accepted:
-            body: dict[str, Any] = {
-                "status": "accepted",
-                "need_id": self.need_id,
-                "duplicate": self.duplicate,
-            }
+            answer = NeedSubmitAccepted(
+                status="accepted", need_id=UUID(self.need_id or ""), duplicate=self.duplicate
+            )
         else:
-            body = {
-                "status": "rejected",
-                "reasons": [r.model_dump() for r in self.reasons],
-                "dead_letter_id": self.dead_letter_id,
-            }
-        return orjson.dumps(body)
+            answer = NeedSubmitRejected(
+                status="rejected",
+                reasons=list(self.reasons),
+                dead_letter_id=UUID(self.dead_letter_id) if self.dead_letter_id else None,
+            )
+        return orjson.dumps(answer.model_dump(mode="json"))
 
 
 def _check_envelope(subject: str, event: CloudEvent[Any]) -> tuple[str | None, list[Reason]]:

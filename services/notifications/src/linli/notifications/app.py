@@ -139,6 +139,12 @@ def wire_webhooks(
     app.include_router(webhooks_api.router)
     app.include_router(webhooks_api.operators)
     app.include_router(stream.router)
+    runtime.read_events(
+        "events-stream",
+        "`GET /v1/communities/{community}/events` (Server-Sent Events): one ordered "
+        "ephemeral consumer per open stream, filtered to the community, resumable by "
+        "stream sequence",
+    )
     errors.install_error_handlers(app)
     return Webhooks(service, worker, consumer)
 
