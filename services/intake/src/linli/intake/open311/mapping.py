@@ -296,8 +296,8 @@ def parse_form(pairs: Sequence[tuple[str, str]]) -> Submission:
             continue
         if name.startswith("attribute[") and name.endswith("]"):
             code = name[len("attribute[") : -1]
-            many = code.endswith("][]")
-            code = code.removesuffix("][]")
+            many = code.endswith("][")  # attribute[code][]
+            code = code.removesuffix("][")
             if not code or "[" in code or "]" in code:
                 out.reasons.append(_reason("attribute", "malformed attribute name", "malformed"))
                 continue
