@@ -123,7 +123,7 @@ async def test_services_and_definitions_follow_the_catalogue(intake) -> None:
     xml = await intake.http.get(f"{PREFIX}/services/elder_care_visit.xml", headers=auth)
     root = xml_root(xml.text)
     assert root.tag == "service_definition"
-    purpose = [a for a in root.iter("attribute") if a.findtext("code") == "purpose"][0]
+    purpose = next(a for a in root.iter("attribute") if a.findtext("code") == "purpose")
     assert purpose.findtext("datatype") == "singlevaluelist"
     assert [v.findtext("key") for v in purpose.iter("value")] == [
         "companionship",

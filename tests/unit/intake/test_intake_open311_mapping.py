@@ -68,7 +68,8 @@ def test_a_form_becomes_the_native_need_spec() -> None:
     assert spec.notes == "leave it at the door"
     assert spec.window.earliest == NOW
     assert spec.window.latest == NOW + mapping.DEFAULT_WINDOW
-    assert spec.source is not None and spec.source.system == "open311"
+    assert spec.source is not None
+    assert spec.source.system == "open311"
 
 
 def test_a_repair_keeps_its_words_as_the_private_description_and_takes_the_sla_window() -> None:
