@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl
 
@@ -22,7 +22,7 @@ from fastapi import Depends, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute, APIRouter
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from linli.contracts.binding import reasons_from_validation_error
@@ -160,6 +160,19 @@ Jurisdiction = Annotated[
 UUID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 ID_LIST_PATTERN = rf"^{UUID_PATTERN}(,{UUID_PATTERN}){{0,{mapping.MAX_IDS - 1}}}$"
 TOKEN_PATTERN = r"^[A-Za-z0-9._~:-]{1,200}$"
+RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+
+
+def _moment(name: str, value: str | None) -> datetime | None:
+    """An RFC 3339 date-time with an offset (the pattern already checked the shape)."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise Open311Error(
+            400, [Reason(field=name, message="not a valid date-time", code="datetime_parsing")]
+        ) from exc
 
 
 # --- response documents ------------------------------------------------------------------
@@ -250,32 +263,26 @@ class ServiceRequest(BaseModel):
 def _responses(ok: Any, *extra: int) -> dict[int | str, dict[str, Any]]:
     """The 200 in JSON and XML, and the statuses of the specification's error format."""
     xml = {"text/xml": {"schema": {"type": "string"}}}
-    error_content = {
-        "application/json": {
-            "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Open311ErrorItem"}}
-        },
-        **xml,
-    }
+
+    def error(description: str) -> dict[str, Any]:
+        return {"description": description, "model": list[Open311ErrorItem], "content": xml}
+
     answers: dict[int | str, dict[str, Any]] = {
         200: {"model": ok, "content": xml, "description": "JSON or XML by the path's suffix."},
-        400: {"description": "Bad input: one error per field.", "content": error_content},
-        401: {
-            "description": "Missing or unknown bearer token (GET routes).",
-            "content": error_content,
-        },
-        403: {"description": "The role may not do this.", "content": error_content},
-        404: {
-            "description": "Not the caller's jurisdiction, or an unknown id or service_code.",
-            "content": error_content,
-        },
+        400: error("Bad input: one error per field."),
+        401: error(
+            "No credential (no bearer token, no api_key), or an unknown bearer token on a read."
+        ),
+        403: error("An unknown api_key or token on a create, or a role that may not."),
+        404: error("Not the caller's jurisdiction, or an unknown id or service_code."),
         413: {"description": "Body over LINLI_MAX_BODY_BYTES (Linli's shape).", "model": ErrorBody},
-        503: {"description": "A dependency is unavailable; retry.", "content": error_content},
+        503: error("A dependency is unavailable; retry."),
     }
     for status in extra:
-        answers[status] = {"description": _EXTRA[status], "content": error_content}
+        answers[status] = error(_EXTRA[status])
     # Any other refusal answers in the same format (and FastAPI adds no 422: the facade
     # answers bad input with 400, as the specification says).
-    answers["4XX"] = {"description": "Another client error.", "content": error_content}
+    answers["4XX"] = error("Another client error.")
     return answers
 
 
@@ -308,11 +315,13 @@ async def _principal(
     except HTTPException as exc:
         if exc.status_code != 401:
             raise
-        if request.method == "POST":
-            # The specification: a missing or invalid api_key is 403.
-            raise Open311Error(403, "api_key missing or invalid") from exc
+        if token and request.method == "POST":
+            # The specification: an invalid api_key is 403.
+            raise Open311Error(403, "api_key invalid") from exc
         raise Open311Error(
-            401, "missing or invalid bearer token", {"WWW-Authenticate": "Bearer"}
+            401,
+            "missing or invalid credential (bearer token or api_key)",
+            {"WWW-Authenticate": "Bearer"},
         ) from exc
 
 
@@ -572,10 +581,22 @@ async def list_requests(
     ] = None,
     service_code: Annotated[NeedKind | None, Query(description="A service_code.")] = None,
     start_date: Annotated[
-        AwareDatetime | None, Query(description="Requested at or after (RFC 3339 with offset).")
+        str | None,
+        Query(
+            pattern=RFC3339,
+            max_length=40,
+            json_schema_extra={"format": "date-time"},
+            description="Requested at or after (RFC 3339 with offset).",
+        ),
     ] = None,
     end_date: Annotated[
-        AwareDatetime | None, Query(description="Requested at or before (RFC 3339 with offset).")
+        str | None,
+        Query(
+            pattern=RFC3339,
+            max_length=40,
+            json_schema_extra={"format": "date-time"},
+            description="Requested at or before (RFC 3339 with offset).",
+        ),
     ] = None,
     status: Annotated[
         str | None,
@@ -590,20 +611,9 @@ async def list_requests(
     if service_request_id is not None:
         ids = [uuid.UUID(value) for value in service_request_id.split(",")]
     clock: service.Clock = request.app.state.clock
-    start, end = start_date, end_date
-    if ids is None:
-        end = end or ((start + mapping.DEFAULT_SPAN) if start else clock.now())
-        start = start or (end - mapping.DEFAULT_SPAN)
-        if end < start:
-            raise Open311Error(
-                400,
-                [Reason(field="end_date", message="before start_date", code="range_invalid")],
-            )
-        if end - start > mapping.DEFAULT_SPAN + timedelta(seconds=1):
-            raise Open311Error(
-                400,
-                [Reason(field="end_date", message="the range spans over 90 days", code="range")],
-            )
+    start, end = mapping.date_range(
+        _moment("start_date", start_date), _moment("end_date", end_date), clock.now()
+    )
     async with request.app.state.runtime.pool.acquire() as conn:
         community = await _community(conn, principal, jurisdiction_id)
         principal.require_role(*READERS)

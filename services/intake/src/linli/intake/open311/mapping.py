@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from xml.etree import ElementTree
 
@@ -38,7 +38,12 @@ MAX_LIST = 1000
 """At most this many requests in one `GET /requests` answer (the specification's limit)."""
 
 DEFAULT_SPAN = timedelta(days=90)
-"""`GET /requests` without dates covers the last 90 days, and no range may be longer."""
+"""`GET /requests` without dates covers the last 90 days (or 90 days from `start_date`,
+or up to `end_date`)."""
+
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+"""Filters are clamped to the years needs can have (`TimeWindow`), so no date overflows."""
 
 MAX_IDS = 100
 """At most this many ids in one `service_request_id` filter."""
@@ -519,6 +524,22 @@ def open311_reason(reason: Reason) -> Reason:
 
 
 # --- a need as a request ----------------------------------------------------------------
+
+
+def date_range(
+    start: datetime | None, end: datetime | None, now: datetime
+) -> tuple[datetime, datetime]:
+    """The `requested_datetime` range of `GET /requests`: what was given, the last 90 days
+    by default (90 days from a lone `start_date`, 90 days up to a lone `end_date`). A range
+    of any length is served (at most 1000 requests, newest first); a reversed one matches
+    nothing."""
+    start = None if start is None else min(max(start, EARLIEST), LATEST)
+    end = None if end is None else min(max(end, EARLIEST), LATEST)
+    if end is None:
+        end = min(start + DEFAULT_SPAN, LATEST) if start is not None else now
+    if start is None:
+        start = max(end - DEFAULT_SPAN, EARLIEST)
+    return start, end
 
 
 def open_or_closed(status: str) -> str:
