@@ -354,7 +354,14 @@ BAD: list[tuple[str, dict[str, str], int, str]] = [
     ("no resident", {"attribute[resident_id]": ""}, 400, "attribute[resident_id]"),
     ("not a uuid", {"attribute[resident_id]": "bob"}, 400, "attribute[resident_id]"),
     ("both residents", {"attribute[resident_ref]": "hh-1"}, 400, "attribute[resident_id]"),
-    ("unknown resident", {"attribute[resident_id]": str(uuid.uuid4())}, 400, "unknown_resident"),
+    ("unknown resident", {"attribute[resident_id]": str(uuid.uuid4())}, 404, "unknown_resident"),
+    ("unknown resident_ref", {"attribute[resident_ref]": "nobody-1"}, 404, "unknown_resident"),
+    (
+        "unknown resident and a bad value",
+        {"attribute[resident_id]": str(uuid.uuid4()), "attribute[portions]": "0"},
+        400,
+        "attribute[portions]",
+    ),
     ("bad urgency", {"attribute[urgency]": "now"}, 400, "attribute[urgency]"),
     ("naive time", {"attribute[window_earliest]": "2030-01-01T10:00:00"}, 400, "timezone_aware"),
     ("not a time", {"attribute[window_latest]": "tomorrow"}, 400, "attribute[window_latest]"),
@@ -383,6 +390,8 @@ async def test_bad_input_is_refused_with_reasons_and_changes_nothing(
     if case == "no resident":
         form.pop("attribute[resident_id]")
         change = {}
+    if case == "unknown resident_ref":
+        form.pop("attribute[resident_id]")
     form.update(change)
     for fmt in ("json", "xml"):
         answer = await intake.http.post(
@@ -507,7 +516,7 @@ async def test_jurisdictions_and_credentials(intake) -> None:
     foreign = await intake.http.post(
         f"{PREFIX}/requests.json", data=meal_form(other_resident), headers=system
     )
-    assert foreign.status_code == 400
+    assert foreign.status_code == 404
     assert "unknown_resident" in foreign.text
     # B's operator does not find A's request in B, nor reaches A.
     b = world.auth("other_operator")

@@ -10,6 +10,7 @@ from xml.etree import ElementTree
 
 import pytest
 from harness.open311 import validate
+from jsonschema import Draft202012Validator
 
 from linli.contracts.catalogue import CATALOGUE, kind_spec
 from linli.contracts.types import Reason
@@ -148,3 +149,38 @@ def test_xml_documents_and_errors() -> None:
     assert errors == [{"code": 400, "description": "attribute[x]: bad (c)"}]
     xml = ElementTree.fromstring(mapping.xml_document("errors", "error", errors))  # noqa: S314
     assert xml.find("error/code").text == "400"  # type: ignore[union-attr]
+
+
+def test_the_documented_body_schema_is_what_the_facade_takes() -> None:
+    """OpenAPI's request body (one variant per service) accepts a good JSON request and
+    refuses what the facade refuses: two residents, an unknown attribute, a bad value."""
+    schema = mapping.request_body_schema(form=False)
+    checker = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    good = {
+        "service_code": "elder_care_visit",
+        "attribute": {"resident_id": RESIDENT, "purpose": "health_check", "duration_minutes": 30},
+    }
+    assert checker.is_valid(good)
+    sub = mapping.parse_json(good)
+    assert mapping.to_need(kind_spec("elder_care_visit"), sub, NOW, None).reasons == []
+    for bad_attribute in (
+        {"resident_ref": "hh-1"},
+        {"colour": "red"},
+        {"duration_minutes": 5},
+        {"purpose": "chat"},
+    ):
+        bad = {**good, "attribute": {**good["attribute"], **bad_attribute}}
+        assert not checker.is_valid(bad), bad_attribute
+        refused = mapping.to_need(kind_spec("elder_care_visit"), mapping.parse_json(bad), NOW, None)
+        assert refused.spec is None, bad_attribute
+    assert not checker.is_valid({**good, "service_code": "repair"})  # no description
+    form = mapping.request_body_schema(form=True)
+    meal = next(
+        v for v in form["oneOf"] if v["properties"]["service_code"]["enum"] == ["meal_delivery"]
+    )
+    assert "attribute[diet_needs][]" in meal["properties"]
+    assert meal["properties"]["attribute[portions]"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 10,
+    }

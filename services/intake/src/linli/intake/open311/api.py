@@ -120,7 +120,7 @@ class Open311Route(APIRoute):
                 return error_answer(request, 400, [_query_field(r) for r in reasons])
             except service.Rejected as exc:
                 reasons = [mapping.open311_reason(r) for r in exc.reasons]
-                return error_answer(request, 400, reasons)
+                return error_answer(request, mapping.refusal_status(reasons), reasons)
             except service.NotFound as exc:
                 return error_answer(request, 404, f"{exc} not found")
             except KeyReused as exc:
@@ -412,50 +412,6 @@ async def get_service_definition(
     return _answer(request, "service_definition", None, mapping.service_definition(entry))
 
 
-_FORM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["service_code"],
-    "properties": {
-        "service_code": {"type": "string", "enum": list(CATALOGUE)},
-        "jurisdiction_id": {"type": "string", "pattern": COMMUNITY_SLUG_PATTERN},
-        "api_key": {"type": "string", "maxLength": 200},
-        "description": {"type": "string", "maxLength": mapping.MAX_VALUE},
-        "lat": {"type": "number", "minimum": -90, "maximum": 90},
-        "long": {"type": "number", "minimum": -180, "maximum": 180},
-        "address_string": {"type": "string", "maxLength": 500},
-        "address_id": {"type": "string", "maxLength": 500},
-        "media_url": {"type": "string", "maxLength": 500},
-        **{name: {"type": "string", "maxLength": 0} for name in sorted(mapping.PERSONAL_FIELDS)},
-    },
-    "patternProperties": {
-        r"^attribute\[[a-z_]{1,60}\](\[\])?$": {"type": "string", "maxLength": mapping.MAX_VALUE}
-    },
-    "additionalProperties": False,
-    "description": "GeoReport v2 fields; `attribute[code]=value` per attribute of the "
-    "service definition (a list as `attribute[code][]=value` repeated). "
-    "attribute[resident_id] or attribute[resident_ref] names the resident. "
-    "Contact fields (email, first_name, last_name, phone, device_id, account_id) are "
-    "refused unless empty; location fields are checked and not kept.",
-}
-_JSON_SCHEMA: dict[str, Any] = {
-    **{k: v for k, v in _FORM_SCHEMA.items() if k != "patternProperties"},
-    "properties": {
-        **_FORM_SCHEMA["properties"],
-        "attribute": {
-            "type": "object",
-            "additionalProperties": {
-                "anyOf": [
-                    {"type": "string", "maxLength": mapping.MAX_VALUE},
-                    {"type": "number"},
-                    {"type": "boolean"},
-                    {"type": "array", "items": {"type": "string"}},
-                ]
-            },
-        },
-    },
-}
-
-
 async def _read_submission(request: Request) -> mapping.Submission:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     raw = await request.body()
@@ -486,8 +442,10 @@ async def _read_submission(request: Request) -> mapping.Submission:
         "requestBody": {
             "required": True,
             "content": {
-                "application/x-www-form-urlencoded": {"schema": _FORM_SCHEMA},
-                "application/json": {"schema": _JSON_SCHEMA},
+                "application/x-www-form-urlencoded": {
+                    "schema": mapping.request_body_schema(form=True)
+                },
+                "application/json": {"schema": mapping.request_body_schema(form=False)},
             },
         }
     },
@@ -526,7 +484,7 @@ async def create_request(
         clock: service.Clock = request.app.state.clock
         mapped = mapping.to_need(entry, submission, clock.now(), resident_id)
         if mapped.spec is None:
-            raise Open311Error(400, mapped.reasons)
+            raise Open311Error(mapping.refusal_status(mapped.reasons), mapped.reasons)
         sent = {
             "open311": {k: v for k, v in submission.fields.items() if k != "api_key"},
             "attribute": submission.attributes,

@@ -23,7 +23,8 @@ from pydantic import ValidationError
 from linli.contracts.binding import reasons_from_validation_error
 from linli.contracts.catalogue import CATALOGUE, KindSpec, SlaBasis
 from linli.contracts.needs import NeedSpecAdapter, NeedSpecBase
-from linli.contracts.types import PriorityGroup, Reason, Urgency
+from linli.contracts.types import COMMUNITY_SLUG_PATTERN, PriorityGroup, Reason, Urgency
+from linli.servicekit.csvimport import EXTERNAL_REF_PATTERN
 
 JSON_TYPE = "application/json"
 XML_TYPE = "text/xml; charset=utf-8"
@@ -250,6 +251,107 @@ def service_definition(entry: KindSpec) -> dict[str, Any]:
 
 
 # --- a submission -----------------------------------------------------------------------
+
+_BASE_FIELDS: dict[str, dict[str, Any]] = {
+    "jurisdiction_id": {"type": "string", "pattern": COMMUNITY_SLUG_PATTERN, "maxLength": 64},
+    "api_key": {"type": "string", "maxLength": 200},
+    "lat": {"type": "number", "minimum": -90, "maximum": 90},
+    "long": {"type": "number", "minimum": -180, "maximum": 180},
+    "address_string": {"type": "string", "maxLength": 500},
+    "address_id": {"type": "string", "maxLength": 500},
+    "media_url": {"type": "string", "maxLength": 500},
+    **{
+        name: {"type": "string", "maxLength": 0, "description": "Refused unless empty."}
+        for name in sorted({"email", "first_name", "last_name", "phone", "device_id", "account_id"})
+    },
+}
+
+
+def _linli_attributes() -> dict[str, dict[str, Any]]:
+    moment = {"type": "string", "format": "date-time"}
+    return {
+        RESIDENT_ID: {"type": "string", "format": "uuid"},
+        RESIDENT_REF: {"type": "string", "pattern": EXTERNAL_REF_PATTERN, "maxLength": 64},
+        URGENCY: {"type": "string", "enum": [u.value for u in Urgency]},
+        WINDOW_EARLIEST: moment,
+        WINDOW_LATEST: moment,
+    }
+
+
+def _plain(schema: Mapping[str, Any], node: Mapping[str, Any]) -> dict[str, Any]:
+    """A details property's schema, resolved and without titles, defaults or nulls."""
+    out = _resolve(schema, node)
+    if out.get("type") == "array" and "items" in out:
+        out["items"] = _plain(schema, out["items"])
+    return {k: v for k, v in out.items() if k not in ("title", "default", "description")}
+
+
+def request_body_schema(form: bool) -> dict[str, Any]:
+    """The JSON Schema of `POST /requests` as the facade enforces it: one variant per
+    service (discriminated by `service_code`), its attributes typed from the kind's
+    details model, exactly one of resident_id and resident_ref. Form-encoded, an attribute
+    is a field `attribute[code]` (a list `attribute[code][]`); in JSON, `attribute` is an
+    object."""
+    variants = []
+    for entry in CATALOGUE.values():
+        details = entry.request_details.model_json_schema()
+        attrs = _linli_attributes()
+        required_attrs = []
+        for name, raw in details.get("properties", {}).items():
+            if name == FREE_TEXT_DETAIL:
+                continue
+            attrs[name] = _plain(details, raw)
+            if name in details.get("required", []):
+                required_attrs.append(name)
+        text_field = free_text_field(entry)
+        if text_field == "notes":
+            text = {"type": "string", "maxLength": 1000}
+        else:
+            text = {
+                k: v for k, v in _plain(details, details["properties"][FREE_TEXT_DETAIL]).items()
+            }
+        text_required = text_field != "notes" and FREE_TEXT_DETAIL in details.get("required", [])
+        fixed = {"service_code": {"type": "string", "enum": [entry.kind]}, "description": text}
+        required = ["service_code", *(["description"] if text_required else [])]
+        if form:
+            props = {**fixed, **_BASE_FIELDS}
+            for name, prop in attrs.items():
+                many = prop.get("type") == "array"
+                props[f"attribute[{name}]{'[]' if many else ''}"] = prop
+            variant = {
+                "type": "object",
+                "properties": props,
+                "required": required
+                + [
+                    f"attribute[{n}]{'[]' if attrs[n].get('type') == 'array' else ''}"
+                    for n in required_attrs
+                ],
+                "oneOf": [
+                    {"required": [f"attribute[{RESIDENT_ID}]"]},
+                    {"required": [f"attribute[{RESIDENT_REF}]"]},
+                ],
+                "additionalProperties": False,
+            }
+        else:
+            attribute = {
+                "type": "object",
+                "properties": attrs,
+                "required": required_attrs,
+                "oneOf": [{"required": [RESIDENT_ID]}, {"required": [RESIDENT_REF]}],
+                "additionalProperties": False,
+            }
+            variant = {
+                "type": "object",
+                "properties": {**fixed, **_BASE_FIELDS, "attribute": attribute},
+                "required": [*required, "attribute"],
+                "additionalProperties": False,
+            }
+        variants.append(variant)
+    return {
+        "oneOf": variants,
+        "description": "GeoReport v2 fields and the service's attributes (ADR 0050).",
+    }
+
 
 LOCATION_FIELDS = frozenset({"lat", "long", "address_string", "address_id", "media_url"})
 """Accepted (bounded) but not kept: the resident's address is in their record, and a street
@@ -640,6 +742,14 @@ def xml_document(root: str, item: str | None, content: Any) -> bytes:
             _fill(ElementTree.SubElement(element, item), entry)
     body: bytes = ElementTree.tostring(element, encoding="utf-8", xml_declaration=True)
     return body
+
+
+def refusal_status(reasons: Sequence[Reason]) -> int:
+    """404 when the only thing wrong is a resident the jurisdiction does not have (like an
+    unknown jurisdiction_id or service_code in the specification), else 400."""
+    if reasons and all(r.code == "unknown_resident" for r in reasons):
+        return 404
+    return 400
 
 
 def error_list(status: int, reasons: Sequence[Reason] | str) -> list[dict[str, Any]]:
