@@ -338,6 +338,10 @@ async def test_list_requests_with_filters_and_xml(intake) -> None:
     )
     assert refused.status_code == 403
     assert refused.json()[0]["code"] == 403
+    unread = await intake.http.post(
+        f"{PREFIX}/requests.json", content=b"x", headers={**bearer, "Content-Type": "text/plain"}
+    )
+    assert unread.status_code == 403  # refused before the body is read
     assert (
         await intake.http.get(f"{PREFIX}/tokens/{visit_id}.json", headers=bearer)
     ).status_code == 403

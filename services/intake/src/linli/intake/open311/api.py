@@ -459,14 +459,17 @@ async def create_request(
     """The need is created by the same use case as `POST /v1/communities/{c}/needs`:
     same events, same idempotency (`Idempotency-Key`), same validation."""
     del response_format
-    bearer_given = creds is not None
-    principal = await _principal(request, creds) if bearer_given else None
+    principal = None
+    if creds is not None:
+        # A bearer token is checked, role included, before the body is read.
+        principal = await _principal(request, creds)
+        principal.require_role(*WRITERS)
     submission = await _read_submission(request)
     if principal is None:
         principal = await _principal(request, None, submission.fields.get("api_key") or None)
+        principal.require_role(*WRITERS)
     async with request.app.state.runtime.pool.acquire() as conn:
         community = await _community(conn, principal, submission.get("jurisdiction_id"))
-        principal.require_role(*WRITERS)
         code = submission.get("service_code")
         if code is None:
             raise Open311Error(
