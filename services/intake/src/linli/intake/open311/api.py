@@ -110,12 +110,7 @@ class Open311Route(APIRoute):
                 except Open311Error as refused:
                     return error_answer(request, refused.status, refused.reasons, refused.headers)
                 except TRANSIENT_ERRORS:
-                    return error_answer(
-                        request,
-                        503,
-                        "a dependency is unavailable; retry later",
-                        {"Retry-After": "2"},
-                    )
+                    return _unavailable(request)
                 reasons = reasons_from_validation_error(exc)  # type: ignore[arg-type]
                 return error_answer(request, 400, [_query_field(r) for r in reasons])
             except service.Rejected as exc:

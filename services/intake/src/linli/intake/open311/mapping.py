@@ -11,10 +11,12 @@
 
 from __future__ import annotations
 
+import copy
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 from xml.etree import ElementTree
 
@@ -209,6 +211,12 @@ def _detail_attribute(schema: Mapping[str, Any], name: str, raw: Mapping[str, An
 def attributes(entry: KindSpec) -> list[dict[str, Any]]:
     """A kind's attributes: Linli's own (resident, urgency, window), then one per field
     of its details model as submitted, in the model's order (`order` from 1)."""
+    return copy.deepcopy(_attributes(entry.kind))
+
+
+@cache
+def _attributes(kind: str) -> list[dict[str, Any]]:
+    entry = CATALOGUE[kind]
     schema = entry.request_details.model_json_schema()
     found = [dict(a) for a in _COMMON_ATTRIBUTES]
     for name, raw in schema.get("properties", {}).items():
@@ -536,7 +544,7 @@ def to_need(
     `attribute[resident_ref]`, if that was given."""
     reasons = list(sub.reasons) + check_fields(sub)
     attrs = dict(sub.attributes)
-    known = {a["code"] for a in attributes(entry)}
+    known = {a["code"] for a in _attributes(entry.kind)}
     for code in attrs:
         if code not in known:
             reasons.append(
