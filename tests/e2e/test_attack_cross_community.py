@@ -66,6 +66,12 @@ async def test_community_a_credentials_get_no_2xx_on_community_b_ids(lifecycle) 
     assert result["leaks"] == 0, result["leak_samples"]
     for service in bases:
         assert result["by_service"][service]["requests"] >= FLOOR, (service, result)
+    # The Open311 facade (ADR 0050) names B by jurisdiction_id and B's needs by
+    # service_request_id / token_id: every one of its operations was attacked.
+    open311 = {
+        op for op, seen in result["by_operation"].items() if "/open311/" in op and seen["requests"]
+    }
+    assert len(open311) == 6, open311
     assert set(result["by_role"]) == {
         "operator",
         "system",

@@ -44,6 +44,11 @@ ALLOWED: dict[str, set[tuple[str, str]]] = {
         ("GET", "/v1/communities/{community}/activities"),
         ("GET", "/v1/communities/{community}/activities/{activity_id}"),
         ("GET", "/v1/catalogue"),  # the kinds of need: no personal data (ADR 0045)
+        # The Open311 facade (ADR 0050): services, and requests without their contents.
+        ("GET", "/open311/v2/services.{response_format}"),
+        ("GET", "/open311/v2/services/{service_code}.{response_format}"),
+        ("GET", "/open311/v2/requests.{response_format}"),
+        ("GET", "/open311/v2/requests/{service_request_id}.{response_format}"),
     },
     "scheduling": {
         ("GET", "/v1/communities/{community}/schedule/needs"),
@@ -141,6 +146,8 @@ async def seed(lc: Lifecycle) -> World:
         )
     )
     w.ids["need_id"] = repair["id"]
+    w.ids["service_request_id"] = repair["id"]  # the Open311 facade's name for it
+    w.ids["service_code"] = "repair"
     await lc.wait_events("need.escalated", need_id=repair["id"])
     await lc.wait_status(repair["id"], "escalated")
     page = lc.ok(await lc.http.get(lc.c("scheduling", "/escalations")))
@@ -431,7 +438,7 @@ async def walk(lc: Lifecycle, w: World, service: str) -> None:
     two_xx: set[tuple[str, str]] = set()
     walked = 0
     for template, operations in doc["paths"].items():
-        if not template.startswith("/v1/"):
+        if not template.startswith(("/v1/", "/open311/")):
             continue
         for method, operation in operations.items():
             method = method.upper()

@@ -160,6 +160,10 @@ async def seed_community(lc: Lifecycle, community: str) -> Community:
         )
         needs.append(str(created["id"]))
     world.ids["need_id"] = needs
+    # The Open311 facade (ADR 0050) names the community and a need its own way.
+    world.ids["jurisdiction_id"] = [community]
+    world.ids["service_request_id"] = needs
+    world.ids["token_id"] = needs
     offers = [await lc.wait_offer(volunteer_token, n, timeout=30) for n in needs]
     world.ids["assignment_id"] = [o["assignment_id"] for o in offers]
 

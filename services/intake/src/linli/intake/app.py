@@ -20,6 +20,7 @@ from linli.servicekit.runtime import ServiceRuntime, periodic
 from linli.servicekit.settings import ServiceSettings
 
 from . import activities, activities_api, api, catalogue_api, ingress, service
+from .open311 import api as open311_api
 from .service import Clock
 
 MIGRATIONS_PACKAGE = "linli.intake"
@@ -83,6 +84,7 @@ def build_app(
     app.include_router(activities_api.router)
     app.state.activity_wake = asyncio.Event()
     app.include_router(catalogue_api.router)
+    app.include_router(open311_api.router)
 
     async def generate() -> None:
         async with runtime.pool.acquire() as conn:

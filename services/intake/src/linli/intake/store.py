@@ -1084,3 +1084,77 @@ async def claim_activity_key(
         credential_id,
         key,
     )
+
+
+# --- the Open311 facade (ADR 0050) -----------------------------------------------------
+
+
+async def community_name(conn: Conn, community: str) -> str | None:
+    """The community's name, or None when it does not exist."""
+    value = await conn.fetchval("SELECT name FROM communities WHERE slug = $1", community)
+    return str(value) if value is not None else None
+
+
+async def open311_needs(
+    conn: Conn,
+    community: str,
+    *,
+    ids: list[uuid.UUID] | None,
+    kind: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    statuses: list[str] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Needs for `GET /open311/v2/requests`, newest first: by id (the other filters then
+    do not apply), or by kind, submission time and status."""
+    return await conn.fetch(
+        f"SELECT {NEED_COLUMNS} FROM needs WHERE community = $1 "
+        "AND ($2::uuid[] IS NULL OR id = ANY($2)) "
+        "AND ($3::text IS NULL OR kind = $3) "
+        "AND ($4::timestamptz IS NULL OR submitted_at >= $4) "
+        "AND ($5::timestamptz IS NULL OR submitted_at <= $5) "
+        "AND ($6::text[] IS NULL OR status = ANY($6)) "
+        "ORDER BY submitted_at DESC, id DESC LIMIT $7",
+        community,
+        ids,
+        kind,
+        start,
+        end,
+        statuses,
+        limit,
+    )
+
+
+async def latest_timeline_status(conn: Conn, need_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The status of each need's latest timeline entry."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (need_id) need_id, status FROM need_timeline "
+        "WHERE need_id = ANY($1) ORDER BY need_id, id DESC",
+        need_ids,
+    )
+    return {row["need_id"]: row["status"] for row in rows}
+
+
+async def need_for_key(
+    conn: Conn, community: str, credential_id: uuid.UUID, key: str
+) -> uuid.UUID | None:
+    """The need an `Idempotency-Key` of this credential created in the community."""
+    value = await conn.fetchval(
+        "SELECT need_id FROM idempotency_keys "
+        "WHERE community = $1 AND credential_id = $2 AND key = $3",
+        community,
+        credential_id,
+        key,
+    )
+    return uuid.UUID(str(value)) if value is not None else None
+
+
+async def resident_id_by_ref(conn: Conn, community: str, external_ref: str) -> uuid.UUID | None:
+    """The resident the community's records know by `external_ref` (no lock: a read)."""
+    value = await conn.fetchval(
+        "SELECT id FROM residents WHERE community = $1 AND external_ref = $2",
+        community,
+        external_ref,
+    )
+    return uuid.UUID(str(value)) if value is not None else None
