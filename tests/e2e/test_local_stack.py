@@ -21,6 +21,8 @@ import asyncpg
 import httpx
 import nats
 import pytest
+from harness import hsds as hsds_schemas
+from harness import open311 as open311_schemas
 from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook
 
@@ -195,6 +197,55 @@ async def supply_side_shown(info: dict) -> dict[str, bool]:
     }
 
 
+async def directory_available(info: dict) -> int:
+    """The partner directory's live capacity (HSDS 3.1 `service_capacity`, ADR 0051): the
+    places available over every service of the first community; each document validates."""
+    community = info["communities"][0]
+    url = f"{info['services']['partners']['url']}/v1/communities/{community}/hsds/services"
+    auth = {"Authorization": f"Bearer {info['credentials']['operator']}"}
+    async with httpx.AsyncClient(headers=auth, timeout=10) as http:
+        page = await http.get(url, params={"per_page": 200})
+    assert page.status_code == 200, page.text
+    services = page.json()["contents"]
+    assert services
+    for service in services:
+        hsds_schemas.assert_valid(service, "service_with_definitions")
+    return sum(c["available"] for s in services for c in s.get("capacities") or [])
+
+
+async def open311_client(info: dict) -> None:
+    """A 311 system with the demo's system credential (ADR 0050): lists the services, posts
+    a request form-encoded and follows it; every answer fits the specification's schemas."""
+    intake = info["services"]["intake"]["url"]
+    key = info["credentials"]["system"]
+    auth = {"Authorization": f"Bearer {key}"}
+    operator = {"Authorization": f"Bearer {info['credentials']['operator']}"}
+    async with httpx.AsyncClient(timeout=10) as http:
+        services = await http.get(f"{intake}/open311/v2/services.json", headers=auth)
+        assert services.status_code == 200, services.text
+        open311_schemas.validate(services.json(), "services.json")
+        assert "repair" in {s["service_code"] for s in services.json()}
+        resident = (await http.get(f"{info['intake_api']}/residents", headers=operator)).json()
+        form = {
+            "api_key": key,
+            "service_code": "repair",
+            "attribute[resident_id]": resident["items"][0]["id"],
+            "attribute[category]": "plumbing",
+            "attribute[hazard]": "none",
+            "description": "toilet cistern keeps running",
+        }
+        posted = await http.post(f"{intake}/open311/v2/requests.json", data=form)
+        assert posted.status_code == 200, posted.text
+        # The standard's schemas cover reads; a create answers the id (and a notice).
+        assert set(posted.json()[0]) >= {"service_request_id", "service_notice"}
+        request_id = posted.json()[0]["service_request_id"]
+        followed = await http.get(f"{intake}/open311/v2/requests/{request_id}.json", headers=auth)
+        assert followed.status_code == 200, followed.text
+        open311_schemas.validate(followed.json(), "requests.json")
+        assert followed.json()[0]["status"] in {"open", "closed"}
+        assert followed.json()[0]["expected_datetime"]
+
+
 async def event_of_need(info: dict, ce_type: str, need_id: str) -> tuple[str, dict, dict]:
     """The `ce_type` event of one need (the demo has published many of each type)."""
     admin = info["nats"]["admin"]
@@ -315,6 +366,9 @@ async def test_make_run_stack(tmp_path: Path, stack_dir: Path) -> None:
     try:
         info = wait_for_stack(proc, data_dir, log)
         community = info["communities"][0]
+        # The directory's live capacity moves as the demo reserves slots (sampled below).
+        capacity_seen = {await directory_available(info)}
+        await open311_client(info)
         metrics_at_start = await scrape(info)
         base = info["intake_api"]
         auth = {"Authorization": f"Bearer {info['credentials']['operator']}"}
@@ -414,6 +468,7 @@ async def test_make_run_stack(tmp_path: Path, stack_dir: Path) -> None:
         seen: set[str] = set()
         while time.monotonic() < deadline and not seen >= DEMO_TYPES:
             seen = await event_types(info)
+            capacity_seen.add(await directory_available(info))
             await asyncio.sleep(2)
         assert seen >= DEMO_TYPES, DEMO_TYPES - seen
         # The supply side of issue #12 plays in the demo too (bounded like the above).
@@ -423,6 +478,12 @@ async def test_make_run_stack(tmp_path: Path, stack_dir: Path) -> None:
             await asyncio.sleep(3)
             shown = await supply_side_shown(info)
         assert all(shown.values()), shown
+        # Issue #13's "done when": the HSDS export showed capacity changing as the demo ran.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(capacity_seen) < 2:
+            capacity_seen.add(await directory_available(info))
+            await asyncio.sleep(3)
+        assert len(capacity_seen) > 1, capacity_seen
         # This community's operator sees a need fulfilled (the events above may have been
         # the other community's).
         deadline = time.monotonic() + 200  # initdb, migrations and ~10 CLI runs on two busy cores

@@ -479,6 +479,10 @@ def _print_summary(info: dict[str, Any], root: Path) -> None:
     guide = f"{info['services']['partners']['url']}/public/v1/communities/{community}/guide"
     print(f"    curl -s -H 'Authorization: Bearer {token}' \\\n      {partners}/hsds/services")
     print(f"    open '{guide}?format=html'")
+    # Open311 GeoReport v2 for 311 systems, with the demo's system credential (ADR 0050).
+    system = info["credentials"].get("system", "")
+    open311 = f"{info['services']['intake']['url']}/open311/v2"
+    print(f"    curl -s -H 'Authorization: Bearer {system}' \\\n      {open311}/services.json")
     print(f"\n  everything above, as JSON: {root / 'stack.json'}\n")
 
 
