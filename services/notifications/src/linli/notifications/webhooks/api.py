@@ -15,9 +15,9 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from linli.contracts.types import NeedKind, Role
+from linli.contracts.types import Moment, NeedKind, Role
 from linli.servicekit.auth import CurrentPrincipal, Principal
 
 from .service import MANAGERS, WebhookService
@@ -62,8 +62,8 @@ class ReplayIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_id: str | None = Field(default=None, max_length=256)
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
 
 
 def _service(request: Request) -> WebhookService:
