@@ -30,7 +30,7 @@ from fastapi import FastAPI
 
 from .errors import ErrorBody
 
-__all__ = ["ERROR_DESCRIPTIONS", "errors", "install", "truthful"]
+__all__ = ["ERROR_DESCRIPTIONS", "RULES", "errors", "install", "rules", "truthful"]
 
 ERROR_BODY_REF = "#/components/schemas/ErrorBody"
 AUTHENTICATED_PREFIX = "/v1/"
@@ -75,6 +75,19 @@ def errors(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any
     return out
 
 
+RULES = "x-linli-rules"
+"""Operation extension: rules on the parameters that JSON Schema cannot state (one
+parameter against another). A schema-valid request that breaks one answers 422 with the
+reason. Bodies may always carry such rules (ADR 0047); parameters only where declared."""
+
+
+def rules(*sentences: str) -> dict[str, Any]:
+    """`openapi_extra=` for a route whose parameters have rules beyond the schema, e.g.
+    `rules("`since` is before `until`")`: listed under `x-linli-rules` and in the
+    operation's 422 description."""
+    return {RULES: list(sentences)}
+
+
 def universal_statuses(path: str, method: str, operation: dict[str, Any]) -> set[int]:
     """The error statuses an operation can answer because of what it is, not what it
     does: who may call it, what input it takes, where it lives."""
@@ -106,6 +119,22 @@ def _error_answer(description: str) -> dict[str, Any]:
         "description": description,
         "content": {"application/json": {"schema": {"$ref": ERROR_BODY_REF}}},
     }
+
+
+def _not_null(parameter: dict[str, Any]) -> None:
+    """A parameter is optional by `required: false`, never null: FastAPI writes
+    `X | None` as `anyOf: [X, {type: null}]`, and a client then sends the word `null`
+    (which the server reads as a string and refuses)."""
+    schema = parameter.get("schema")
+    if not isinstance(schema, dict) or "anyOf" not in schema:
+        return
+    kept = [s for s in schema["anyOf"] if s != {"type": "null"}]
+    if len(kept) == len(schema["anyOf"]):
+        return
+    rest = {k: v for k, v in schema.items() if k != "anyOf"}
+    if rest.get("default", 0) is None:
+        rest.pop("default")
+    parameter["schema"] = {**kept[0], **rest} if len(kept) == 1 else {**rest, "anyOf": kept}
 
 
 def _declares_own_body(answer: dict[str, Any]) -> bool:
@@ -142,6 +171,8 @@ def truthful(schema: dict[str, Any]) -> dict[str, Any]:
         for method, operation in operations.items():
             if method not in METHODS or not isinstance(operation, dict):
                 continue
+            for parameter in operation.get("parameters", []):
+                _not_null(parameter)
             responses = operation.setdefault("responses", {})
             wanted = universal_statuses(path, method, operation)
             for status in sorted(wanted):
@@ -154,6 +185,8 @@ def truthful(schema: dict[str, Any]) -> dict[str, Any]:
                 )
                 if int(status) == 422 and description == "Validation Error":
                     description = ERROR_DESCRIPTIONS[422]
+                if int(status) == 422 and operation.get(RULES):
+                    description += " Also: " + "; ".join(operation[RULES]) + "."
                 if _declares_own_body(answer):
                     continue
                 responses[status] = _error_answer(description)

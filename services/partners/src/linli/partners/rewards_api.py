@@ -23,6 +23,7 @@ from linli.contracts.types import LocalDate, Moment, Role
 from linli.servicekit.auth import CurrentPrincipal, Principal
 from linli.servicekit.http import error_response
 from linli.servicekit.idempotency import Idempotency, IdempotencyKey, mark_replayed
+from linli.servicekit.openapi import rules
 from linli.servicekit.ratelimit import RateLimit
 from linli.servicekit.sealing import SecretBox
 
@@ -568,6 +569,7 @@ async def check_certificate(request: Request, body: CertificateCode) -> Any:
     response_model=StatementView,
     tags=["points"],
     summary="Hours and points of a volunteer over a period (operators; the volunteer itself)",
+    openapi_extra=rules("`since` is before `until` (422 `range`)"),
 )
 async def volunteer_statement(
     request: Request,
@@ -575,7 +577,7 @@ async def volunteer_statement(
     volunteer_id: uuid.UUID,
     principal: CurrentPrincipal,
     since: Annotated[
-        datetime | None, Query(description="RFC 3339; default until - 30 days")
+        Moment | None, Query(description="RFC 3339; default until - 30 days; before until")
     ] = None,
     until: Annotated[Moment | None, Query(description="RFC 3339; default now")] = None,
 ) -> Any:
