@@ -607,7 +607,7 @@ CORPUS: list[Case] = [
         "list-cursor-with-naive-time",
         lambda c: c.list_needs(cursor=cursor_of(f"2026-01-01T00:00:00|{uuid.uuid4()}")),
         "query.cursor",
-        "string_pattern_mismatch",
+        "string_too_long",
     ),
     _422(
         "list-cursor-with-bad-uuid",
