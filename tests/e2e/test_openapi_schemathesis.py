@@ -5,7 +5,9 @@ the fuzzing touches no other test's data). The home community is seeded through 
 APIs with one of everything a route can name (a resident, a volunteer, a partner, a
 slot, needs, a plan, an activity, a subscription, a recipient). Then schemathesis, the
 version pinned in uv.lock, runs as a third-party client against each service's
-`/openapi.json` with a valid operator credential of that community:
+`/openapi.json` with a valid operator credential of that community (and, for the
+routes an operator may not use, notifications with the community app's credential and
+partners with a volunteer's; `RUNS`), all runs at once:
 `schemathesis run --checks all` with all four phases (examples, coverage, fuzzing,
 stateful), a fixed number of examples per operation and a fixed seed in deterministic
 mode (`SCHEMATHESIS_CONFIG`). The test asserts that schemathesis exits 0 and that its
@@ -34,7 +36,17 @@ from linli.servicekit.openapi import RULES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
-SERVICES = ("intake", "partners", "scheduling", "notifications")
+RUNS = (
+    ("intake", "operator"),
+    ("partners", "operator"),
+    ("scheduling", "operator"),
+    ("notifications", "operator"),
+    # The routes an operator may not use: a community app's subscriptions, a
+    # volunteer's own offers and points (`/v1/me/...`).
+    ("notifications", "system"),
+    ("partners", "volunteer"),
+)
+"""(service, credential of the seeded community) for each schemathesis run."""
 MAX_EXAMPLES = 4
 """Generated cases per operation and phase: about 170 operations in all; enough to walk
 every operation and status, small enough for ~3 minutes on two loaded cores."""
@@ -190,21 +202,24 @@ def summary(service: str, code: int, found: list[dict[str, str]], output: str) -
 async def test_every_service_passes_schemathesis(lifecycle, tmp_path: Path) -> None:
     lc: Lifecycle = await lifecycle(notifications=True)
     world = await seed_community(lc, lc.home)
-    # The four runs at once: each is one client and one service process.
+    # All runs at once: each is one client against one service process.
     results = await asyncio.gather(
         *(
             run_schemathesis(
                 lc.services[service].url,
-                world.token("operator", service),
-                tmp_path / service,
+                world.token(role, service),
+                tmp_path / f"{service}-{role}",
                 lc.home,
             )
-            for service in SERVICES
+            for service, role in RUNS
         )
     )
     lc.check_alive()
-    reports = [(service, *result) for service, result in zip(SERVICES, results, strict=True)]
-    for service, _code, _found, output in reports:
-        print(f"--- {service}\n{output[-1500:]}")
+    reports = [
+        (f"{service} as {role}", *result)
+        for (service, role), result in zip(RUNS, results, strict=True)
+    ]
+    for name, _code, _found, output in reports:
+        print(f"--- {name}\n{output[-1500:]}")
     bad = [summary(*r) for r in reports if r[1] != 0 or r[2]]
     assert not bad, "\n\n".join(bad)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from linli.contracts.types import Moment, NeedKind, Role
 from linli.servicekit.auth import CurrentPrincipal, Principal
+from linli.servicekit.openapi import errors
 
 from .service import MANAGERS, WebhookService
 
@@ -95,7 +96,12 @@ def _shown(service: WebhookService, row: asyncpg.Record) -> dict[str, Any]:
     return _view(row, service.clock.now())
 
 
-@router.post("", status_code=201, summary="Register a webhook endpoint")
+@router.post(
+    "",
+    status_code=201,
+    summary="Register a webhook endpoint",
+    responses=errors(404, s404="A community in `communities` is not one of the credential's."),
+)
 async def create_subscription(
     request: Request, body: SubscriptionIn, principal: CurrentPrincipal
 ) -> dict[str, Any]:
