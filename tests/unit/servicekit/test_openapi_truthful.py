@@ -102,3 +102,19 @@ def test_a_planted_undeclared_status_is_caught() -> None:
     assert "Received: 418" in str(caught.value)
     # Declared on the route, the same answer passes (and gets the error body schema).
     _check_planted(small_app(declare_teapot=True))
+
+
+def test_cursors_round_trip_and_match_their_pattern() -> None:
+    import re
+    from datetime import UTC, datetime
+
+    from linli.servicekit.cursors import CURSOR_PATTERN, decode_cursor, encode_cursor
+
+    at = datetime(2026, 5, 1, 3, 30, 0, 123456, tzinfo=UTC)
+    row = uuid.uuid4()
+    cursor = encode_cursor(at, row)
+    assert re.fullmatch(CURSOR_PATTERN, cursor)
+    assert decode_cursor(cursor) == (at, row)
+    assert decode_cursor(None) is None
+    # The largest cursor the pattern admits still decodes.
+    assert decode_cursor("9" * 17 + "." + "f" * 32) is not None
