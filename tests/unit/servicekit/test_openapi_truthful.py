@@ -118,3 +118,18 @@ def test_cursors_round_trip_and_match_their_pattern() -> None:
     assert decode_cursor(None) is None
     # The largest cursor the pattern admits still decodes.
     assert decode_cursor("9" * 17 + "." + "f" * 32) is not None
+
+
+def test_a_route_with_its_own_credential_declares_401() -> None:
+    from fastapi import Depends
+    from fastapi.security import APIKeyQuery
+
+    app = FastAPI()
+
+    @app.get("/open/requests")
+    async def requests(key: str = Depends(APIKeyQuery(name="api_key"))) -> list[str]:
+        return []
+
+    openapi.install(app)
+    responses = app.openapi()["paths"]["/open/requests"]["get"]["responses"]
+    assert set(responses) == {"200", "401"}

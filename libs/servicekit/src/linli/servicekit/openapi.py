@@ -8,7 +8,8 @@ a route written tomorrow gets the same declarations without a line of its own:
   components are dropped (Linli never sends them);
 * the statuses every route of a kind can answer are added by rule (`universal_statuses`):
   401, 403 and 503 on every authenticated operation (`/v1/...`: the auth middleware
-  answers them before the route runs); 429 and 503 on public ones (`/public/...`: rate
+  answers them before the route runs), and 401 wherever the operation names a security
+  scheme; 429 and 503 on public ones (`/public/...`: rate
   limited in the database); 404 where the path names a community or an id; 422 where
   there is any input; 413 where there is a body; 409 on every write (it meets the state of
   what it changes) and wherever an `Idempotency-Key` is taken;
@@ -98,6 +99,10 @@ def universal_statuses(path: str, method: str, operation: dict[str, Any]) -> set
         found |= {401, 403, 503}
     elif path.startswith(PUBLIC_PREFIX):
         found |= {429, 503}
+    if any(operation.get("security") or ()):
+        # A route that checks a credential of its own (an API key, a bearer token
+        # outside `/v1`) refuses a missing or unknown one.
+        found.add(401)
     if any(p.get("in") == "path" for p in parameters):
         found.add(404)
     if has_body:
