@@ -271,8 +271,8 @@ async def test_activity_signups_priority_attendance_and_report(lifecycle: Any) -
     response = await http.post(
         f"{a}/{second['id']}/sessions/{s1['id']}/signups", json={"resident_id": plain[0]}
     )
-    assert response.status_code == 422
-    assert response.json()["detail"][0]["code"] == "unknown_session"
+    assert response.status_code == 404  # a session of another activity (ADR 0047)
+    assert response.json()["error"] == "not_found"
     response = await http.put(
         f"{act}/sessions/{s1['id']}",
         json={"start_time": "08:00:00", "end_time": "09:00:00", "places": 1},

@@ -22,6 +22,7 @@ from harness.intake import events_on_stream, meal_need, outbox_backlog, resident
 
 from linli.contracts.types import Role
 from linli.servicekit.auth import issue_credential, revoke_credential
+from linli.servicekit.cursors import encode_cursor
 
 pytestmark = pytest.mark.integration
 
@@ -116,8 +117,7 @@ async def test_another_communitys_operator_cannot_read_or_change_home(intake: An
     submitted_at = await pool.fetchval(
         "SELECT submitted_at FROM needs WHERE id = $1", uuid.UUID(need)
     )
-    after = (submitted_at + timedelta(seconds=1)).isoformat()
-    home_cursor = base64.urlsafe_b64encode(f"{after}|{need}".encode()).decode()
+    home_cursor = encode_cursor(submitted_at + timedelta(seconds=1), uuid.UUID(need))
     mine = await intake.http.get(
         f"{home}/needs", params={"cursor": home_cursor}, headers=world.auth()
     )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -14,7 +15,16 @@ from linli.contracts.needs import (
     ResidentSpec,
     VisitNeedSpec,
 )
-from linli.contracts.types import CommunitySlug, PhoneNumber, TimeWindow
+from linli.contracts.types import (
+    LOCAL_TIME_PATTERN,
+    CommunitySlug,
+    Flag,
+    LocalDate,
+    LocalTime,
+    Moment,
+    PhoneNumber,
+    TimeWindow,
+)
 
 PHONE = TypeAdapter(PhoneNumber)
 SLUG = TypeAdapter(CommunitySlug)
@@ -150,3 +160,52 @@ def test_window_accepts_utc_and_offsets() -> None:
     )
     assert window.duration == timedelta(hours=1)
     assert uuid.UUID(str(RESIDENT))
+
+
+LOCAL_TIME = TypeAdapter(LocalTime)
+LOCAL_DATE = TypeAdapter(LocalDate)
+MOMENT = TypeAdapter(Moment)
+FLAG = TypeAdapter(Flag)
+
+
+@pytest.mark.parametrize("value", ["14:30", "14:30:00", "00:00", "23:59:59"])
+def test_local_time_takes_what_its_pattern_says(value: str) -> None:
+    assert re.fullmatch(LOCAL_TIME_PATTERN, value)
+    parsed = LOCAL_TIME.validate_python(value)
+    # Answered as HH:MM:SS, which the pattern also matches (ADR 0047).
+    assert re.fullmatch(LOCAL_TIME_PATTERN, LOCAL_TIME.dump_python(parsed, mode="json"))
+
+
+@pytest.mark.parametrize("value", ["24:00", "14:30:00Z", "14:30:00+08:00", "14:30:00.5", 3600, ""])
+def test_local_time_refuses_what_its_pattern_refuses(value: object) -> None:
+    with pytest.raises(ValidationError):
+        LOCAL_TIME.validate_python(value)
+
+
+def test_local_time_schema_is_a_pattern_not_format_time() -> None:
+    schema = LOCAL_TIME.json_schema()
+    assert schema["type"] == "string"
+    assert schema["pattern"] == LOCAL_TIME_PATTERN
+    assert "format" not in schema
+
+
+@pytest.mark.parametrize("value", [0, "0", "2026-02-30", "20260501", "2026-05-01T00:00:00Z"])
+def test_local_date_takes_days_only(value: object) -> None:
+    with pytest.raises(ValidationError):
+        LOCAL_DATE.validate_python(value)
+    assert str(LOCAL_DATE.validate_python("2026-05-01")) == "2026-05-01"
+
+
+@pytest.mark.parametrize("value", [0, 0.5, "0.5", "1700000000"])
+def test_moment_refuses_unix_times(value: object) -> None:
+    with pytest.raises(ValidationError):
+        MOMENT.validate_python(value)
+    assert MOMENT.validate_python("2026-05-01T11:30:00+08:00").utcoffset() is not None
+
+
+def test_flag_refuses_numbers() -> None:
+    for value in (0, 1, 1.0):
+        with pytest.raises(ValidationError):
+            FLAG.validate_python(value)
+    assert FLAG.validate_python(True) is True
+    assert FLAG.validate_python("false") is False  # CSV imports write words

@@ -26,6 +26,7 @@ from linli.contracts.catalogue import (
 )
 from linli.contracts.types import (
     ContractModel,
+    Flag,
     PhoneNumber,
     PriorityGroup,
     Reason,
@@ -239,7 +240,7 @@ class ResidentSpec(ContractModel):
     priority_group: PriorityGroup = Field(
         default=PriorityGroup.NONE, description="Eligibility / priority group."
     )
-    consent_to_share_contact: bool = Field(
+    consent_to_share_contact: Flag = Field(
         default=False,
         description="Whether contact details may be shared with a partner that has "
         "accepted an assignment.",

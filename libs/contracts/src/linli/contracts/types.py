@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Self
 
@@ -12,20 +13,28 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 __all__ = [
     "COMMUNITY_SLUG_PATTERN",
+    "LOCAL_DATE_PATTERN",
+    "LOCAL_TIME_PATTERN",
     "MAX_WINDOW",
     "CommunitySlug",
     "ContractModel",
     "EventData",
     "FailureReason",
+    "Flag",
+    "LocalDate",
+    "LocalTime",
+    "Moment",
     "NeedKind",
     "NeedStatus",
     "PhoneNumber",
@@ -54,6 +63,81 @@ CommunitySlug = Annotated[
         examples=["taian-zhiyuan"],
     ),
 ]
+
+LOCAL_TIME_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$"
+"""A wall-clock time of day without an offset: `HH:MM` or `HH:MM:SS` (ADR 0047)."""
+LOCAL_DATE_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
+"""A calendar day, `YYYY-MM-DD` (RFC 3339 full-date)."""
+_LOCAL_TIME = re.compile(LOCAL_TIME_PATTERN)
+_LOCAL_DATE = re.compile(LOCAL_DATE_PATTERN)
+
+
+def _local_time(value: Any) -> Any:
+    # Exactly what the schema says: RFC 3339 `time` requires an offset, which a local
+    # time of day has not, so the schema is a pattern and the parser follows it (no
+    # seconds-since-midnight integers, no offsets, no fractions).
+    if isinstance(value, time):
+        return value
+    if not isinstance(value, str) or not _LOCAL_TIME.fullmatch(value):
+        raise ValueError("must be a local time HH:MM or HH:MM:SS")
+    return value
+
+
+def _local_date(value: Any) -> Any:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _LOCAL_DATE.fullmatch(value):
+        raise ValueError("must be a date YYYY-MM-DD")
+    return value
+
+
+LocalTime = Annotated[
+    time,
+    BeforeValidator(_local_time),
+    WithJsonSchema({"type": "string", "pattern": LOCAL_TIME_PATTERN, "examples": ["14:30"]}),
+]
+"""A local time of day (the community's zone), `HH:MM[:SS]`; answered as `HH:MM:SS`."""
+
+LocalDate = Annotated[
+    date,
+    BeforeValidator(_local_date),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date",
+            "pattern": LOCAL_DATE_PATTERN,
+            "examples": ["2026-05-01"],
+        }
+    ),
+]
+"""A calendar day `YYYY-MM-DD` (a string only, no timestamps)."""
+
+_NUMBER = re.compile(r"^\s*[+-]?[0-9]+(\.[0-9]*)?\s*$")
+
+
+def _rfc3339(value: Any) -> Any:
+    # pydantic's lax datetime also takes numbers and numeric strings ("0.5" is 1970) as
+    # Unix times: an API that documents `format: date-time` takes RFC 3339 strings only.
+    # Any other string goes on to pydantic, whose error codes say what is wrong with it.
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or _NUMBER.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset")
+    return value
+
+
+def _true_or_false(value: Any) -> Any:
+    # JSON true/false (and the words CSV imports use); never a number.
+    if isinstance(value, bool | str):
+        return value
+    raise ValueError("must be true or false")
+
+
+Moment = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+"""An instant as RFC 3339 with an offset (`2026-05-01T11:30:00+08:00`); numbers refused."""
+
+Flag = Annotated[bool, BeforeValidator(_true_or_false)]
+"""A boolean: JSON true/false (CSV imports also write true/false); numbers refused."""
 
 PHONE_DEFAULT_REGION = "CN"
 
@@ -279,8 +363,8 @@ class TimeWindow(BaseModel):
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, frozen=True)
 
-    earliest: AwareDatetime = Field(description="Start of the window (RFC 3339 with offset).")
-    latest: AwareDatetime = Field(
+    earliest: Moment = Field(description="Start of the window (RFC 3339 with offset).")
+    latest: Moment = Field(
         description="End of the window (RFC 3339 with offset); after earliest, "
         "at most 31 days later."
     )

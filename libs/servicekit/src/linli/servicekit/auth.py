@@ -38,15 +38,6 @@ READ_ONLY_ROLES = frozenset({Role.STREET_OFFICE})
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 
-FORBIDDEN_RESPONSE: dict[int | str, dict[str, Any]] = {
-    403: {
-        "description": "The credential's role may not use this route: e.g. a street_office "
-        "credential on a write or on residents' personal data (ADR 0040). "
-        "`{error: forbidden, detail}`."
-    }
-}
-"""The 403 every authenticated operation declares in OpenAPI (`http.create_http_app`)."""
-
 
 @dataclass(frozen=True)
 class Principal:

@@ -7,21 +7,24 @@ are read into memory.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from linli.contracts.binding import reasons_from_validation_error
 
-from .auth import FORBIDDEN_RESPONSE, AuthMiddleware
+from . import openapi
+from .auth import AuthMiddleware
 from .csvimport import IMPORT_PATH
 from .db import TRANSIENT_ERRORS
-from .errors import ErrorBody, JSONBody, error_response
+from .errors import JSONBody, error_response
 from .idempotency import KeyReused
 from .metrics import HTTPMetricsMiddleware, RouteTemplates
 from .runtime import ServiceRuntime
@@ -128,7 +131,23 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
         ]
         return error_response(422, "validation_failed", detail)
     code = _ERROR_CODES.get(exc.status_code, "error")
-    return error_response(exc.status_code, code, exc.detail, getattr(exc, "headers", None))
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:
+        # Starlette names only the methods of the first route matching the path; FastAPI
+        # registers one route per method, so list every route's (RFC 9110: the methods
+        # the resource supports).
+        headers = {**(headers or {}), "Allow": _allowed_methods(_request)}
+    return error_response(exc.status_code, code, exc.detail, headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    order = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+    return ", ".join(sorted(methods, key=lambda m: order.index(m) if m in order else 99))
 
 
 async def _data_error(_request: Request, _exc: Exception) -> JSONResponse:
@@ -147,6 +166,22 @@ async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(
         503, "unavailable", "a dependency is unavailable; retry later", {"Retry-After": "2"}
     )
+
+
+class Healthy(BaseModel):
+    """What /healthz answers."""
+
+    status: Literal["ok"] = Field(description="Always `ok` while the process serves.")
+
+
+class Readiness(BaseModel):
+    """What /readyz answers (200 when `ready`, else 503)."""
+
+    database: bool = Field(description="The database answers and is reachable.")
+    nats: bool = Field(description="The NATS connection is up.")
+    migrations: bool = Field(description="Every migration of the service is applied.")
+    revocations: bool = Field(description="Revoked credentials have been loaded.")
+    ready: bool = Field(description="All of the above, and the service has started.")
 
 
 def create_http_app(
@@ -175,6 +210,8 @@ def create_http_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(asyncpg.exceptions.DataError, _data_error)
+    # A CHECK constraint is the last word on values the models let through (ADR 0047).
+    app.add_exception_handler(asyncpg.exceptions.CheckViolationError, _data_error)
     app.add_exception_handler(KeyReused, _key_reused)
     # A database or broker outage is a 503 the client can retry, not a stack trace.
     for exc_type in TRANSIENT_ERRORS:
@@ -190,49 +227,28 @@ def create_http_app(
     app.add_middleware(HTTPMetricsMiddleware, templates=RouteTemplates(app))
 
     @app.get("/healthz", tags=["health"], summary="The process is alive")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> Healthy:
+        return Healthy(status="ok")
 
-    @app.get("/readyz", tags=["health"], summary="Database, NATS and migrations are ready")
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Database, NATS and migrations are ready",
+        response_model=Readiness,
+        responses={
+            503: {
+                "model": Readiness,
+                "description": "Not ready: the checks say which dependency is not.",
+            }
+        },
+    )
     async def readyz() -> JSONResponse:
         checks = await runtime.readiness()
         return JSONResponse(checks, status_code=200 if checks["ready"] else 503)
 
-    _declare_forbidden(app)
+    openapi.install(app)
     instrument_statements(runtime.tracer_provider)
     return app
-
-
-def _declare_forbidden(app: FastAPI) -> None:
-    """Every authenticated operation declares 403 in OpenAPI, in the one error shape.
-
-    Any route may refuse a role, and the middleware refuses every write of a read-only
-    credential (a street office's, ADR 0040) before the route runs, so the declaration
-    belongs to the app rather than to each route."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = generate()
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
-        for name, definition in body.pop("$defs", {}).items():
-            components.setdefault(name, definition)
-        components.setdefault("ErrorBody", body)
-        answer = {
-            "description": FORBIDDEN_RESPONSE[403]["description"],
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
-        }
-        for path, operations in schema.get("paths", {}).items():
-            if not path.startswith("/v1/"):
-                continue
-            for operation in operations.values():
-                if isinstance(operation, dict) and "responses" in operation:
-                    operation["responses"].setdefault("403", answer)
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _probe(scope: Scope) -> bool:

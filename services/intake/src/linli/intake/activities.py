@@ -477,7 +477,8 @@ async def sign_up(
         activity = await _locked(conn, community, activity_id, "share")
         session = await store.get_session(conn, activity_id, session_id, lock=True)
         if session is None:
-            raise _reject("path.session_id", "no such session in this activity", "unknown_session")
+            # An id in the path that names nothing here is 404, like every other path id.
+            raise NotFound("session")
         resident = await store.get_resident(conn, community, resident_id)
         if resident is None:
             raise _reject("body.resident_id", "no such resident", "unknown_resident")

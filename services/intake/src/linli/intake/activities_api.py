@@ -8,16 +8,15 @@ sign-ups (which name residents by id) are refused to it.
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
-from datetime import datetime, time
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from linli.contracts.types import CommunitySlug, Role
+from linli.contracts.types import CommunitySlug, Flag, LocalDate, LocalTime, Moment, Role
 from linli.servicekit.auth import CurrentPrincipal, Principal
 from linli.servicekit.errors import ErrorBody
 from linli.servicekit.idempotency import Idempotency, IdempotencyKey, mark_replayed
@@ -49,8 +48,8 @@ class _Strict(BaseModel):
 
 
 class SessionSpec(_Strict):
-    start_time: time = Field(description="Local start, within the activity's hours.")
-    end_time: time = Field(description="Local end, after the start.")
+    start_time: LocalTime = Field(description="Local start, within the activity's hours.")
+    end_time: LocalTime = Field(description="Local end, after the start.")
     places: int = Field(ge=1, le=10_000, description="How many residents it serves.")
 
     @model_validator(mode="after")
@@ -71,11 +70,11 @@ class StallSpec(_Strict):
 class ActivitySpec(_Strict):
     title: str = Field(min_length=1, max_length=200, description="e.g. 社区义诊.")
     venue: str = Field(min_length=1, max_length=200, description="A public place.")
-    date: dt.date = Field(description="Local date.")
-    start_time: time = Field(description="Local start.")
-    end_time: time = Field(description="Local end, after the start.")
+    date: LocalDate = Field(description="Local date.")
+    start_time: LocalTime = Field(description="Local start.")
+    end_time: LocalTime = Field(description="Local end, after the start.")
     timezone: str = Field(default="Asia/Shanghai", max_length=64, description="IANA zone.")
-    registration_closes_at: AwareDatetime | None = Field(
+    registration_closes_at: Moment | None = Field(
         default=None, description="When places are allocated; default: the start."
     )
     stalls: list[StallSpec] = Field(default_factory=list, max_length=50)
@@ -115,14 +114,14 @@ class SessionView(BaseModel):
     waitlisted: int
     attended: int
     no_show: int
-    cancelled: bool
+    cancelled: Flag
 
 
 class StallView(BaseModel):
     id: uuid.UUID
     partner_id: uuid.UUID
     offering: str
-    cancelled: bool
+    cancelled: Flag
     sessions: list[SessionView]
 
 
@@ -131,15 +130,15 @@ class ActivityView(BaseModel):
     community: str
     title: str
     venue: str
-    date: dt.date
-    start_time: time
-    end_time: time
+    date: LocalDate
+    start_time: LocalTime
+    end_time: LocalTime
     timezone: str
     starts_at: datetime
     ends_at: datetime
     registration_closes_at: datetime
     status: str
-    allocated: bool = Field(description="Registration closed and places allocated.")
+    allocated: Flag = Field(description="Registration closed and places allocated.")
     stalls: list[StallView] | None = None
 
 

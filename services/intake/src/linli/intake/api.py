@@ -6,21 +6,31 @@ credential names, else 404 (another community's data does not exist for the call
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
-from datetime import date, datetime, time
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from linli.contracts.needs import DETAILS_BY_KIND, NeedSpec, ResidentSpec
-from linli.contracts.types import CommunitySlug, NeedKind, NeedStatus, Reason, Role, Urgency
+from linli.contracts.types import (
+    CommunitySlug,
+    Flag,
+    LocalDate,
+    LocalTime,
+    Moment,
+    NeedKind,
+    NeedStatus,
+    Reason,
+    Role,
+    Urgency,
+)
 from linli.servicekit import csvimport, disclosures
 from linli.servicekit.auth import CurrentPrincipal, Principal
+from linli.servicekit.cursors import Cursor, decode_cursor, encode_cursor
 from linli.servicekit.http import error_response
 from linli.servicekit.idempotency import Idempotency, IdempotencyKey, mark_replayed
 from linli.servicekit.telemetry import current_traceparent
@@ -90,7 +100,7 @@ class ResidentView(BaseModel):
     address: str
     compound: str | None
     priority_group: str
-    consent_to_share_contact: bool
+    consent_to_share_contact: Flag
     locale: str
     created_at: datetime
 
@@ -142,25 +152,6 @@ def _need_view(row: Any, timeline: list[Any] | None = None, *, personal: bool = 
             else None,
         }
     )
-
-
-def _encode_cursor(at: datetime, row_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(f"{at.isoformat()}|{row_id}".encode()).decode()
-
-
-def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
-    if cursor is None:
-        return None
-    try:
-        at, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        parsed = datetime.fromisoformat(at)
-        if parsed.tzinfo is None:
-            raise ValueError("naive")
-        return parsed, uuid.UUID(row_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise service.Rejected(
-            [Reason(field="query.cursor", message="invalid cursor", code="invalid_cursor")]
-        ) from exc
 
 
 def _actor(principal: Principal) -> service.Actor:
@@ -232,13 +223,13 @@ async def list_needs(
     principal: CurrentPrincipal,
     status_: Annotated[NeedStatus | None, Query(alias="status")] = None,
     kind: Annotated[NeedKind | None, Query()] = None,
-    since: Annotated[AwareDatetime | None, Query(description="Submitted at or after")] = None,
+    since: Annotated[Moment | None, Query(description="Submitted at or after")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Cursor = None,
 ) -> Any:
     principal.require_community(community)
     principal.require_role(Role.OPERATOR, Role.SYSTEM, Role.ADMIN, Role.STREET_OFFICE)
-    after = _decode_cursor(cursor)
+    after = decode_cursor(cursor)
     async with request.app.state.runtime.pool.acquire() as conn:
         rows = await store.list_needs(
             conn,
@@ -251,7 +242,7 @@ async def list_needs(
         )
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = _encode_cursor(rows[-1]["submitted_at"], rows[-1]["id"]) if more else None
+    next_cursor = encode_cursor(rows[-1]["submitted_at"], rows[-1]["id"]) if more else None
     personal = principal.sees_personal_data
     return NeedPage(items=[_need_view(r, personal=personal) for r in rows], next_cursor=next_cursor)
 
@@ -302,17 +293,17 @@ async def list_residents(
     community: Community,
     principal: CurrentPrincipal,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Cursor = None,
 ) -> Any:
     principal.require_community(community)
     # Personal data: operators and admins only.
     principal.require_role(Role.OPERATOR, Role.ADMIN)
-    after = _decode_cursor(cursor)
+    after = decode_cursor(cursor)
     async with request.app.state.runtime.pool.acquire() as conn:
         rows = await store.list_residents(conn, community, limit=limit + 1, after=after)
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = _encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+    next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None
     return ResidentPage(items=[ResidentView(**dict(r)) for r in rows], next_cursor=next_cursor)
 
 
@@ -503,11 +494,11 @@ class PlanSchedule(BaseModel):
     weekdays: list[Annotated[int, Field(ge=1, le=7)]] = Field(
         min_length=1, max_length=7, description="ISO weekdays: 1 = Monday ... 7 = Sunday."
     )
-    start_time: time = Field(description="Local start of each occurrence's window.")
-    end_time: time = Field(description="Local end of each occurrence's window.")
+    start_time: LocalTime = Field(description="Local start of each occurrence's window.")
+    end_time: LocalTime = Field(description="Local end of each occurrence's window.")
     timezone: str = Field(default="Asia/Shanghai", max_length=64, description="IANA zone.")
-    starts_on: date = Field(description="First day of the plan.")
-    ends_on: date | None = Field(default=None, description="Last day, if any.")
+    starts_on: LocalDate = Field(description="First day of the plan.")
+    ends_on: LocalDate | None = Field(default=None, description="Last day, if any.")
 
     @model_validator(mode="after")
     def _check(self) -> PlanSchedule:
@@ -554,8 +545,8 @@ class PlanView(BaseModel):
     urgency: str
     details: dict[str, Any]
     schedule: PlanSchedule
-    paused: bool
-    generated_until: date | None
+    paused: Flag
+    generated_until: LocalDate | None
     created_at: datetime
     occurrences: list[dict[str, Any]] | None = None
 

@@ -14,7 +14,7 @@ Two audiences, two routers:
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, time
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response, status
@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from linli.contracts.events import PartyKind, PartyRef
-from linli.contracts.types import CommunitySlug, NeedKind, Role
+from linli.contracts.types import CommunitySlug, Flag, LocalTime, NeedKind, Role
 from linli.servicekit import csvimport, disclosures
 from linli.servicekit.auth import CurrentPrincipal, Principal
 from linli.servicekit.http import error_response
@@ -101,8 +101,8 @@ class PartnerPage(BaseModel):
 
 class AvailabilityView(BaseModel):
     weekday: int
-    start: time
-    end: time
+    start: LocalTime
+    end: LocalTime
 
 
 class VolunteerView(BaseModel):
@@ -110,7 +110,7 @@ class VolunteerView(BaseModel):
     display_name: str
     skills: list[str]
     communities: list[str]
-    active: bool
+    active: Flag
     availability: list[AvailabilityView]
     created_at: datetime
     updated_at: datetime

@@ -6,13 +6,13 @@ credential for its own templates and slots (another's answer 404). A street offi
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime, time
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, status
 from pydantic import BaseModel
 
-from linli.contracts.types import CommunitySlug, Role
+from linli.contracts.types import CommunitySlug, Flag, LocalDate, LocalTime, Role
 from linli.servicekit.auth import CurrentPrincipal, Principal
 
 from . import capacity, store
@@ -48,14 +48,14 @@ class SlotTemplateView(BaseModel):
     partner_id: uuid.UUID
     kind: str
     weekdays: list[int]
-    start: time
-    end: time
+    start: LocalTime
+    end: LocalTime
     timezone: str
     capacity: int
     compounds: list[str]
-    valid_from: date | None
-    valid_until: date | None
-    generated_until: date | None
+    valid_from: LocalDate | None
+    valid_until: LocalDate | None
+    generated_until: LocalDate | None
     created_at: datetime
     updated_at: datetime
 
@@ -66,7 +66,7 @@ class SlotTemplatePage(BaseModel):
 
 class DeactivationView(BaseModel):
     partner_id: uuid.UUID
-    active: bool
+    active: Flag
     slots_withdrawn: int
 
 

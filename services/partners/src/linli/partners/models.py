@@ -13,7 +13,6 @@ from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    AwareDatetime,
     Discriminator,
     Field,
     ValidationError,
@@ -28,6 +27,10 @@ from linli.contracts.types import (
     ContractModel,
     CostOption,
     FailureReason,
+    Flag,
+    LocalDate,
+    LocalTime,
+    Moment,
     NeedKind,
     PhoneNumber,
     TimeWindow,
@@ -192,8 +195,8 @@ class Availability(ContractModel):
     """A weekly period a volunteer can usually help; end before start runs past midnight."""
 
     weekday: int = Field(ge=1, le=7, description="ISO day of week: 1 = Monday … 7 = Sunday.")
-    start: time = Field(description="Local start time, e.g. 14:00.")
-    end: time = Field(description="Local end time, e.g. 17:30.")
+    start: LocalTime = Field(description="Local start time, e.g. 14:00.")
+    end: LocalTime = Field(description="Local end time, e.g. 17:30.")
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -221,7 +224,7 @@ class VolunteerPatch(ContractModel):
     display_name: ShortText | None = None
     skills: Skills | None = None
     availability: Weekly | None = None
-    active: bool | None = None
+    active: Flag | None = None
 
 
 class SlotSpec(ContractModel):
@@ -404,7 +407,7 @@ class VolunteerImport(ContractModel):
     external_ref: ExternalRef
     display_name: ShortText = Field(description="Name shown to operators.")
     skills: Skills = Field(default_factory=list)
-    active: bool = Field(default=True, description="false deactivates the volunteer.")
+    active: Flag = Field(default=True, description="false deactivates the volunteer.")
 
 
 class CapacityImport(ContractModel):
@@ -418,13 +421,15 @@ class CapacityImport(ContractModel):
     provider_kind: PartyKind = Field(description="volunteer or partner.")
     provider_ref: ExternalRef
     weekday: int | None = Field(default=None, ge=1, le=7, description="Volunteers: ISO weekday.")
-    start: time | None = Field(default=None, description="Volunteers: local start, e.g. 14:00.")
-    end: time | None = Field(default=None, description="Volunteers: local end, e.g. 17:30.")
+    start: LocalTime | None = Field(
+        default=None, description="Volunteers: local start, e.g. 14:00."
+    )
+    end: LocalTime | None = Field(default=None, description="Volunteers: local end, e.g. 17:30.")
     kind: NeedKind | None = Field(default=None, description="Partners: need kind of the slot.")
-    window_earliest: AwareDatetime | None = Field(
+    window_earliest: Moment | None = Field(
         default=None, description="Partners: start of the slot (RFC 3339 with offset)."
     )
-    window_latest: AwareDatetime | None = Field(
+    window_latest: Moment | None = Field(
         default=None, description="Partners: end of the slot (RFC 3339 with offset)."
     )
     capacity: int | None = Field(default=None, ge=1, le=1000, description="Partners: needs served.")
@@ -442,7 +447,7 @@ class CapacityImport(ContractModel):
 
 
 class AcceptRequest(ContractModel):
-    eta: AwareDatetime | None = Field(default=None, description="Expected arrival (partners).")
+    eta: Moment | None = Field(default=None, description="Expected arrival (partners).")
 
 
 class DeclineRequest(ContractModel):
@@ -454,22 +459,22 @@ class MealPreparedReport(ContractModel):
     handed to, the carrier."""
 
     outcome: Literal["meal_prepared"]
-    prepared_at: AwareDatetime
-    handed_to_carrier: bool = False
+    prepared_at: Moment
+    handed_to_carrier: Flag = False
 
 
 class MealReport(ContractModel):
     """Proof of a delivered meal."""
 
     outcome: Literal["meal_delivered"]
-    delivered_at: AwareDatetime
+    delivered_at: Moment
     handed_to: HandedTo
     neighbour_note: str | None = Field(
         default=None,
         max_length=300,
         description="Who took it (required when handed to a neighbour); stays in partners.",
     )
-    hot_on_arrival: bool | None = None
+    hot_on_arrival: Flag | None = None
 
     @model_validator(mode="after")
     def _neighbour_named(self) -> Self:
@@ -482,10 +487,10 @@ class VisitReport(ContractModel):
     """Proof of an elder-care visit."""
 
     outcome: Literal["visit_completed"]
-    started_at: AwareDatetime
-    ended_at: AwareDatetime
+    started_at: Moment
+    ended_at: Moment
     observations: str | None = Field(default=None, max_length=2000)
-    wellbeing_concern: bool = False
+    wellbeing_concern: Flag = False
 
     @model_validator(mode="after")
     def _times(self) -> Self:
@@ -498,10 +503,10 @@ class RepairReport(ContractModel):
     """Proof of a repair call."""
 
     outcome: Literal["repair_completed"]
-    arrived_at: AwareDatetime
-    completed_at: AwareDatetime
-    fixed: bool
-    follow_up_needed: bool = False
+    arrived_at: Moment
+    completed_at: Moment
+    fixed: Flag
+    follow_up_needed: Flag = False
     summary: str | None = Field(default=None, max_length=2000)
 
     @model_validator(mode="after")
@@ -516,9 +521,9 @@ class ServiceReport(ContractModel):
     goods brought to the door, personal care at home, and kinds added later."""
 
     outcome: Literal["service_completed"]
-    started_at: AwareDatetime = Field(description="When the helper arrived or began.")
-    completed_at: AwareDatetime = Field(description="When the service was completed.")
-    follow_up_needed: bool = False
+    started_at: Moment = Field(description="When the helper arrived or began.")
+    completed_at: Moment = Field(description="When the service was completed.")
+    follow_up_needed: Flag = False
     note: str | None = Field(
         default=None, max_length=2000, description="Free text; stays in partners (ADR 0031)."
     )
@@ -536,7 +541,7 @@ class FailedReport(ContractModel):
     outcome: Literal["failed"]
     reason: FailureReason
     detail: str | None = Field(default=None, max_length=500, description="No personal data.")
-    failed_at: AwareDatetime
+    failed_at: Moment
 
 
 CompletionReport = Annotated[
@@ -655,13 +660,13 @@ class SlotTemplateSpec(ContractModel):
 
     kind: NeedKind
     weekdays: Weekdays
-    start: time = Field(description="Local start of each day's window, e.g. 11:00.")
-    end: time = Field(description="Local end, after `start` (same day), e.g. 12:30.")
+    start: LocalTime = Field(description="Local start of each day's window, e.g. 11:00.")
+    end: LocalTime = Field(description="Local end, after `start` (same day), e.g. 12:30.")
     timezone: Timezone = "Asia/Shanghai"
     capacity: int = Field(ge=1, le=1000, description="Needs each generated slot serves.")
     compounds: Compounds = Field(default_factory=list)
-    valid_from: date | None = Field(default=None, description="First local date (inclusive).")
-    valid_until: date | None = Field(default=None, description="Last local date (inclusive).")
+    valid_from: LocalDate | None = Field(default=None, description="First local date (inclusive).")
+    valid_until: LocalDate | None = Field(default=None, description="Last local date (inclusive).")
 
     @field_validator("weekdays")
     @classmethod
@@ -694,12 +699,12 @@ class SlotTemplatePatch(ContractModel):
     """Changes to a template; absent fields stay. They apply to slots not yet generated."""
 
     weekdays: Weekdays | None = None
-    start: time | None = None
-    end: time | None = None
+    start: LocalTime | None = None
+    end: LocalTime | None = None
     capacity: int | None = Field(default=None, ge=1, le=1000)
     compounds: Compounds | None = None
-    valid_from: date | None = None
-    valid_until: date | None = None
+    valid_from: LocalDate | None = None
+    valid_until: LocalDate | None = None
 
     @field_validator("weekdays")
     @classmethod

@@ -8,7 +8,6 @@ Counts only: no resident, no need id, no address. The aggregation is a plain fun
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 import json
 import uuid
@@ -23,7 +22,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
-from linli.contracts.types import Role
+from linli.contracts.types import LocalDate, Role
 from linli.servicekit.auth import CurrentPrincipal
 from linli.servicekit.http import error_response
 
@@ -53,7 +52,7 @@ class ProductionLine(BaseModel):
 class ProductionList(BaseModel):
     partner_id: uuid.UUID
     community: str
-    date: dt.date = Field(description="The day, in the production list's time zone.")
+    date: LocalDate = Field(description="The day, in the production list's time zone.")
     timezone: str = Field(description="Time zone the day is read in (LINLI_PRODUCTION_TIMEZONE).")
     meals: int = Field(description="Meals in total (accepted or prepared).")
     portions: int = Field(description="Portions in total.")
@@ -154,7 +153,7 @@ async def get_production_list(
     partner_id: uuid.UUID,
     principal: CurrentPrincipal,
     day: Annotated[
-        date | None,
+        LocalDate | None,
         Query(alias="date", description="YYYY-MM-DD; default tomorrow in the list's time zone"),
     ] = None,
     format_: Annotated[Literal["json", "html"] | None, Query(alias="format")] = None,

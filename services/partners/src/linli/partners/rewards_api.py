@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import html
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
-from linli.contracts.types import Role
+from linli.contracts.types import LocalDate, Moment, Role
 from linli.servicekit.auth import CurrentPrincipal, Principal
 from linli.servicekit.http import error_response
 from linli.servicekit.idempotency import Idempotency, IdempotencyKey, mark_replayed
+from linli.servicekit.openapi import rules
 from linli.servicekit.ratelimit import RateLimit
 from linli.servicekit.sealing import SecretBox
 
@@ -95,9 +96,9 @@ class CertificateCheck(BaseModel):
     reward_title: str
     partner_name: str
     points: int
-    issued_on: date
+    issued_on: LocalDate
     state: str = Field(description="issued (not used yet) or used.")
-    used_on: date | None = None
+    used_on: LocalDate | None = None
 
 
 class ServiceLine(BaseModel):
@@ -568,6 +569,7 @@ async def check_certificate(request: Request, body: CertificateCode) -> Any:
     response_model=StatementView,
     tags=["points"],
     summary="Hours and points of a volunteer over a period (operators; the volunteer itself)",
+    openapi_extra=rules("`since` is before `until` (422 `range`)"),
 )
 async def volunteer_statement(
     request: Request,
@@ -575,9 +577,9 @@ async def volunteer_statement(
     volunteer_id: uuid.UUID,
     principal: CurrentPrincipal,
     since: Annotated[
-        datetime | None, Query(description="RFC 3339; default until - 30 days")
+        Moment | None, Query(description="RFC 3339; default until - 30 days; before until")
     ] = None,
-    until: Annotated[datetime | None, Query(description="RFC 3339; default now")] = None,
+    until: Annotated[Moment | None, Query(description="RFC 3339; default now")] = None,
 ) -> Any:
     principal.require_community(community)
     # Other roles (a partner, a street office: volunteers are personal data) are refused.

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from linli.contracts.types import CommunitySlug, NeedKind, Role
+from linli.contracts.types import CommunitySlug, Flag, NeedKind, Role
 from linli.servicekit.auth import CurrentPrincipal, Principal
 from linli.servicekit.http import error_response
 
@@ -81,7 +81,7 @@ class NeedActionView(BaseModel):
     withdrawn_assignment_id: uuid.UUID | None = Field(
         default=None, description="Open offer withdrawn first."
     )
-    without_capacity: bool | None = None
+    without_capacity: Flag | None = None
 
 
 class ScheduledNeedView(BaseModel):
@@ -97,7 +97,7 @@ class ScheduledNeedView(BaseModel):
     updated_at: datetime
     current_assignment: uuid.UUID | None = None
     attempts: int = Field(description="Offers made so far.")
-    two_leg: bool = Field(
+    two_leg: Flag = Field(
         default=False,
         description="Served in two legs (ADR 0044): state, current_assignment and attempts "
         "follow the carry leg; prepare_assignment is the canteen's leg.",

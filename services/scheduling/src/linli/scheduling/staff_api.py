@@ -8,8 +8,6 @@ one error shape.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -19,8 +17,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from linli.contracts.events import EscalationOutcome, PartyKind, PartyRef
-from linli.contracts.types import CommunitySlug, Role
+from linli.contracts.types import CommunitySlug, Flag, Role
 from linli.servicekit.auth import CurrentPrincipal, Principal
+from linli.servicekit.cursors import Cursor, decode_cursor, encode_cursor
 from linli.servicekit.http import error_response
 from linli.servicekit.idempotency import (
     Idempotency,
@@ -72,7 +71,7 @@ class EscalationActionView(BaseModel):
     assignee: str | None = None
     assignee_ref: str | None = None
     outcome: str | None = None
-    note_recorded: bool | None = None
+    note_recorded: Flag | None = None
 
 
 class EscalationView(BaseModel):
@@ -114,12 +113,12 @@ class NeedActionResult(BaseModel):
     withdrawn_assignment_id: uuid.UUID | None = Field(
         default=None, description="The open offer withdrawn first, if there was one."
     )
-    without_capacity: bool | None = Field(
+    without_capacity: Flag | None = Field(
         default=None,
         description="Dispatch only: true when the party had no published slot with room "
         "and the offer was made anyway (ADR 0034).",
     )
-    changed: bool = Field(description="False when the request repeated what was already so.")
+    changed: Flag = Field(description="False when the request repeated what was already so.")
 
 
 # --- requests -----------------------------------------------------------------
@@ -225,23 +224,6 @@ def _escalation_view(
     return view
 
 
-def _encode_cursor(at: datetime, row_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(f"{at.isoformat()}|{row_id}".encode()).decode()
-
-
-def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
-    if cursor is None:
-        return None
-    try:
-        at, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        parsed = datetime.fromisoformat(at)
-        if parsed.tzinfo is None:
-            raise ValueError("naive")
-        return parsed, uuid.UUID(row_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise ActionRefused(422, "invalid_cursor", "invalid cursor", field="query.cursor") from exc
-
-
 async def _one_escalation(
     conn: Any, community: str, escalation_id: uuid.UUID, *, personal: bool = True
 ) -> EscalationView:
@@ -272,17 +254,17 @@ async def list_escalations(
     principal: CurrentPrincipal,
     state: Annotated[EscalationState | None, Query(description="Only this state.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Cursor = None,
 ) -> Any:
     _reader(principal, community)
-    before = _decode_cursor(cursor)
+    before = decode_cursor(cursor)
     async with request.app.state.runtime.pool.acquire() as conn:
         rows = await store.list_escalations(
             conn, community, state=state.value if state else None, limit=limit + 1, before=before
         )
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = _encode_cursor(rows[-1]["escalated_at"], rows[-1]["id"]) if more else None
+    next_cursor = encode_cursor(rows[-1]["escalated_at"], rows[-1]["id"]) if more else None
     personal = principal.sees_personal_data
     return EscalationPage(
         items=[_escalation_view(r, personal=personal) for r in rows], next_cursor=next_cursor

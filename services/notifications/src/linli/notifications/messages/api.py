@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, time
+from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Path, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from linli.contracts.types import Role
+from linli.contracts.types import LocalTime, Role
 from linli.servicekit.auth import CurrentPrincipal
 
 from . import service
@@ -36,8 +36,8 @@ Community = Annotated[str, Path(pattern=_COMMUNITY, max_length=64)]
 class QuietHours(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    start: time = Field(description="Local start, e.g. 22:00.")
-    end: time = Field(description="Local end, e.g. 07:00 (may wrap midnight).")
+    start: LocalTime = Field(description="Local start, e.g. 22:00.")
+    end: LocalTime = Field(description="Local end, e.g. 07:00 (may wrap midnight).")
 
 
 class RecipientIn(BaseModel):

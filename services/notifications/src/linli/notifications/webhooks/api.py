@@ -15,10 +15,11 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from linli.contracts.types import NeedKind, Role
+from linli.contracts.types import Moment, NeedKind, Role
 from linli.servicekit.auth import CurrentPrincipal, Principal
+from linli.servicekit.openapi import errors
 
 from .service import MANAGERS, WebhookService
 
@@ -62,8 +63,8 @@ class ReplayIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_id: str | None = Field(default=None, max_length=256)
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
 
 
 def _service(request: Request) -> WebhookService:
@@ -95,7 +96,12 @@ def _shown(service: WebhookService, row: asyncpg.Record) -> dict[str, Any]:
     return _view(row, service.clock.now())
 
 
-@router.post("", status_code=201, summary="Register a webhook endpoint")
+@router.post(
+    "",
+    status_code=201,
+    summary="Register a webhook endpoint",
+    responses=errors(404, s404="A community in `communities` is not one of the credential's."),
+)
 async def create_subscription(
     request: Request, body: SubscriptionIn, principal: CurrentPrincipal
 ) -> dict[str, Any]:

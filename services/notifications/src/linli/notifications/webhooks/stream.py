@@ -25,7 +25,7 @@ from fastapi.responses import StreamingResponse
 from nats.js import api
 
 from linli.contracts.subjects import community_events_filter
-from linli.contracts.types import Role
+from linli.contracts.types import Moment, Role
 from linli.notifications.errors import BadRequest
 from linli.notifications.settings import NotificationsSettings
 from linli.servicekit.auth import CurrentPrincipal
@@ -119,8 +119,10 @@ async def community_events(
     request: Request,
     community: str,
     principal: CurrentPrincipal,
-    since: Annotated[datetime | None, Query(description="Start at this time (RFC 3339).")] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
+    since: Annotated[Moment | None, Query(description="Start at this time (RFC 3339).")] = None,
+    last_event_id: Annotated[
+        str | None, Header(alias="Last-Event-ID", max_length=20, pattern=r"^[0-9]{1,19}$")
+    ] = None,
 ) -> StreamingResponse:
     principal.require_community(community)
     principal.require_role(*READERS)
