@@ -82,7 +82,7 @@ Communities = Annotated[
 ]
 
 
-LocalTime = Annotated[
+OpeningTime = Annotated[
     str,
     Field(
         pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
@@ -136,8 +136,8 @@ class OpeningHours(ContractModel):
     weekdays: list[Annotated[int, Field(ge=1, le=7)]] = Field(
         min_length=1, max_length=7, description="ISO days of week: 1 = Monday … 7 = Sunday."
     )
-    opens_at: LocalTime = Field(description="Opening time, HH:MM.")
-    closes_at: LocalTime = Field(description="Closing time, HH:MM, after opens_at.")
+    opens_at: OpeningTime = Field(description="Opening time, HH:MM.")
+    closes_at: OpeningTime = Field(description="Closing time, HH:MM, after opens_at.")
 
     @model_validator(mode="after")
     def _check(self) -> Self:
