@@ -29,16 +29,33 @@ class Load:
     answered: set[str] = field(default_factory=set)
     reported: set[str] = field(default_factory=set)
     requests: int = 0
+    retried: int = 0
     done_submitting: bool = False
 
     async def call(self, what: str, request: object, *expected: int) -> httpx.Response | None:
-        """Await one request; a failure (transport error or unexpected status) is kept."""
+        """Await one request; a failure (transport error or unexpected status) is kept.
+
+        `request` is an awaitable, or a callable making one for a request that carries an
+        Idempotency-Key: a transport error is then retried once with the same key, as a
+        client should (a draining server closes idle keep-alive connections, and a request
+        sent on one as it closes meets a ReadError; the key makes the repeat harmless, and
+        the tests check that nothing happened twice). Retries are counted in `retried`."""
         self.requests += 1
-        try:
-            response: httpx.Response = await request  # type: ignore[misc]
-        except httpx.HTTPError as exc:
-            self.failures.append(f"{what}: {type(exc).__name__}: {exc}")
-            return None
+        make = request if callable(request) else None
+        attempts = 2 if make is not None else 1
+        for attempt in range(attempts):
+            try:
+                response: httpx.Response = await (make() if make else request)  # type: ignore[misc]
+                break
+            except httpx.TransportError as exc:
+                if attempt + 1 < attempts:
+                    self.retried += 1
+                    continue
+                self.failures.append(f"{what}: {type(exc).__name__}: {exc}")
+                return None
+            except httpx.HTTPError as exc:
+                self.failures.append(f"{what}: {type(exc).__name__}: {exc}")
+                return None
         if response.status_code not in expected:
             self.failures.append(f"{what}: HTTP {response.status_code} {response.text[:300]}")
             return None
@@ -55,13 +72,10 @@ class Load:
         async def one(i: int) -> None:
             body = meal_need(self.residents[i % len(self.residents)], hours_ahead=1)
             async with gate:
+                key = {"Idempotency-Key": f"load-{uuid.uuid4()}"}
                 response = await self.call(
                     "submit",
-                    lc.http.post(
-                        lc.c("intake", "/needs"),
-                        json=body,
-                        headers={"Idempotency-Key": f"load-{uuid.uuid4()}"},
-                    ),
+                    lambda: lc.http.post(lc.c("intake", "/needs"), json=body, headers=key),
                     201,
                 )
             if response is not None:
