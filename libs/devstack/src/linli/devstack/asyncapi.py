@@ -44,6 +44,7 @@ from linli.contracts.needs import NeedSubmitReply
 from linli.contracts.registry import REGISTRY, EventSpec
 from linli.contracts.subjects import EVENTS_PREFIX, INGRESS_PREFIX
 
+from .paths import repo_root
 from .stack import SERVICES
 
 SCHEMAS_FROM_DOCS = "../../libs/contracts/schemas"
@@ -60,14 +61,6 @@ MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 """The server's subject (servicekit `messaging.MAX_DELIVERIES_ADVISORY`)."""
 
 SUBMIT_TYPE = "linli.need.submit.v1"
-
-
-def _root() -> Path:
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "pyproject.toml").exists() and (parent / "services").is_dir():
-            return parent
-    raise RuntimeError("repository root not found")
 
 
 def _message_name(spec: EventSpec) -> str:
@@ -538,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m linli.devstack.asyncapi")
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
-    root = _root()
+    root = repo_root()
     out_dir = root / "docs" / "asyncapi"
     drifted = []
     texts = []

@@ -26,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .paths import repo_root
+
 SYSTEM_CHROMIUM = Path("/usr/bin/chromium")
 PACKAGES = ("chromium", "fonts-wqy-zenhei")
 STAMP_VERSION = 1
@@ -33,14 +35,6 @@ STAMP_VERSION = 1
 
 class BrowserInstallError(RuntimeError):
     pass
-
-
-def repo_root() -> Path:
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "uv.lock").exists() and (parent / "Makefile").exists():
-            return parent
-    return Path.cwd()
 
 
 def wrapper_path(root: Path | None = None) -> Path:

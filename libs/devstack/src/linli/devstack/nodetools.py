@@ -31,20 +31,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .paths import repo_root
+
 STAMP_VERSION = 1
 CLI_PACKAGE = "@asyncapi/cli"
 
 
 class NodeToolsError(RuntimeError):
     pass
-
-
-def repo_root() -> Path:
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        if (parent / "uv.lock").exists() and (parent / "Makefile").exists():
-            return parent
-    return Path.cwd()
 
 
 def manifest_dir(root: Path | None = None) -> Path:
